@@ -1,0 +1,41 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from datasets_app import services
+from datasets_app.imports import FORMATS
+
+
+class Command(BaseCommand):
+    help = "Import prompts (parquet, JSONL, image folder, ScienceQA or POPE) all-or-nothing."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", help="a .parquet/.jsonl/.csv file or an image folder")
+        parser.add_argument("--source", required=True, help="name of the source to import into")
+        parser.add_argument("--format", default="prompts", choices=FORMATS)
+        parser.add_argument(
+            "--skip-bad", action="store_true", help="import the valid rows, report the rest"
+        )
+
+    def handle(self, *args, **opts):
+        try:
+            outcome = services.prompts_import(
+                path=opts["file"],
+                source_name=opts["source"],
+                fmt=opts["format"],
+                skip_bad=opts["skip_bad"],
+            )
+        except services.ImportRejected as exc:
+            for error in exc.parsed.errors:
+                self.stderr.write(f"  {error}")
+            raise CommandError(str(exc)) from None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        for error in outcome.rejected:
+            self.stderr.write(f"  skipped row {error['row']}: {error['error']}")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{outcome.source.name}: {outcome.rows_total} rows read, {outcome.created} "
+                f"imported, {outcome.duplicates} already present, {len(outcome.rejected)} rejected"
+            )
+        )
+        if outcome.report_name:
+            self.stdout.write(f"report: {outcome.report_name}")

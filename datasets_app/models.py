@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Source(models.Model):
+    """A named import: where a set of prompts came from, and what was rejected."""
+
+    class Kind(models.TextChoices):
+        PROMPTS = "prompts", "Prompts (parquet / JSONL / image folder)"
+        SCIENCEQA = "scienceqa", "ScienceQA format"
+        POPE = "pope", "POPE format"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    file_name = models.CharField(max_length=500, help_text="the file or folder imported last")
+    file_sha256 = models.CharField(max_length=64, blank=True)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_imported = models.PositiveIntegerField(default=0)
+    rows_duplicate = models.PositiveIntegerField(default=0)
+    rows_rejected = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=list, blank=True, help_text="one entry per rejected row")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    """An image and a question, with whatever ground truth the source had."""
+
+    class Split(models.TextChoices):
+        TRAIN = "train", "train"
+        VALIDATION = "validation", "validation"
+        TEST = "test", "test"
+
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="prompts")
+    # Stored under media by the image's sha256, so identical images are stored once.
+    image = models.FileField(max_length=300, blank=True)
+    image_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    image_width = models.PositiveIntegerField(null=True, blank=True)
+    image_height = models.PositiveIntegerField(null=True, blank=True)
+    question = models.TextField()
+    reference_answer = models.TextField(blank=True)
+    choices = models.JSONField(default=list, blank=True)
+    answer_index = models.IntegerField(null=True, blank=True)
+    hint = models.TextField(blank=True)
+    subject = models.CharField(max_length=100, blank=True, db_index=True)
+    split = models.CharField(max_length=20, choices=Split.choices, default=Split.TRAIN)
+    metadata = models.JSONField(default=dict, blank=True)
+    # sha256 over image hash, question, choices, answer and hint: what makes a row "the same".
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "content_hash"], name="prompt_unique_per_source"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(answer_index__isnull=True) | models.Q(answer_index__gte=0),
+                name="prompt_answer_index_non_negative",
+            ),
+        ]
+        indexes = [models.Index(fields=["source", "split"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.question[:60]}"
+
+    @property
+    def answer_text(self) -> str:
+        if self.answer_index is not None and 0 <= self.answer_index < len(self.choices):
+            return str(self.choices[self.answer_index])
+        return self.reference_answer
+
+
+class DatasetVersion(models.Model):
+    """An immutable, curated training set. Filled by the curation issue."""
+
+    class Kind(models.TextChoices):
+        DPO = "dpo", "DPO pairs"
+        SFT = "sft", "SFT"
+        STEERLM = "steerlm", "SteerLM"
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    name = models.CharField(max_length=200)
+    version = models.PositiveIntegerField(default=1)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.BUILDING)
+    strategy = models.CharField(max_length=50)
+    params = models.JSONField(default=dict, blank=True)
+    rater_selection = models.JSONField(default=dict, blank=True)
+    sources = models.ManyToManyField(Source, blank=True, related_name="dataset_versions")
+    row_count = models.PositiveIntegerField(default=0)
+    stats = models.JSONField(default=dict, blank=True)
+    checksum = models.CharField(max_length=64, blank=True)
+    export_path = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="dataset_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"

@@ -1,0 +1,157 @@
+"""Writes for sources and prompts: the only code here that joins the import core to the ORM."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from datasets_app.imports import ImageLimits, ParseResult, PromptRecord, parse_source
+from datasets_app.models import Prompt, Source
+
+INSERT_BATCH = 500
+
+
+class ImportRejected(Exception):
+    """The file had bad rows and --skip-bad was not given: nothing was written."""
+
+    def __init__(self, parsed: ParseResult, report_name: str) -> None:
+        self.parsed = parsed
+        self.report_name = report_name
+        first = "; ".join(str(e) for e in parsed.errors[:3])
+        more = f" (and {len(parsed.errors) - 3} more)" if len(parsed.errors) > 3 else ""
+        super().__init__(
+            f"{len(parsed.errors)} of {parsed.rows_total} rows are invalid, so nothing was "
+            f"imported: {first}{more}. Fix them, or import the valid rows with --skip-bad. "
+            f"Full report: {report_name}"
+        )
+
+
+@dataclass
+class ImportOutcome:
+    source: Source
+    rows_total: int
+    created: int
+    duplicates: int
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    report_name: str = ""
+
+
+def import_limits() -> ImageLimits:
+    return ImageLimits(
+        max_bytes=settings.IMPORT_MAX_IMAGE_BYTES, max_pixels=settings.IMPORT_MAX_IMAGE_PIXELS
+    )
+
+
+def _save_report(source_name: str, parsed: ParseResult, path: Path) -> str:
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%S")
+    body = {
+        "source": source_name,
+        "file": str(path),
+        "file_sha256": parsed.file_sha256,
+        "rows_total": parsed.rows_total,
+        "rows_rejected": len(parsed.errors),
+        "errors": parsed.report,
+    }
+    name = f"import-reports/{slugify(source_name) or 'source'}-{stamp}.json"
+    return default_storage.save(name, ContentFile(json.dumps(body, indent=2).encode()))
+
+
+def _store_image(record: PromptRecord) -> str:
+    if record.image is None:
+        return ""
+    name = record.image.storage_name
+    if default_storage.exists(name):
+        return name
+    return default_storage.save(name, ContentFile(record.image.data))
+
+
+def prompts_import(
+    *,
+    path: str | Path,
+    source_name: str,
+    fmt: str,
+    skip_bad: bool = False,
+    user: Any = None,
+) -> ImportOutcome:
+    """Import a prompts file all-or-nothing (unless skip_bad); re-importing adds nothing."""
+    path = Path(path)
+    source_name = source_name.strip()
+    if not source_name:
+        raise ValueError("a source name is required")
+    existing = Source.objects.filter(name=source_name).first()
+    if existing is not None and existing.kind != fmt:
+        raise ValueError(
+            f"source {source_name!r} holds {existing.kind} prompts; import {fmt} under another name"
+        )
+    parsed = parse_source(path, fmt, import_limits())
+    report_name = _save_report(source_name, parsed, path) if parsed.errors else ""
+    if parsed.errors and not skip_bad:
+        raise ImportRejected(parsed, report_name)
+
+    unique: dict[str, PromptRecord] = {}
+    for record in parsed.records:
+        unique.setdefault(record.content_hash, record)
+    known = (
+        set(
+            Prompt.objects.filter(source=existing, content_hash__in=list(unique)).values_list(
+                "content_hash", flat=True
+            )
+        )
+        if existing
+        else set()
+    )
+    new_records = [(h, r) for h, r in unique.items() if h not in known]
+    # Files first (content-addressed, so a failed transaction leaves only harmless orphans).
+    image_names = {h: _store_image(r) for h, r in new_records}
+
+    with transaction.atomic():
+        source, _ = Source.objects.get_or_create(
+            name=source_name, defaults={"kind": fmt, "created_by": user}
+        )
+        Prompt.objects.bulk_create(
+            [
+                Prompt(
+                    source=source,
+                    image=image_names[h],
+                    image_sha256=r.image.sha256 if r.image else "",
+                    image_width=r.image.width if r.image else None,
+                    image_height=r.image.height if r.image else None,
+                    question=r.question,
+                    reference_answer=r.reference_answer,
+                    choices=r.choices,
+                    answer_index=r.answer_index,
+                    hint=r.hint,
+                    subject=r.subject,
+                    split=r.split,
+                    metadata=r.metadata,
+                    content_hash=h,
+                )
+                for h, r in new_records
+            ],
+            batch_size=INSERT_BATCH,
+        )
+        source.file_name = str(path)
+        source.file_sha256 = parsed.file_sha256
+        source.rows_total = parsed.rows_total
+        source.rows_imported = len(new_records)
+        source.rows_duplicate = len(parsed.records) - len(new_records)
+        source.rows_rejected = len(parsed.errors)
+        source.report = parsed.report
+        source.save()
+    return ImportOutcome(
+        source=source,
+        rows_total=parsed.rows_total,
+        created=len(new_records),
+        duplicates=len(parsed.records) - len(new_records),
+        rejected=parsed.report,
+        report_name=report_name,
+    )

@@ -1,0 +1,75 @@
+"""Shared fixtures: isolated media/checkpoint folders, personas, image builders."""
+
+from __future__ import annotations
+
+import io
+import socket
+
+import pytest
+from PIL import Image
+
+
+def png_bytes(size: tuple[int, int] = (16, 16), colour: str = "red") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_storage(request, tmp_path):
+    """Each test writes media and checkpoints under its own tmp folder."""
+    if "settings" not in request.fixturenames and not _django_test(request):
+        yield
+        return
+    settings = request.getfixturevalue("settings")
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.CHECKPOINT_ROOT = tmp_path / "checkpoints"
+    yield
+
+
+def _django_test(request) -> bool:
+    return any(m.name == "django_db" for m in request.node.iter_markers()) or any(
+        name in request.fixturenames for name in ("db", "transactional_db", "client", "live_server")
+    )
+
+
+@pytest.fixture
+def make_user(db):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    def make(username: str, *, role: str | None = None, **extra):
+        user = get_user_model().objects.create_user(
+            username=username, password="pw-" + username, **extra
+        )
+        if role:
+            user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def staff_user(make_user):
+    return make_user("stella", role="staff")
+
+
+@pytest.fixture
+def curator(make_user):
+    return make_user("curt", role="curator")
+
+
+@pytest.fixture
+def annotator(make_user):
+    return make_user("anna", role="annotator")
+
+
+@pytest.fixture
+def outsider(make_user):
+    return make_user("olly")

@@ -1,0 +1,130 @@
+"""A task goes through a real Redis broker to a real worker process and updates its Job."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from tests.conftest import free_port
+from workers.models import Job
+
+pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed: run scripts/system-deps"
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", tmp_path],
+        stdout=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(10)
+
+
+def _database_url() -> str:
+    """The URL of the test database this process uses, for the subprocesses."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+def _env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": _database_url(),
+        "VAR_DIR": str(tmp_path / "var"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def test_selftest_job_travels_through_redis_to_a_worker(redis_url, tmp_path):
+    env = _env(redis_url, tmp_path)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "gpu",
+            "-c",
+            "1",
+            "-P",
+            "solo",
+            "-n",
+            "testgpu@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        sent = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "selftest",
+                "--queue",
+                "gpu",
+                "--wait",
+                "--timeout",
+                "60",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+    finally:
+        worker.terminate()
+        log = worker.communicate(timeout=30)[0]
+    job = Job.objects.get()
+    assert job.status == Job.Status.SUCCEEDED, log
+    assert (job.queue, job.progress_done, job.progress_total) == ("gpu", 5, 5)
+    assert job.worker.endswith(f":{worker.pid}")  # the worker process ran it, not us
+
+
+def test_a_job_sent_to_an_unconsumed_queue_waits_and_the_command_says_so(redis_url, tmp_path):
+    env = _env(redis_url, tmp_path)
+    sent = subprocess.run(
+        [sys.executable, "manage.py", "selftest", "--queue", "judge", "--wait", "--timeout", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode != 0
+    assert "no worker consumed queue judge" in sent.stderr
+    assert Job.objects.get().status == Job.Status.QUEUED

@@ -1,0 +1,122 @@
+"""Imports through the service and the command: all-or-nothing, reports, idempotence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import CommandError, call_command
+
+from datasets_app.models import Prompt, Source
+from datasets_app.services import ImportRejected, prompts_import
+from datasets_app.shapes import make_shapes
+from tests.conftest import png_bytes
+from tests.test_import_validation import bomb_png
+
+pytestmark = [pytest.mark.django_db, pytest.mark.db_backend]
+
+
+def _prompts_file(tmp_path, bad_line: str | None = None):
+    (tmp_path / "red.png").write_bytes(png_bytes(colour="red"))
+    (tmp_path / "blue.png").write_bytes(png_bytes(colour="blue"))
+    lines = [
+        json.dumps({"image": "red.png", "question": "What colour is it?", "answer": "red"}),
+        json.dumps({"image": "blue.png", "question": "What colour is it?", "topic": "colour"}),
+    ]
+    if bad_line is not None:
+        lines.insert(1, bad_line)
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _bad_image_line(tmp_path, name: str, data: bytes) -> str:
+    (tmp_path / name).write_bytes(data)
+    return json.dumps({"image": name, "question": "Bad?"})
+
+
+BAD_ROWS = {
+    "truncated image": lambda tmp: _bad_image_line(tmp, "cut.png", png_bytes((64, 64))[:70]),
+    "decompression bomb": lambda tmp: _bad_image_line(tmp, "bomb.png", bomb_png()),
+    "non-image file": lambda tmp: _bad_image_line(tmp, "notes.png", b"just some text"),
+    "bad JSON line": lambda tmp: '{"image": "red.png", "question": "unterminated',
+    "missing field": lambda tmp: json.dumps({"image": "red.png"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ROWS))
+def test_bad_row_changes_nothing_and_names_the_row(tmp_path, case):
+    path = _prompts_file(tmp_path, BAD_ROWS[case](tmp_path))
+    with pytest.raises(ImportRejected) as raised:
+        prompts_import(path=path, source_name="colours", fmt="prompts")
+    assert Source.objects.count() == 0 and Prompt.objects.count() == 0
+    assert [e.row for e in raised.value.parsed.errors] == [2]
+    assert "row 2" in str(raised.value)
+    report = json.loads(default_storage.open(raised.value.report_name).read())
+    assert report["rows_rejected"] == 1 and report["errors"][0]["row"] == 2
+    assert not default_storage.exists("images")  # no image stored either
+
+
+def test_skip_bad_imports_the_rest_and_keeps_the_report(tmp_path):
+    path = _prompts_file(tmp_path, BAD_ROWS["missing field"](tmp_path))
+    outcome = prompts_import(path=path, source_name="colours", fmt="prompts", skip_bad=True)
+    assert outcome.created == 2
+    source = Source.objects.get(name="colours")
+    assert (source.rows_total, source.rows_imported, source.rows_rejected) == (3, 2, 1)
+    assert source.report[0]["row"] == 2 and "question" in source.report[0]["error"]
+    red = Prompt.objects.get(reference_answer="red")
+    assert red.image.name == f"images/{red.image_sha256[:2]}/{red.image_sha256}.png"
+    assert default_storage.open(red.image.name).read() == png_bytes(colour="red")
+    assert Prompt.objects.get(reference_answer="").metadata == {"topic": "colour"}
+
+
+def test_reimporting_the_same_file_adds_nothing(tmp_path):
+    path = _prompts_file(tmp_path)
+    first = prompts_import(path=path, source_name="colours", fmt="prompts")
+    second = prompts_import(path=path, source_name="colours", fmt="prompts")
+    assert (first.created, second.created, second.duplicates) == (2, 0, 2)
+    assert Prompt.objects.count() == 2
+
+
+def test_source_kind_cannot_change(tmp_path):
+    path = _prompts_file(tmp_path)
+    prompts_import(path=path, source_name="colours", fmt="prompts")
+    with pytest.raises(ValueError, match="holds prompts prompts"):
+        prompts_import(path=path, source_name="colours", fmt="pope")
+
+
+def test_shapes_files_import_as_scienceqa_and_pope(tmp_path):
+    counts = make_shapes(tmp_path / "shapes", n=12, seed=3)
+    call_command(
+        "import_prompts",
+        str(tmp_path / "shapes/scienceqa.parquet"),
+        source="sqa",
+        format="scienceqa",
+    )
+    call_command(
+        "import_prompts", str(tmp_path / "shapes/pope.parquet"), source="pope", format="pope"
+    )
+    sqa = Prompt.objects.filter(source__name="sqa")
+    assert sqa.count() == counts["scienceqa"]
+    assert set(sqa.values_list("subject", flat=True)) == {
+        "natural science",
+        "social science",
+        "language science",
+    }
+    first = sqa.first()
+    assert first.choices and 0 <= first.answer_index < len(first.choices)
+    assert "scene" in first.metadata and "solution" in first.metadata
+    pope = Prompt.objects.filter(source__name="pope")
+    assert pope.count() == counts["pope"]
+    assert set(pope.values_list("reference_answer", flat=True)) == {"yes", "no"}
+    # The same image appears in several POPE questions and is stored once.
+    assert pope.values("image").distinct().count() == 12
+
+
+def test_command_exits_non_zero_and_prints_rows_on_bad_input(tmp_path, capsys):
+    path = _prompts_file(tmp_path, BAD_ROWS["bad JSON line"](tmp_path))
+    with pytest.raises(CommandError, match="nothing was imported"):
+        call_command("import_prompts", str(path), source="colours")
+    assert "row 2" in capsys.readouterr().err
+    assert Prompt.objects.count() == 0

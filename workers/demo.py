@@ -1,0 +1,92 @@
+"""The demo set-up behind `manage.py setup_demo`: users, tiny model, shapes data, imports.
+
+Every step is idempotent, so the run script can call it on each start.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from datasets_app.services import prompts_import
+from training.services import checkpoint_register_base
+
+TINY_MODEL_DIR = "tiny-llava"
+DEMO_CHECKPOINT = "tiny-llava (random weights)"
+
+
+@dataclass
+class DemoOutcome:
+    username: str
+    password: str | None  # None when the user existed and kept its password
+    checkpoint: str
+    prompts_created: int
+
+
+def demo_user_ensure(*, username: str, password: str | None) -> str | None:
+    """Create the demo staff user once and return its password.
+
+    A generated password is kept in var/demo_password (mode 600) so that later runs can
+    print it again; None when the user exists with a password set by someone else.
+    """
+    saved = Path(settings.VAR_DIR) / "demo_password"
+    user_model = get_user_model()
+    with transaction.atomic():
+        user = user_model.objects.filter(username=username).first()
+        if user is not None and not password:
+            known = saved.read_text().strip() if saved.exists() else ""
+            return known if known and user.check_password(known) else None
+        if user is None:
+            user = user_model(username=username, is_staff=True, is_superuser=True)
+        if not password:
+            password = secrets.token_urlsafe(12)
+            saved.write_text(password)
+            saved.chmod(0o600)
+        user.set_password(password)
+        user.save()
+        user.groups.add(Group.objects.get(name="staff"))
+    return password
+
+
+def demo_setup(
+    *,
+    username: str,
+    password: str | None,
+    n_images: int = 120,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> DemoOutcome:
+    from datasets_app.shapes import make_shapes
+    from training.modeling import build_tiny_llava
+
+    password = demo_user_ensure(username=username, password=password)
+
+    model_dir = Path(settings.CHECKPOINT_ROOT) / TINY_MODEL_DIR
+    if not (model_dir / "config.json").exists():
+        log(f"building the tiny LLaVA into {model_dir}")
+        build_tiny_llava(model_dir, seed=seed)
+    checkpoint = checkpoint_register_base(
+        name=DEMO_CHECKPOINT,
+        model_path=TINY_MODEL_DIR,
+        notes="Built offline by build_tiny_llava: random weights, for walking the loop.",
+    )
+
+    data_dir = Path(settings.VAR_DIR) / "demo" / f"shapes-n{n_images}-s{seed}"
+    if not (data_dir / "pope.parquet").exists():
+        log(f"drawing {n_images} shapes images into {data_dir}")
+        make_shapes(data_dir, n=n_images, seed=seed)
+    created = 0
+    for fmt in ("scienceqa", "pope"):
+        outcome = prompts_import(
+            path=data_dir / f"{fmt}.parquet", source_name=f"shapes-{fmt}", fmt=fmt
+        )
+        created += outcome.created
+        log(f"{outcome.source.name}: {outcome.created} new prompts, {outcome.duplicates} present")
+    return DemoOutcome(username, password, checkpoint.name, created)

@@ -1,0 +1,27 @@
+import os
+
+from django.core.management.base import BaseCommand
+
+from workers.demo import demo_setup
+
+
+class Command(BaseCommand):
+    help = "Create the demo staff user, build the tiny model, draw and import shapes data."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--username", default=os.environ.get("DEMO_USERNAME", "admin"))
+        parser.add_argument("--n", type=int, default=120, help="number of shapes images")
+        parser.add_argument("--seed", type=int, default=0)
+
+    def handle(self, *args, **opts):
+        outcome = demo_setup(
+            username=opts["username"],
+            password=os.environ.get("DEMO_PASSWORD") or None,
+            n_images=opts["n"],
+            seed=opts["seed"],
+            log=self.stdout.write,
+        )
+        if outcome.password:
+            self.stdout.write(f"demo login: {outcome.username} / {outcome.password}")
+        else:
+            self.stdout.write(f"demo login: {outcome.username} (password set earlier, not shown)")
