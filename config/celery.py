@@ -28,4 +28,8 @@ app = Celery("preference_studio")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in QUEUES]
 app.conf.task_routes = TASK_ROUTES
+app.conf.beat_schedule = {
+    # A job whose worker died stops sending heartbeats; mark it failed so pages say so.
+    "reap-stale-jobs": {"task": "workers.tasks.maintenance.reap_stale_jobs", "schedule": 60.0},
+}
 app.autodiscover_tasks(["workers"])

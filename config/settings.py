@@ -236,6 +236,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Seconds after which a running job with no heartbeat is considered dead.
 JOB_STALE_AFTER_S = env_int("JOB_STALE_AFTER_S", 300)
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from datasets_app.imports import ImageLimits, ParseResult, PromptRecord, parse_source
+from datasets_app.imports import ImageLimits, ParseResult, PromptRecord, ValidImage, parse_source
 from datasets_app.models import Prompt, Source
 
 INSERT_BATCH = 500
@@ -65,13 +66,25 @@ def _save_report(source_name: str, parsed: ParseResult, path: Path) -> str:
     return default_storage.save(name, ContentFile(json.dumps(body, indent=2).encode()))
 
 
-def _store_image(record: PromptRecord) -> str:
-    if record.image is None:
-        return ""
-    name = record.image.storage_name
-    if default_storage.exists(name):
-        return name
-    return default_storage.save(name, ContentFile(record.image.data))
+class _ImageStaging:
+    """Validated image bytes wait on local disk until the import is known to go ahead."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __call__(self, image: ValidImage) -> None:
+        staged = self.folder / image.sha256
+        if not staged.exists():
+            staged.write_bytes(image.data)
+
+    def store(self, image: ValidImage | None) -> str:
+        if image is None:
+            return ""
+        name = image.storage_name
+        if default_storage.exists(name):
+            return name
+        with (self.folder / image.sha256).open("rb") as handle:
+            return default_storage.save(name, File(handle))
 
 
 def prompts_import(
@@ -92,7 +105,22 @@ def prompts_import(
         raise ValueError(
             f"source {source_name!r} holds {existing.kind} prompts; import {fmt} under another name"
         )
-    parsed = parse_source(path, fmt, import_limits())
+    with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:
+        staging = _ImageStaging(Path(tmp))
+        parsed = parse_source(path, fmt, import_limits(), image_sink=staging)
+        return _import_parsed(parsed, path, source_name, fmt, existing, staging, skip_bad, user)
+
+
+def _import_parsed(
+    parsed: ParseResult,
+    path: Path,
+    source_name: str,
+    fmt: str,
+    existing: Source | None,
+    staging: _ImageStaging,
+    skip_bad: bool,
+    user: Any,
+) -> ImportOutcome:
     report_name = _save_report(source_name, parsed, path) if parsed.errors else ""
     if parsed.errors and not skip_bad:
         raise ImportRejected(parsed, report_name)
@@ -111,7 +139,7 @@ def prompts_import(
     )
     new_records = [(h, r) for h, r in unique.items() if h not in known]
     # Files first (content-addressed, so a failed transaction leaves only harmless orphans).
-    image_names = {h: _store_image(r) for h, r in new_records}
+    image_names = {h: staging.store(r.image) for h, r in new_records}
 
     with transaction.atomic():
         source, _ = Source.objects.get_or_create(

@@ -17,8 +17,8 @@ import binascii
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,8 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowInvalid
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+    # Small batches: a row group of large images must not sit in memory all at once.
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=32):
         for item in batch.to_pylist():
             row += 1
             yield row, item
@@ -352,8 +353,18 @@ def _pope_record(row: int, item: dict[str, Any], base: Path, limits: ImageLimits
 _BUILDERS = {"prompts": _prompt_record, "scienceqa": _scienceqa_record, "pope": _pope_record}
 
 
-def parse_source(path: str | Path, fmt: str, limits: ImageLimits) -> ParseResult:
-    """Validate every row of `path`; raise ValueError only when the file itself is unusable."""
+ImageSink = Callable[[ValidImage], None]
+
+
+def parse_source(
+    path: str | Path, fmt: str, limits: ImageLimits, *, image_sink: ImageSink | None = None
+) -> ParseResult:
+    """Validate every row of `path`; raise ValueError only when the file itself is unusable.
+
+    With `image_sink`, each valid image's bytes go to the sink and the record keeps only
+    its hash and size, so memory stays flat however large the file (ScienceQA's train
+    split holds gigabytes of images).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; formats are {', '.join(FORMATS)}")
     path = Path(path)
@@ -370,7 +381,11 @@ def parse_source(path: str | Path, fmt: str, limits: ImageLimits) -> ParseResult
             try:
                 if isinstance(item, RowInvalid):
                     raise item
-                records.append(build(row, item, base, limits))
+                record = build(row, item, base, limits)
+                if image_sink is not None and record.image is not None:
+                    image_sink(record.image)
+                    record.image = replace(record.image, data=b"")
+                records.append(record)
             except RowInvalid as exc:
                 errors.append(RowError(row=row, error=str(exc), field=exc.field))
     except (OSError, UnicodeDecodeError) as exc:

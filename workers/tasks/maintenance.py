@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from workers.jobs import jobs_fail_stale
+
+
+@shared_task(name="workers.tasks.maintenance.reap_stale_jobs", time_limit=60)
+def reap_stale_jobs() -> None:
+    jobs_fail_stale()
