@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,10 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from datasets_app.imports import ImageLimits, ParseResult, PromptRecord, ValidImage, parse_source
+from datasets_app.imports.archives import ArchiveRejected, extract_zip
 from datasets_app.models import Prompt, Source
+from workers.jobs import JobFailed, job_create, job_enqueue, job_running
+from workers.models import Job
 
 INSERT_BATCH = 500
 
@@ -183,3 +188,60 @@ def _import_parsed(
         rejected=parsed.report,
         report_name=report_name,
     )
+
+
+UPLOAD_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv", ".zip")
+
+
+def prompts_import_enqueue(
+    *, upload: Any, source_name: str, fmt: str, skip_bad: bool, user: Any = None
+) -> Job:
+    """Keep an uploaded file in storage and queue its import as a job."""
+    from workers.tasks.imports import run_import
+
+    file_name = Path(upload.name).name
+    if not file_name.lower().endswith(UPLOAD_SUFFIXES):
+        raise ValueError(f"{file_name}: upload one of {', '.join(UPLOAD_SUFFIXES)}")
+    stored = default_storage.save(f"uploads/{uuid.uuid4().hex}/{file_name}", upload)
+    job = job_create(
+        kind=Job.Kind.IMPORT,
+        title=f"import {file_name} into {source_name}",
+        params={"upload": stored, "source": source_name, "format": fmt, "skip_bad": skip_bad},
+        created_by=user,
+    )
+    job_enqueue(job, run_import)
+    return job
+
+
+def prompts_import_job_run(*, job_id: int) -> None:
+    """The body of an import job: fetch the upload, unpack a zip, import, record counts."""
+    with job_running(job_id) as run, tempfile.TemporaryDirectory(prefix="studio-up-") as tmp:
+        if run is None:
+            return
+        params = run.job.params
+        local = Path(tmp) / Path(params["upload"]).name
+        with default_storage.open(params["upload"], "rb") as src, local.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        try:
+            if local.suffix.lower() == ".zip":
+                local = extract_zip(local, Path(tmp) / "unpacked")
+            outcome = prompts_import(
+                path=local,
+                source_name=params["source"],
+                fmt=params["format"],
+                skip_bad=params["skip_bad"],
+                user=run.job.created_by,
+            )
+        except ImportRejected as exc:
+            run.set_metrics(rows_total=exc.parsed.rows_total, rejected=exc.parsed.report[:200])
+            raise JobFailed(str(exc)) from None
+        except (ArchiveRejected, ValueError) as exc:
+            raise JobFailed(str(exc)) from None
+        run.set_metrics(
+            source_id=outcome.source.pk,
+            rows_total=outcome.rows_total,
+            created=outcome.created,
+            duplicates=outcome.duplicates,
+            rejected=outcome.rejected[:200],
+        )
+        run.log(f"{outcome.created} prompts imported into {outcome.source.name}")

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 
 from config.access import curator_required
-from datasets_app import selectors
+from datasets_app import selectors, services
+from datasets_app.forms import ImportForm
 from datasets_app.models import Prompt
 
 
@@ -25,3 +26,22 @@ def prompt_list(request):
 def prompt_detail(request, prompt_id: int):
     prompt = get_object_or_404(Prompt.objects.select_related("source"), pk=prompt_id)
     return render(request, "datasets_app/prompt_detail.html", {"prompt": prompt})
+
+
+@curator_required
+def import_prompts(request):
+    form = ImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = services.prompts_import_enqueue(
+                upload=form.cleaned_data["file"],
+                source_name=form.cleaned_data["source"],
+                fmt=form.cleaned_data["format"],
+                skip_bad=form.cleaned_data["skip_bad"],
+                user=request.user,
+            )
+        except ValueError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("workers:job", job_id=job.pk)
+    return render(request, "datasets_app/import.html", {"form": form})

@@ -112,3 +112,13 @@ def test_progress_writes_are_throttled(django_assert_max_num_queries):
     run.advance()
     job.refresh_from_db()
     assert job.progress_done == 1000
+
+
+def test_an_expected_failure_is_recorded_without_a_traceback():
+    job = _job()
+    with jobs.job_running(job.pk):
+        raise jobs.JobFailed("row 3: missing required field 'question'")
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert job.error == "row 3: missing required field 'question'"
+    assert "Traceback" not in job.log_tail

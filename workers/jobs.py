@@ -41,6 +41,11 @@ class JobCancelled(Exception):
     """Raised inside a task when someone asked its job to stop."""
 
 
+class JobFailed(Exception):
+    """Raised inside a task for an expected failure (bad input): the message is the whole
+    story for the user, so no traceback is logged and the task does not error."""
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -198,9 +203,29 @@ def job_running(job_id: int, *, resumable: bool = False) -> Iterator[JobRun | No
     except JobCancelled:
         job_log(job, "cancelled")
         job_mark_cancelled(job)
+    except JobFailed as exc:
+        job_fail(job, str(exc))
     except Exception as exc:
         job_log(job, traceback.format_exc(limit=5))
         job_fail(job, f"{type(exc).__name__}: {exc}")
         raise
     else:
         job_finish(job)
+
+
+def job_enqueue(job: Job, task: Any, *, queue: str | None = None) -> None:
+    """Send `task(job.pk)` once the surrounding transaction commits.
+
+    If the broker cannot be reached the job is marked failed with that reason, so that
+    nobody waits on a job that was never sent (and nothing runs in the web request).
+    """
+
+    def send() -> None:
+        from kombu.exceptions import OperationalError
+
+        try:
+            task.apply_async(args=[job.pk], queue=queue or job.queue)
+        except OperationalError as exc:
+            job_fail(job, f"could not reach the broker to start this job: {exc}")
+
+    transaction.on_commit(send)

@@ -58,3 +58,17 @@ def recent_jobs(*, limit: int = 20) -> list:
     from workers.models import Job
 
     return list(Job.objects.select_related("created_by").order_by("-created_at")[:limit])
+
+
+def access_job(user, job_id: int):
+    """The job if this user may see it: staff see every job, others the jobs they started."""
+    from django.core.exceptions import PermissionDenied
+    from django.shortcuts import get_object_or_404
+
+    from config.access import access_is_staff
+    from workers.models import Job
+
+    job = get_object_or_404(Job, pk=job_id)
+    if not (access_is_staff(user) or (user.is_authenticated and job.created_by_id == user.pk)):
+        raise PermissionDenied
+    return job

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
-
 from config.celery import QUEUES
-from workers.jobs import job_create, job_running
+from workers.jobs import job_create, job_enqueue, job_running
 from workers.models import Job
 
 SELFTEST_STEPS = 5
@@ -26,7 +24,7 @@ def selftest_enqueue(*, queue: str, user: Any = None) -> Job:
         total=SELFTEST_STEPS,
         created_by=user,
     )
-    transaction.on_commit(lambda: run_selftest.apply_async(args=[job.pk], queue=queue))
+    job_enqueue(job, run_selftest)
     return job
 
 

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from config.access import staff_required
 from workers import selectors, services
 from workers.jobs import job_request_cancel
-from workers.models import Job
 
 
 @staff_required
@@ -27,23 +26,20 @@ def selftest(request):
     return redirect("workers:job", job_id=job.pk)
 
 
-@staff_required
 def job_detail(request, job_id: int):
-    job = get_object_or_404(Job, pk=job_id)
+    job = selectors.access_job(request.user, job_id)
     return render(request, "workers/job_detail.html", {"job": job})
 
 
-@staff_required
 def job_progress(request, job_id: int):
     """The live part of the job page, polled by htmx until the job ends."""
-    job = get_object_or_404(Job, pk=job_id)
+    job = selectors.access_job(request.user, job_id)
     return render(request, "workers/_job_progress.html", {"job": job})
 
 
-@staff_required
 @require_POST
 def job_cancel(request, job_id: int):
-    job = get_object_or_404(Job, pk=job_id)
+    job = selectors.access_job(request.user, job_id)
     job_request_cancel(job=job)
     messages.info(request, f"Cancel requested for job #{job.pk}.")
     return redirect("workers:job", job_id=job.pk)
