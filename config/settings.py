@@ -238,6 +238,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Generation batches are sized so that rows x (prompt + new tokens) stays under this budget.
+GENERATION_TOKEN_BUDGET_CPU = env_int("GENERATION_TOKEN_BUDGET_CPU", 16_384)
+GENERATION_TOKEN_BUDGET_GPU = env_int("GENERATION_TOKEN_BUDGET_GPU", 131_072)
 # Seconds after which a running job with no heartbeat is considered dead.
 JOB_STALE_AFTER_S = env_int("JOB_STALE_AFTER_S", 300)
 

@@ -73,3 +73,18 @@ def annotator(make_user):
 @pytest.fixture
 def outsider(make_user):
     return make_user("olly")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """The tiny LLaVA, built once per test session (about 5 s)."""
+    from training.modeling import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny") / "llava", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_dir):
+    from training.modeling import load_policy
+
+    return load_policy(str(tiny_dir), device="cpu")

@@ -30,13 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llava(tmp_path_factory.mktemp("tiny") / "llava", seed=0)
-
-
-@pytest.fixture(scope="module")
-def policy(tiny_dir: Path) -> LoadedPolicy:
-    return load_policy(str(tiny_dir), device="cpu")
+def policy(tiny_policy: LoadedPolicy) -> LoadedPolicy:
+    return tiny_policy
 
 
 def _shape_image(colour: str, shape: str, size: tuple[int, int] = (64, 64)) -> Image.Image:

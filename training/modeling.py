@@ -452,6 +452,19 @@ def _describe_failure(source: str, exc: Exception) -> str:
 # Generation
 
 
+def encode_prompts(policy: LoadedPolicy, texts: list[str], images: list[Image.Image] | None) -> Any:
+    """Tokenize chat-formatted prompts (and their images) as one left-padded batch."""
+    inputs = policy.processor(
+        images=[image.convert("RGB") for image in images] if images else None,
+        text=texts,
+        padding=True,
+        return_tensors="pt",
+    ).to(policy.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(policy.model.dtype)
+    return inputs
+
+
 def generate_text(
     policy: LoadedPolicy,
     images: list[Image.Image],
@@ -463,48 +476,53 @@ def generate_text(
     top_p: float = 1.0,
     seed: int | None = None,
 ) -> list[str]:
-    """Answer one question per image in one left-padded batch; return only the new text."""
-    import torch
+    """One answer per (image, question), in one batch: a shortcut to the generation core."""
+    from training.generation.core import GenerationRequest, TransformersBackend
+    from training.generation.sampling import SamplingParams
+    from training.generation.templates import PromptInput
 
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions")
-    if not images:
-        return []
-    processor = policy.processor
-    conversations = [
-        [
-            {
-                "role": "user",
-                "content": [{"type": "image"}, {"type": "text", "text": question}],
-            }
-        ]
-        for question in questions
-    ]
-    prompts = processor.apply_chat_template(conversations, add_generation_prompt=True)
-    inputs = processor(
-        images=[image.convert("RGB") for image in images],
-        text=prompts,
-        padding=True,
-        return_tensors="pt",
+    params = SamplingParams(
+        k=1,
+        temperature=temperature if do_sample else 0.0,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed or 0,
     )
-    model = policy.model
-    inputs = inputs.to(policy.device)
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    requests = [
+        GenerationRequest(key=str(i), prompt=PromptInput(question), image=image)
+        for i, (image, question) in enumerate(zip(images, questions, strict=True))
+    ]
+    if not requests:
+        return []
+    return [s.texts[0] for s in TransformersBackend(policy).generate(requests, params)]
 
-    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
-    if do_sample:
-        # Only when sampling: greedy plus these just warns. top_k=0 because a checkpoint's
-        # generation_config often sets top_k=50, which would narrow what the caller asked for.
-        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-    tokenizer = processor.tokenizer
-    gen_kwargs["pad_token_id"] = tokenizer.pad_token_id
-    devices = [torch.device(policy.device)] if policy.device.startswith("cuda") else []
-    # fork_rng: a seeded call must not change the random state of the caller.
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.inference_mode():
-        if seed is not None:
-            torch.manual_seed(seed)
-        output = model.generate(**inputs, **gen_kwargs)
-    new_tokens = output[:, inputs["input_ids"].shape[1] :]
-    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    return [text.strip() for text in texts]
+
+_CACHE: dict[tuple[str, str | None, str | None, str | None], LoadedPolicy] = {}
+
+
+def load_policy_cached(
+    path_or_hub_id: str,
+    *,
+    adapter_path: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> LoadedPolicy:
+    """`load_policy`, keeping the last model loaded: a GPU worker that runs several jobs on
+    one checkpoint loads a 7B model once. Only one is kept, so memory stays bounded."""
+    key = (path_or_hub_id, adapter_path, device, dtype)
+    if key not in _CACHE:
+        if _CACHE:
+            import gc
+
+            import torch
+
+            _CACHE.clear()
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        _CACHE[key] = load_policy(
+            path_or_hub_id, adapter_path=adapter_path, device=device, dtype=dtype
+        )
+    return _CACHE[key]

@@ -1,0 +1,31 @@
+"""Pure generation core: templates, seeded sampling, batching, backends. No Django."""
+
+from training.generation.core import (
+    GeneratedSamples,
+    GenerationBackend,
+    GenerationError,
+    GenerationRequest,
+    TransformersBackend,
+    VllmBackend,
+    choose_backend_name,
+    generate_batches,
+    pack_batches,
+)
+from training.generation.sampling import SamplingParams
+from training.generation.templates import TEMPLATES, PromptInput, render_prompt
+
+__all__ = [
+    "TEMPLATES",
+    "GeneratedSamples",
+    "GenerationBackend",
+    "GenerationError",
+    "GenerationRequest",
+    "PromptInput",
+    "SamplingParams",
+    "TransformersBackend",
+    "VllmBackend",
+    "choose_backend_name",
+    "generate_batches",
+    "pack_batches",
+    "render_prompt",
+]

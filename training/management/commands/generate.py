@@ -1,0 +1,119 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from datasets_app.models import Source
+from training import services
+from training.generation import TEMPLATES, SamplingParams
+from training.models import Checkpoint
+from workers.models import Job
+
+
+def _by_name_or_id(model, value: str, what: str):
+    found = model.objects.filter(name=value).first()
+    if found is None and value.isdigit():
+        found = model.objects.filter(pk=int(value)).first()
+    if found is None:
+        raise CommandError(f"no {what} named {value!r}")
+    return found
+
+
+class Command(BaseCommand):
+    help = "Sample K completions per prompt from a checkpoint (here, or --enqueue on gpu)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--checkpoint", required=True, help="checkpoint name or id")
+        parser.add_argument("--source", help="source name or id")
+        parser.add_argument("--split", default="")
+        parser.add_argument("--subject", default="")
+        parser.add_argument("--prompt-ids", default="", help="comma-separated prompt ids")
+        parser.add_argument("--limit", type=int)
+        parser.add_argument("--k", type=int, default=4)
+        parser.add_argument("--temperature", type=float, default=0.7)
+        parser.add_argument("--top-p", type=float, default=1.0)
+        parser.add_argument("--max-new-tokens", type=int, default=256)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--template", default="plain", choices=sorted(TEMPLATES))
+        parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm"])
+        parser.add_argument("--token-budget", type=int)
+        parser.add_argument("--enqueue", action="store_true", help="queue it on the gpu queue")
+
+    def handle(self, *args, **o):
+        checkpoint = _by_name_or_id(Checkpoint, o["checkpoint"], "checkpoint")
+        source = _by_name_or_id(Source, o["source"], "source") if o["source"] else None
+        try:
+            ids = [int(x) for x in o["prompt_ids"].split(",") if x.strip()]
+        except ValueError:
+            raise CommandError("--prompt-ids takes numbers separated by commas") from None
+        selection = {
+            "source_id": source.pk if source else None,
+            "split": o["split"],
+            "subject": o["subject"],
+            "prompt_ids": ids or None,
+            "limit": o["limit"],
+        }
+        params = SamplingParams(
+            k=o["k"],
+            temperature=o["temperature"],
+            top_p=o["top_p"],
+            max_new_tokens=o["max_new_tokens"],
+            seed=o["seed"],
+            template=o["template"],
+        )
+        try:
+            job = services.generation_launch(
+                checkpoint=checkpoint,
+                selection=selection,
+                params=params,
+                backend=o["backend"],
+                token_budget=o["token_budget"],
+                enqueue=o["enqueue"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if o["enqueue"]:
+            self.stdout.write(f"job {job.pk} queued on gpu: {job.title}")
+            return
+        self.stdout.write(f"job {job.pk}: {job.title}")
+        self._run_with_progress(job)
+
+    def _run_with_progress(self, job: Job) -> None:
+        import threading
+
+        from django.db import connection
+
+        stop = threading.Event()
+
+        def show_progress() -> None:
+            try:
+                while not stop.wait(0.5):
+                    self._bar(Job.objects.get(pk=job.pk))
+            finally:
+                connection.close()  # this thread's own connection
+
+        painter = threading.Thread(target=show_progress, daemon=True)
+        painter.start()
+        try:
+            services.generation_run(job_id=job.pk)
+        finally:
+            stop.set()
+            painter.join()
+        job.refresh_from_db()
+        self._bar(job, end="\n")
+        if job.status != Job.Status.SUCCEEDED:
+            raise CommandError(f"job {job.pk} {job.status}: {job.error}")
+        m = job.metrics
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{m.get('completions', 0)} completions, {m.get('completions_per_s', 0)}/s, "
+                f"{m.get('tokens_per_s', 0)} tokens/s ({m.get('backend', '?')})"
+            )
+        )
+
+    def _bar(self, job: Job, end: str = "\r") -> None:
+        width = 30
+        filled = int(width * job.percent / 100)
+        self.stdout.write(
+            f"[{'#' * filled}{'.' * (width - filled)}] {job.progress_done}/{job.progress_total}"
+            f" prompts {job.metrics.get('completions_per_s', 0)} completions/s",
+            ending=end,
+        )
+        self.stdout.flush()
