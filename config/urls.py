@@ -12,6 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("ops/", include("workers.urls")),
     path("data/", include("datasets_app.urls")),
+    path("train/", include("training.urls")),
 ]
 
 if settings.SERVE_MEDIA:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 
+from annotation.selectors import prompt_completions_by_checkpoint
 from config.access import curator_required
 from datasets_app import selectors, services
 from datasets_app.forms import ImportForm
@@ -25,7 +26,8 @@ def prompt_list(request):
 @curator_required
 def prompt_detail(request, prompt_id: int):
     prompt = get_object_or_404(Prompt.objects.select_related("source"), pk=prompt_id)
-    return render(request, "datasets_app/prompt_detail.html", {"prompt": prompt})
+    groups = prompt_completions_by_checkpoint(prompt_id=prompt.pk)
+    return render(request, "datasets_app/prompt_detail.html", {"prompt": prompt, "groups": groups})
 
 
 @curator_required

@@ -85,3 +85,40 @@ def test_annotator_is_refused_the_operations_page(page, live_server, annotator):
     assert page.locator("nav a").all_inner_texts() == []  # no Prompts, Operations, Admin
     response = page.goto(f"{live_server.url}/ops/status/")
     assert response.status == 403
+
+
+@pytest.mark.slow
+def test_staff_launches_generation_and_reads_the_completions(
+    page, live_server, staff_user, tmp_path, tiny_dir
+):
+    from training import services
+    from training.models import Checkpoint
+    from workers.models import Job
+
+    Checkpoint.objects.create(name="tiny", model_path=str(tiny_dir))
+    make_shapes(tmp_path, n=4, seed=6)
+    prompts_import(path=tmp_path / "scienceqa.parquet", source_name="shapes-sqa", fmt="scienceqa")
+    base = live_server.url
+    _log_in(page, base, staff_user.username)
+
+    page.click("nav >> text=Generate")
+    page.select_option("select[name=source]", label="shapes-sqa")
+    page.select_option("select[name=checkpoint]", label="tiny")
+    page.fill("input[name=k]", "3")
+    page.fill("input[name=max_new_tokens]", "12")
+    page.wait_for_selector("[data-completions='12']")  # 4 prompts x K=3, via htmx
+    page.screenshot(path=str(SHOTS / "generate.png"), full_page=True)
+    page.click("text=Launch on the gpu queue")
+    page.wait_for_url("**/ops/jobs/*/")
+    job = Job.objects.get()
+    assert job.status == Job.Status.QUEUED
+
+    services.generation_run(job_id=job.pk)  # what the gpu worker does
+    page.wait_for_selector("[data-status=succeeded]", timeout=15_000)  # the page polls
+    assert "completions_per_s" in page.inner_text("#job-progress")
+
+    page.click("nav >> text=Prompts")
+    page.locator(".tile").first.click()
+    assert page.locator(".checkpoint-group h3").inner_text().startswith("tiny")
+    assert page.locator(".completion").count() == 3
+    page.screenshot(path=str(SHOTS / "prompt-completions.png"), full_page=True)

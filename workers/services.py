@@ -36,3 +36,23 @@ def selftest_run(*, job_id: int) -> None:
             run.advance(force=True)
             run.log(f"step {step + 1}/{SELFTEST_STEPS}")
         run.set_metrics(worker=run.job.worker)
+
+
+# Kinds whose task skips work already done, so a failed or cancelled job can go again.
+RESUMABLE_TASKS = {Job.Kind.GENERATION: "workers.tasks.generation.run_generation"}
+
+
+def job_resume(*, job: Job) -> Job:
+    """Queue a failed or cancelled job again; its task picks up where it stopped."""
+    from config.celery import app
+
+    if job.kind not in RESUMABLE_TASKS:
+        raise ValueError(f"{job.get_kind_display()} jobs cannot be resumed; launch a new one")
+    resumed = Job.objects.filter(
+        pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]
+    ).update(status=Job.Status.QUEUED, cancel_requested=False, error="", finished_at=None)
+    if not resumed:
+        raise ValueError(f"job #{job.pk} is {job.status}: only failed or cancelled jobs resume")
+    job.refresh_from_db()
+    job_enqueue(job, app.signature(RESUMABLE_TASKS[job.kind]))
+    return job

@@ -43,3 +43,13 @@ def job_cancel(request, job_id: int):
     job_request_cancel(job=job)
     messages.info(request, f"Cancel requested for job #{job.pk}.")
     return redirect("workers:job", job_id=job.pk)
+
+
+@require_POST
+def job_resume(request, job_id: int):
+    job = selectors.access_job(request.user, job_id)
+    try:
+        services.job_resume(job=job)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    return redirect("workers:job", job_id=job.pk)

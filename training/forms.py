@@ -1,0 +1,64 @@
+from django import forms
+
+from datasets_app.models import Prompt, Source
+from training.generation import TEMPLATES, SamplingParams
+from training.models import Checkpoint
+
+
+class GenerationForm(forms.Form):
+    checkpoint = forms.ModelChoiceField(Checkpoint.objects.order_by("name"))
+    source = forms.ModelChoiceField(Source.objects.order_by("name"), required=False)
+    split = forms.ChoiceField(choices=[("", "any split"), *Prompt.Split.choices], required=False)
+    subject = forms.CharField(required=False, max_length=100)
+    prompt_ids = forms.CharField(
+        required=False, help_text="comma-separated prompt ids (optional)", max_length=20_000
+    )
+    limit = forms.IntegerField(required=False, min_value=1)
+    template = forms.ChoiceField(choices=[(t, t) for t in TEMPLATES], initial="plain")
+    k = forms.IntegerField(min_value=1, max_value=64, initial=4, label="K (samples per prompt)")
+    temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7)
+    top_p = forms.FloatField(min_value=0.01, max_value=1, initial=1.0)
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=256)
+    seed = forms.IntegerField(initial=0)
+    backend = forms.ChoiceField(
+        choices=[("auto", "auto"), ("transformers", "transformers"), ("vllm", "vllm")],
+        initial="auto",
+    )
+
+    def clean_prompt_ids(self) -> list[int] | None:
+        raw = self.cleaned_data["prompt_ids"]
+        try:
+            return [int(x) for x in raw.replace(" ", "").split(",") if x] or None
+        except ValueError:
+            raise forms.ValidationError("Prompt ids are numbers separated by commas.") from None
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            self.params().validate()
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
+    def selection(self) -> dict:
+        d = self.cleaned_data
+        return {
+            "source_id": d["source"].pk if d.get("source") else None,
+            "split": d.get("split") or "",
+            "subject": d.get("subject") or "",
+            "prompt_ids": d.get("prompt_ids"),
+            "limit": d.get("limit"),
+        }
+
+    def params(self) -> SamplingParams:
+        d = self.cleaned_data
+        return SamplingParams(
+            k=d["k"],
+            temperature=d["temperature"],
+            top_p=d["top_p"],
+            max_new_tokens=d["max_new_tokens"],
+            seed=d["seed"],
+            template=d["template"],
+        )
