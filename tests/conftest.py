@@ -88,3 +88,15 @@ def tiny_policy(tiny_dir):
     from training.modeling import load_policy
 
     return load_policy(str(tiny_dir), device="cpu")
+
+
+@pytest.fixture
+def shapes_source(db, tmp_path):
+    """Six shapes images imported as a ScienceQA-format source named "sqa"."""
+    from datasets_app.services import prompts_import
+    from datasets_app.shapes import make_shapes
+
+    make_shapes(tmp_path / "shapes", n=6, seed=4)
+    return prompts_import(
+        path=tmp_path / "shapes" / "scienceqa.parquet", source_name="sqa", fmt="scienceqa"
+    ).source

@@ -202,3 +202,9 @@ def test_top_p_and_temperature_reshape_the_distribution():
     assert set(_draw(1.0, 0.85).tolist()) == {0, 1}
     cold = torch.bincount(_draw(0.25, 1.0), minlength=4).float() / 4000
     assert cold[0] > 0.9  # (0.6/0.3)^4 = 16: low temperature sharpens
+
+
+def test_generated_text_loses_nul_characters():
+    from training.generation.core import clean_text
+
+    assert clean_text(" a\x00b \n") == "ab"

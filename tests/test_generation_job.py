@@ -8,8 +8,6 @@ from django.core.management import CommandError, call_command
 
 from annotation.models import Completion
 from datasets_app.models import Prompt
-from datasets_app.services import prompts_import
-from datasets_app.shapes import make_shapes
 from training import services
 from training.generation import SamplingParams
 from training.models import Checkpoint
@@ -18,14 +16,6 @@ from workers.models import Job
 
 pytestmark = [pytest.mark.django_db, pytest.mark.db_backend, pytest.mark.slow]
 PARAMS = SamplingParams(k=3, temperature=0.9, max_new_tokens=8, seed=7, template="zero_shot_mc")
-
-
-@pytest.fixture
-def shapes_source(tmp_path):
-    make_shapes(tmp_path, n=6, seed=4)
-    return prompts_import(
-        path=tmp_path / "scienceqa.parquet", source_name="sqa", fmt="scienceqa"
-    ).source
 
 
 @pytest.fixture

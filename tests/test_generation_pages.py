@@ -6,8 +6,6 @@ import pytest
 from django.urls import reverse
 
 from annotation.models import Completion
-from datasets_app.services import prompts_import
-from datasets_app.shapes import make_shapes
 from training.models import Checkpoint
 from workers import jobs
 from workers.models import Job
@@ -16,11 +14,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def source(tmp_path):
-    make_shapes(tmp_path, n=5, seed=2)
-    return prompts_import(
-        path=tmp_path / "scienceqa.parquet", source_name="sqa", fmt="scienceqa"
-    ).source
+def source(shapes_source):
+    return shapes_source
 
 
 @pytest.fixture
@@ -74,7 +69,7 @@ def test_the_form_refuses_greedy_with_several_samples(client, staff_user, checkp
 def test_estimate_counts_prompts_times_k(client, staff_user, checkpoint, source):
     client.force_login(staff_user)
     response = client.get(reverse("training:generate_estimate"), _form(checkpoint, source, k=4))
-    assert 'data-completions="20"' in response.content.decode()
+    assert 'data-completions="24"' in response.content.decode()
 
 
 @pytest.mark.parametrize("persona", ["curator", "annotator"])

@@ -138,3 +138,16 @@ def test_pope_answer_must_be_yes_or_no(tmp_path):
     result = parse_source(path, "pope", LIMITS)
     assert result.records[0].reference_answer == "yes" and result.records[0].split == "test"
     assert result.errors[0].row == 2 and "'yes' or 'no'" in result.errors[0].error
+
+
+def test_nul_characters_are_refused_because_postgresql_cannot_store_them(tmp_path):
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    path = _write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            json.dumps({"image": "a.png", "question": "bad\u0000question"}),
+            json.dumps({"image": "a.png", "question": "ok", "note": "bad\u0000note"}),
+        ],
+    )
+    result = parse_source(path, "prompts", LIMITS)
+    assert [(e.row, e.field) for e in result.errors] == [(1, "question"), (2, "metadata")]

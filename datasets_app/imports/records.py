@@ -103,7 +103,7 @@ def _file_sha256(path: Path) -> str:
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         with file.open("rb") as handle:
-            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+            while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
 
@@ -215,6 +215,8 @@ def _text(item: dict[str, Any], name: str, *, required: bool = False) -> str:
     if not isinstance(value, str | int | float):
         raise RowInvalid(f"{name} must be text, not {type(value).__name__}", name)
     text = str(value).strip()
+    if "\x00" in text:
+        raise RowInvalid(f"{name} contains a NUL character", name)
     if len(text) > MAX_QUESTION_CHARS:
         raise RowInvalid(f"{name} is longer than {MAX_QUESTION_CHARS:,} characters", name)
     return text
@@ -274,6 +276,12 @@ def _metadata(item: dict[str, Any], known: set[str]) -> dict[str, Any]:
         if isinstance(value, bytes | bytearray):
             continue  # binary side columns do not belong in JSON metadata
         meta[key] = value
+    try:
+        encoded = json.dumps(meta)
+    except (TypeError, ValueError):
+        raise RowInvalid("metadata values must be JSON (text, numbers, lists, objects)") from None
+    if "\\u0000" in encoded:
+        raise RowInvalid("metadata contains a NUL character", "metadata")
     return meta
 
 

@@ -48,6 +48,11 @@ class GenerationBackend(Protocol):
     ) -> list[GeneratedSamples]: ...
 
 
+def clean_text(text: str) -> str:
+    # NUL can come out of byte-level tokens; PostgreSQL text columns refuse it.
+    return text.replace("\x00", "").strip()
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
@@ -193,7 +198,7 @@ class TransformersBackend:
 
         policy = self.policy
         texts = [self._text(r, params) for r in requests]
-        images = [r.image for r in requests] if requests[0].image is not None else None
+        images = [r.image for r in requests if r.image is not None] or None
         inputs = encode_prompts(policy, texts, images)
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
@@ -225,7 +230,7 @@ class TransformersBackend:
         return [
             GeneratedSamples(
                 key=r.key,
-                texts=[t.strip() for t in decoded[i * k : (i + 1) * k]],
+                texts=[clean_text(t) for t in decoded[i * k : (i + 1) * k]],
                 token_counts=counts[i * k : (i + 1) * k],
             )
             for i, r in enumerate(requests)
@@ -299,7 +304,7 @@ class VllmBackend:
         return [
             GeneratedSamples(
                 key=r.key,
-                texts=[o.text.strip() for o in out.outputs],
+                texts=[clean_text(o.text) for o in out.outputs],
                 token_counts=[len(o.token_ids) for o in out.outputs],
             )
             for r, out in zip(requests, outputs, strict=True)
