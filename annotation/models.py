@@ -185,3 +185,45 @@ class PairPick(models.Model):
         if self.is_tie:
             return f"tie on prompt {self.prompt_id} by {self.annotator}"
         return f"{self.chosen_id} > {self.rejected_id} on prompt {self.prompt_id}"
+
+
+class JudgeCall(models.Model):
+    """One judged item (a prompt and K of its completions): the cache of what a judge said,
+    the failure record with the raw answer kept, and what it cost."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        FAILED = "failed", "Failed"
+
+    judge = models.ForeignKey(JudgeConfig, on_delete=models.PROTECT, related_name="calls")
+    prompt = models.ForeignKey(
+        "datasets_app.Prompt", on_delete=models.CASCADE, related_name="judge_calls"
+    )
+    completion_ids = models.JSONField(default=list)
+    # sha256 of (judge config, prompt version, image, question, completions).
+    cache_key = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    result = models.JSONField(default=dict, blank=True, help_text="validated ratings")
+    raw_response = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+    job = models.ForeignKey(
+        "workers.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="judge_calls"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cache_key"],
+                condition=models.Q(status="ok"),
+                name="judgecall_one_answer_per_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.judge} on prompt {self.prompt_id} ({self.status})"

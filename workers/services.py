@@ -39,7 +39,10 @@ def selftest_run(*, job_id: int) -> None:
 
 
 # Kinds whose task skips work already done, so a failed or cancelled job can go again.
-RESUMABLE_TASKS = {Job.Kind.GENERATION: "workers.tasks.generation.run_generation"}
+RESUMABLE_TASKS = {
+    Job.Kind.GENERATION: "workers.tasks.generation.run_generation",
+    Job.Kind.JUDGING: "workers.tasks.judging.run_judging",
+}
 
 
 def job_resume(*, job: Job) -> Job:

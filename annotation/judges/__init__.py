@@ -1,0 +1,1 @@
+"""AI judges: the pure core (no Django). Each judge rates all K completions of an item."""

@@ -1,0 +1,227 @@
+"""What every judge takes and returns, and how its answer is validated.
+
+A judge sees one item (an image, a question and K completions) and returns, for each
+completion, the five HelpSteer scores (integers 0-4) with reasoning written first. The
+answer is JSON against `ratings_schema(k)`; `parse_ratings` accepts it only when every
+completion is rated with all five integer scores and reasoning is present: anything else
+raises `InvalidJudgeOutput`, and a partial rating is never returned.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+SCORE_MIN, SCORE_MAX = 0, 4
+
+
+class JudgeError(Exception):
+    """Base of what a judge call can raise."""
+
+
+class TransientJudgeError(JudgeError):
+    """Worth retrying: 429, 5xx, a timeout or a dropped connection.
+
+    `retry_after` is the server's Retry-After in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidJudgeOutput(JudgeError):
+    """The judge answered, but not with a complete, valid rating; `raw` keeps the answer."""
+
+    def __init__(self, message: str, *, raw: str = "", usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.usage = usage or Usage()
+
+
+class FatalJudgeError(JudgeError):
+    """Retrying will not help: a bad API key, an unknown model, a refused request."""
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    key: str  # stable id (e.g. "prompt:12/completions:3,4,5,6")
+    question: str
+    completions: tuple[str, ...]
+    image: bytes | None = None
+    image_mime: str = "image/png"
+    choices: tuple[str, ...] = ()
+    answer_index: int | None = None
+    reference_answer: str = ""
+    hint: str = ""
+    # Facts the rule-based oracle may use (the shapes scene); never sent to a model.
+    facts: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
+
+
+@dataclass(frozen=True)
+class CompletionRating:
+    helpfulness: int
+    correctness: int
+    coherence: int
+    complexity: int
+    verbosity: int
+    reasoning: str = ""
+
+    @property
+    def scores(self) -> dict[str, int]:
+        return {a: getattr(self, a) for a in ATTRIBUTES}
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    ratings: tuple[CompletionRating, ...]  # one per completion, in the item's order
+    reasoning: str
+    raw: str
+    usage: Usage = Usage()
+
+
+class Judge(Protocol):
+    """One call rates all K completions of an item. Thread-safe: runners call it from
+    several threads at once."""
+
+    provider: str
+    model: str
+
+    def rate(self, item: JudgeItem) -> JudgeResult: ...
+
+
+def ratings_schema(k: int) -> dict[str, Any]:
+    """JSON Schema of a judge's answer: overall reasoning first, then one entry per
+    completion with its own reasoning before its five scores."""
+    entry = {
+        "type": "object",
+        "properties": {
+            "response": {"type": "integer", "description": "1-based number of the response"},
+            "reasoning": {"type": "string"},
+            **{
+                a: {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX}
+                for a in ATTRIBUTES
+            },
+        },
+        "required": ["response", "reasoning", *ATTRIBUTES],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "reasoning": {"type": "string"},
+            "ratings": {"type": "array", "items": entry, "minItems": k, "maxItems": k},
+        },
+        "required": ["reasoning", "ratings"],
+        "additionalProperties": False,
+    }
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+def extract_json(text: str) -> Any:
+    """The JSON object in a model's answer: the whole text, a fenced block, or the first
+    balanced {...} (local models wrap JSON in prose)."""
+    text = text.strip()
+    candidates = [text, *_FENCE.findall(text)]
+    start = text.find("{")
+    if start >= 0:
+        depth, in_string, escaped = 0, False, False
+        for i, ch in enumerate(text[start:], start):
+            if in_string:
+                escaped = not escaped and ch == "\\"
+                if ch == '"' and not escaped:
+                    in_string = False
+                if ch != "\\":
+                    escaped = False
+                continue
+            if ch == '"':
+                in_string = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    candidates.append(text[start : i + 1])
+                    break
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+    raise InvalidJudgeOutput("the answer is not JSON", raw=text)
+
+
+def _score(value: Any, attribute: str, n: int, raw: str) -> int:
+    # bool is an int in Python; "4" and 4.0 are not scores either: the schema says integer.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJudgeOutput(f"response {n}: {attribute} is {value!r}, not an integer", raw=raw)
+    if not SCORE_MIN <= value <= SCORE_MAX:
+        raise InvalidJudgeOutput(f"response {n}: {attribute} is {value}, outside 0-4", raw=raw)
+    return value
+
+
+def parse_ratings(raw: str, k: int, *, usage: Usage | None = None) -> JudgeResult:
+    """Validate a judge's answer for K completions, or raise InvalidJudgeOutput."""
+    try:
+        data = extract_json(raw)
+    except InvalidJudgeOutput as exc:
+        raise InvalidJudgeOutput(str(exc), raw=raw, usage=usage) from None
+    try:
+        return _validated(data, raw, k, usage or Usage())
+    except InvalidJudgeOutput as exc:
+        raise InvalidJudgeOutput(str(exc), raw=raw, usage=usage) from None
+
+
+def _validated(data: Any, raw: str, k: int, usage: Usage) -> JudgeResult:
+    if not isinstance(data, dict):
+        raise InvalidJudgeOutput("the answer is not a JSON object", raw=raw)
+    entries = data.get("ratings")
+    if not isinstance(entries, list):
+        raise InvalidJudgeOutput("the answer has no list of ratings", raw=raw)
+    by_number: dict[int, dict[str, Any]] = {}
+    for position, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise InvalidJudgeOutput(f"rating {position} is not an object", raw=raw)
+        number = entry.get("response", position)
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= k:
+            raise InvalidJudgeOutput(f"rating {position} names response {number!r}", raw=raw)
+        if number in by_number:
+            raise InvalidJudgeOutput(f"response {number} is rated twice", raw=raw)
+        by_number[number] = entry
+    missing = [n for n in range(1, k + 1) if n not in by_number]
+    if missing:
+        names = ", ".join(map(str, missing))
+        raise InvalidJudgeOutput(f"responses {names} of {k} are not rated", raw=raw)
+    overall = data.get("reasoning")
+    ratings = []
+    for n in range(1, k + 1):
+        entry = by_number[n]
+        reasoning = entry.get("reasoning", "")
+        if not isinstance(reasoning, str):
+            raise InvalidJudgeOutput(f"response {n}: reasoning is not text", raw=raw)
+        scores = {a: _score(entry.get(a), a, n, raw) for a in ATTRIBUTES}
+        ratings.append(CompletionRating(**scores, reasoning=reasoning.strip()))
+    if not (isinstance(overall, str) and overall.strip()) and not all(r.reasoning for r in ratings):
+        raise InvalidJudgeOutput("the answer gives no reasoning", raw=raw)
+    return JudgeResult(
+        ratings=tuple(ratings),
+        reasoning=overall.strip() if isinstance(overall, str) else "",
+        raw=raw,
+        usage=usage,
+    )

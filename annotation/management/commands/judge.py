@@ -1,0 +1,105 @@
+import threading
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+
+from annotation import services
+from annotation.judges.runner import RunLimits
+from datasets_app.models import Source
+from training.models import Checkpoint
+from workers.models import Job
+
+
+class Command(BaseCommand):
+    help = "Rate completions with an AI judge: oracle, gemini:MODEL, openai:MODEL or local:PATH."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--judge", required=True, help="oracle | gemini:MODEL | openai:MODEL | local:PATH"
+        )
+        parser.add_argument("--source", help="source name")
+        parser.add_argument("--split", default="")
+        parser.add_argument("--checkpoint", help="only completions of this checkpoint (name)")
+        parser.add_argument("--limit", type=int, help="at most this many prompts")
+        parser.add_argument("--k-per-call", type=int, default=4)
+        parser.add_argument("--temperature", type=float, default=0.0)
+        parser.add_argument("--prompt-version", default="v1")
+        parser.add_argument("--base-url", default="", help="an OpenAI-compatible or Gemini proxy")
+        parser.add_argument("--concurrency", type=int, default=8)
+        parser.add_argument("--rpm", type=float, help="requests per minute")
+        parser.add_argument("--tpm", type=float, help="tokens per minute")
+        parser.add_argument("--max-cost", type=float, help="stop when the cost reaches this (USD)")
+        parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+        parser.add_argument("--enqueue", action="store_true", help="queue it on the judge queue")
+
+    def handle(self, *args, **o):
+        source = checkpoint = None
+        if o["source"]:
+            source = Source.objects.filter(name=o["source"]).first()
+            if source is None:
+                raise CommandError(f"no source named {o['source']!r}")
+        if o["checkpoint"]:
+            checkpoint = Checkpoint.objects.filter(name=o["checkpoint"]).first()
+            if checkpoint is None:
+                raise CommandError(f"no checkpoint named {o['checkpoint']!r}")
+        try:
+            config = services.judge_config_from_spec(
+                o["judge"],
+                prompt_version=o["prompt_version"],
+                temperature=o["temperature"],
+                base_url=o["base_url"],
+            )
+            job = services.judge_launch(
+                judge_config=config,
+                selection={
+                    "source_id": source.pk if source else None,
+                    "split": o["split"],
+                    "limit": o["limit"],
+                },
+                checkpoint_id=checkpoint.pk if checkpoint else None,
+                k_per_call=o["k_per_call"],
+                limits=RunLimits(
+                    concurrency=o["concurrency"],
+                    requests_per_minute=o["rpm"],
+                    tokens_per_minute=o["tpm"],
+                    max_cost_usd=o["max_cost"],
+                ),
+                timeout_s=o["timeout"],
+                enqueue=o["enqueue"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if o["enqueue"]:
+            self.stdout.write(f"job {job.pk} queued on judge: {job.title}")
+            return
+        self.stdout.write(f"job {job.pk}: {job.title}")
+        stop = threading.Event()
+
+        def show_progress() -> None:
+            try:
+                while not stop.wait(0.5):
+                    self._line(Job.objects.get(pk=job.pk), "\r")
+            finally:
+                connection.close()
+
+        painter = threading.Thread(target=show_progress, daemon=True)
+        painter.start()
+        try:
+            services.judge_run(job_id=job.pk)
+        finally:
+            stop.set()
+            painter.join()
+        job.refresh_from_db()
+        self._line(job, "\n")
+        if job.status != Job.Status.SUCCEEDED:
+            raise CommandError(f"job {job.pk} {job.status}: {job.error}")
+
+    def _line(self, job: Job, end: str) -> None:
+        m = job.metrics
+        self.stdout.write(
+            f"{job.progress_done}/{job.progress_total} items · {m.get('calls', 0)} calls · "
+            f"{m.get('cache_hits', 0)} cached · {m.get('failures', 0)} failed · "
+            f"${m.get('cost_usd', 0):.4f}",
+            ending=end,
+        )
+        self.stdout.flush()

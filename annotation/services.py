@@ -1,0 +1,368 @@
+"""Writes for judges and ratings: the only code that joins the judge core to the ORM."""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from annotation.judges.base import ATTRIBUTES, FatalJudgeError, Judge, JudgeItem, JudgeResult
+from annotation.judges.cache import item_cache_key
+from annotation.judges.pricing import cost_usd, price_for
+from annotation.judges.prompt import prompt_versions
+from annotation.judges.runner import ItemOutcome, RunLimits, run_items
+from annotation.models import Completion, JudgeCall, JudgeConfig, Rating
+from datasets_app.models import Prompt
+from datasets_app.selectors import prompt_selection_ids
+from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_progress, job_running
+from workers.models import Job
+
+PROVIDERS = ("oracle", "gemini", "openai", "local")
+Group = tuple[Prompt, list[Completion]]
+MAX_FAILURES_SHOWN = 50
+
+
+def judge_config_get_or_create(
+    *,
+    provider: str,
+    model: str = "",
+    prompt_version: str = "v1",
+    temperature: float = 0.0,
+    base_url: str = "",
+) -> JudgeConfig:
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown judge provider {provider!r}; use {', '.join(PROVIDERS)}")
+    if provider == "oracle":
+        model = model or "rules-v1"
+    if not model:
+        raise ValueError(f"a {provider} judge needs a model")
+    if prompt_version not in prompt_versions():
+        raise ValueError(f"unknown prompt version {prompt_version!r}; have {prompt_versions()}")
+    if not 0 <= temperature <= 2:
+        raise ValueError("judge temperature must be between 0 and 2")
+    name = f"{provider}:{model} {prompt_version} T={temperature:g}"
+    if base_url:
+        name += f" @{base_url}"
+    config, _ = JudgeConfig.objects.get_or_create(
+        provider=provider,
+        model=model,
+        prompt_version=prompt_version,
+        temperature=temperature,
+        base_url=base_url,
+        defaults={"name": name[:200]},
+    )
+    return config
+
+
+def judge_config_from_spec(spec: str, **options: Any) -> JudgeConfig:
+    """`oracle`, `gemini:MODEL`, `openai:MODEL` or `local:PATH`."""
+    provider, _, model = spec.partition(":")
+    return judge_config_get_or_create(provider=provider.strip(), model=model.strip(), **options)
+
+
+def build_judge(config: JudgeConfig, *, timeout_s: float = 120.0) -> Judge:
+    """The judge for a configuration; a missing API key is a clear error, before any work."""
+    if config.provider == "oracle":
+        from annotation.judges.oracle import OracleJudge
+
+        return OracleJudge(model=config.model)
+    if config.provider == "local":
+        from annotation.judges.local_judge import LocalJudge
+        from training.services import checkpoint_location
+
+        return LocalJudge(
+            model=checkpoint_location(config.model),
+            temperature=config.temperature,
+            prompt_version=config.prompt_version,
+        )
+    if config.provider == "gemini":
+        if not settings.GEMINI_API_KEY:
+            raise ValueError("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set in the environment")
+        from annotation.judges.gemini_judge import GeminiJudge
+
+        return GeminiJudge(
+            model=config.model,
+            api_key=settings.GEMINI_API_KEY,
+            base_url=config.base_url or settings.GEMINI_BASE_URL or None,
+            temperature=config.temperature,
+            prompt_version=config.prompt_version,
+            timeout_s=timeout_s,
+        )
+    if config.provider == "openai":
+        if not settings.OPENAI_API_KEY:
+            raise ValueError("OPENAI_API_KEY is not set in the environment")
+        from annotation.judges.openai_judge import OpenAIJudge
+
+        return OpenAIJudge(
+            model=config.model,
+            api_key=settings.OPENAI_API_KEY,
+            base_url=config.base_url or settings.OPENAI_BASE_URL or None,
+            temperature=config.temperature,
+            prompt_version=config.prompt_version,
+            timeout_s=timeout_s,
+        )
+    raise ValueError(f"unknown judge provider {config.provider!r}")
+
+
+def judge_launch(
+    *,
+    judge_config: JudgeConfig,
+    selection: dict[str, Any],
+    checkpoint_id: int | None = None,
+    k_per_call: int = 4,
+    limits: RunLimits | None = None,
+    timeout_s: float = 120.0,
+    user: Any = None,
+    enqueue: bool = True,
+) -> Job:
+    """Freeze the prompts (those with completions) into a judging job on the judge queue."""
+    limits = limits or RunLimits()
+    limits.validate()
+    if not 1 <= k_per_call <= 32:
+        raise ValueError("K per call must be between 1 and 32")
+    build_judge(judge_config, timeout_s=timeout_s)  # refuse a missing key now
+    with_completions = Completion.objects.all()
+    if checkpoint_id:
+        with_completions = with_completions.filter(checkpoint_id=checkpoint_id)
+    ids = set(with_completions.values_list("prompt_id", flat=True).distinct())
+    prompt_ids = [pk for pk in prompt_selection_ids(**selection) if pk in ids]
+    if not prompt_ids:
+        raise ValueError("no selected prompt has completions to judge")
+    job = job_create(
+        kind=Job.Kind.JUDGING,
+        title=f"{judge_config.name} on {len(prompt_ids)} prompts",
+        queue="judge",
+        params={
+            "judge_config_id": judge_config.pk,
+            "prompt_ids": prompt_ids,
+            "checkpoint_id": checkpoint_id,
+            "k_per_call": k_per_call,
+            "limits": asdict(limits),
+            "timeout_s": timeout_s,
+        },
+        created_by=user,
+    )
+    if enqueue:
+        from workers.tasks.judging import run_judging
+
+        job_enqueue(job, run_judging)
+    return job
+
+
+def _image_bytes(prompt: Prompt) -> tuple[bytes | None, str]:
+    if not prompt.image:
+        return None, ""
+    with prompt.image.open("rb") as handle:
+        data = handle.read()
+    return data, mimetypes.guess_type(prompt.image.name)[0] or "image/png"
+
+
+def _groups(prompt_ids: list[int], checkpoint_id: int | None, k: int) -> Iterator[Group]:
+    """Each prompt's completions, K at a time, in a stable order."""
+    for start in range(0, len(prompt_ids), 100):
+        chunk = prompt_ids[start : start + 100]
+        completions = Completion.objects.filter(prompt_id__in=chunk).order_by(
+            "prompt_id", "checkpoint_id", "template", "sampling_hash", "sample_index", "id"
+        )
+        if checkpoint_id:
+            completions = completions.filter(checkpoint_id=checkpoint_id)
+        by_prompt: dict[int, list[Completion]] = {}
+        for completion in completions:
+            by_prompt.setdefault(completion.prompt_id, []).append(completion)
+        prompts = Prompt.objects.in_bulk(chunk)
+        for pk in chunk:
+            rows = by_prompt.get(pk, [])
+            for i in range(0, len(rows), k):
+                yield prompts[pk], rows[i : i + k]
+
+
+def _item(prompt: Prompt, completions: list[Completion]) -> JudgeItem:
+    image, mime = _image_bytes(prompt)
+    return JudgeItem(
+        key=f"{prompt.pk}:{','.join(str(c.pk) for c in completions)}",
+        question=prompt.question,
+        completions=tuple(c.text for c in completions),
+        image=image,
+        image_mime=mime or "image/png",
+        choices=tuple(prompt.choices),
+        answer_index=prompt.answer_index,
+        reference_answer=prompt.reference_answer,
+        hint=prompt.hint,
+        facts={"scene": prompt.metadata.get("scene")} if prompt.metadata.get("scene") else {},
+    )
+
+
+def _result_json(result: JudgeResult) -> dict[str, Any]:
+    return {
+        "reasoning": result.reasoning,
+        "ratings": [{**r.scores, "reasoning": r.reasoning} for r in result.ratings],
+    }
+
+
+def _write_ratings(
+    config: JudgeConfig, completions: list[Completion], result: dict[str, Any], job: Job
+) -> None:
+    overall = result.get("reasoning", "")
+    Rating.objects.bulk_create(
+        [
+            Rating(
+                completion=completion,
+                judge=config,
+                reasoning="\n\n".join(x for x in (overall, entry.get("reasoning", "")) if x),
+                job=job,
+                **{a: entry[a] for a in ATTRIBUTES},
+            )
+            for completion, entry in zip(completions, result["ratings"], strict=True)
+        ],
+        ignore_conflicts=True,  # a completion rated by an earlier attempt keeps its rating
+    )
+
+
+class _JudgeJob:
+    """State of one judging run while its outcomes arrive."""
+
+    def __init__(self, run: Any, config: JudgeConfig) -> None:
+        self.run, self.job, self.config = run, run.job, config
+        self.pending: dict[str, tuple[Prompt, list[Completion], str]] = {}
+        self.cancelled = False
+        m = self.job.metrics
+        self.metrics = {
+            "calls": m.get("calls", 0),
+            "cache_hits": m.get("cache_hits", 0),
+            "skipped": 0,
+            "failures": m.get("failures", 0),
+            "input_tokens": m.get("input_tokens", 0),
+            "output_tokens": m.get("output_tokens", 0),
+            "cost_usd": m.get("cost_usd", 0.0),
+        }
+        self.failed_items: list[dict[str, Any]] = list(m.get("failed_items", []))
+
+    def save_metrics(self) -> None:
+        self.job.metrics = {
+            **self.job.metrics,
+            **self.metrics,
+            "cost_usd": round(self.metrics["cost_usd"], 6),
+            "failed_items": self.failed_items[-MAX_FAILURES_SHOWN:],
+        }
+        self.job.save(update_fields=["metrics"])
+
+    def advance(self) -> None:
+        try:
+            self.run.advance(force=True)
+        except JobCancelled:
+            self.cancelled = True
+
+    def items_to_call(
+        self, groups: Iterator[tuple[Prompt, list[Completion]]]
+    ) -> Iterator[JudgeItem]:
+        """Skip what is rated, answer from the cache what was paid for, yield the rest."""
+        config = self.config
+        for prompt, completions in groups:
+            if self.cancelled:
+                return
+            rated = Rating.objects.filter(judge=config, completion__in=completions).count()
+            if rated == len(completions):
+                self.metrics["skipped"] += 1
+                self.advance()
+                continue
+            item = _item(prompt, completions)
+            key = item_cache_key(
+                provider=config.provider,
+                model=config.model,
+                prompt_version=config.prompt_version,
+                temperature=config.temperature,
+                item=item,
+            )
+            cached = JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK).first()
+            if cached is not None:
+                with transaction.atomic():
+                    _write_ratings(config, completions, cached.result, self.job)
+                self.metrics["cache_hits"] += 1
+                self.save_metrics()
+                self.advance()
+                continue
+            self.pending[item.key] = (prompt, completions, key)
+            yield item
+
+    def record(self, outcome: ItemOutcome) -> None:
+        prompt, completions, key = self.pending.pop(outcome.item.key)
+        call = JudgeCall(
+            judge=self.config,
+            prompt=prompt,
+            completion_ids=[c.pk for c in completions],
+            cache_key=key,
+            raw_response=outcome.raw,
+            attempts=outcome.attempts,
+            input_tokens=outcome.usage.input_tokens,
+            output_tokens=outcome.usage.output_tokens,
+            cost_usd=outcome.cost_usd,
+            job=self.job,
+        )
+        with transaction.atomic():
+            if outcome.result is not None:
+                call.status = JudgeCall.Status.OK
+                call.result = _result_json(outcome.result)
+                call.save()
+                _write_ratings(self.config, completions, call.result, self.job)
+            else:
+                call.status = JudgeCall.Status.FAILED
+                call.error = outcome.error
+                call.save()
+        m = self.metrics
+        m["calls"] += outcome.attempts
+        m["input_tokens"] += outcome.usage.input_tokens
+        m["output_tokens"] += outcome.usage.output_tokens
+        m["cost_usd"] += outcome.cost_usd
+        if outcome.result is None:
+            m["failures"] += 1
+            self.failed_items.append(
+                {"prompt": prompt.pk, "call": call.pk, "error": outcome.error[:300]}
+            )
+        self.save_metrics()
+        self.advance()
+
+
+def judge_run(*, job_id: int) -> None:
+    """Run (or resume) a judging job."""
+    with job_running(job_id, resumable=True) as run:
+        if run is None:
+            return
+        spec = run.job.params
+        config = JudgeConfig.objects.filter(pk=spec["judge_config_id"]).first()
+        if config is None:
+            raise JobFailed(f"judge configuration #{spec['judge_config_id']} no longer exists")
+        try:
+            judge = build_judge(config, timeout_s=spec.get("timeout_s", 120.0))
+        except ValueError as exc:
+            raise JobFailed(str(exc)) from None
+        limits = RunLimits(**spec["limits"])
+        state = _JudgeJob(run, config)
+        groups = list(_groups(spec["prompt_ids"], spec.get("checkpoint_id"), spec["k_per_call"]))
+        job_progress(run.job, done=0, total=len(groups))
+        if config.provider not in ("oracle", "local") and price_for(config.model) is None:
+            run.log(f"no price is known for {config.model}: its cost shows as 0")
+        try:
+            summary = run_items(
+                judge,
+                state.items_to_call(iter(groups)),
+                limits,
+                on_outcome=state.record,
+                price=lambda usage: cost_usd(config.model, usage),
+                should_stop=lambda: state.cancelled,
+            )
+        except FatalJudgeError as exc:
+            state.save_metrics()
+            raise JobFailed(f"the judge refused: {exc}") from None
+        state.save_metrics()
+        if state.cancelled:
+            raise JobCancelled
+        if summary.stopped_at_max_cost:
+            run.set_metrics(stopped_at_max_cost=True)
+            run.log(
+                f"stopped: the cost reached the limit of ${limits.max_cost_usd}; "
+                "resume with a higher limit to rate the rest"
+            )

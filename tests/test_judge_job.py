@@ -1,0 +1,168 @@
+"""Judging jobs with the oracle: ratings written whole, resumable, cached, cancellable."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotation import services
+from annotation.judges.runner import RunLimits
+from annotation.models import Completion, JudgeCall, Rating
+from training.models import Checkpoint
+from workers import jobs
+from workers.models import Job
+
+pytestmark = [pytest.mark.django_db, pytest.mark.db_backend]
+LETTERS = "ABCD"
+
+
+@pytest.fixture
+def completions(shapes_source):
+    """Four completions per prompt: right, wrong, no answer, right but buried."""
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    rows = []
+    for prompt in shapes_source.prompts.all():
+        right = LETTERS[prompt.answer_index]
+        wrong = LETTERS[(prompt.answer_index + 1) % len(prompt.choices)]
+        texts = [
+            f"The answer is {right}.",
+            f"The answer is {wrong}.",
+            "I cannot tell.",
+            " ".join(["Looking at the picture carefully,"] * 12) + f" the answer is {right}.",
+        ]
+        rows += [
+            Completion(prompt=prompt, checkpoint=checkpoint, text=t, sample_index=i)
+            for i, t in enumerate(texts)
+        ]
+    Completion.objects.bulk_create(rows)
+    return checkpoint
+
+
+def _launch(source, **extra):
+    config = services.judge_config_from_spec("oracle")
+    return services.judge_launch(
+        judge_config=config, selection={"source_id": source.pk}, enqueue=False, **extra
+    )
+
+
+def test_the_oracle_rates_every_completion_and_the_right_one_wins(shapes_source, completions):
+    job = _launch(shapes_source)
+    services.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert (job.progress_done, job.progress_total) == (6, 6)
+    assert Rating.objects.count() == 24 and JudgeCall.objects.count() == 6
+    for prompt in shapes_source.prompts.all():
+        by_index = {
+            r.completion.sample_index: r
+            for r in Rating.objects.filter(completion__prompt=prompt).select_related("completion")
+        }
+        assert by_index[0].correctness == 4 and by_index[1].correctness == 1
+        assert by_index[2].correctness == 0 and by_index[3].helpfulness == 3
+        assert "known answer" in by_index[0].reasoning
+    assert job.metrics["calls"] == 6 and job.metrics["failures"] == 0
+
+
+def test_k_per_call_splits_a_prompts_completions(shapes_source, completions):
+    services.judge_run(job_id=_launch(shapes_source, k_per_call=2).pk)
+    assert JudgeCall.objects.count() == 12 and Rating.objects.count() == 24
+    assert {len(c.completion_ids) for c in JudgeCall.objects.all()} == {2}
+
+
+def test_a_rerun_makes_no_call_and_a_lost_rating_comes_from_the_cache(shapes_source, completions):
+    services.judge_run(job_id=_launch(shapes_source).pk)
+    again = _launch(shapes_source)
+    services.judge_run(job_id=again.pk)
+    again.refresh_from_db()
+    assert again.metrics["calls"] == 0 and again.metrics["skipped"] == 6
+
+    Rating.objects.filter(completion__prompt=shapes_source.prompts.first()).delete()
+    third = _launch(shapes_source)
+    services.judge_run(job_id=third.pk)
+    third.refresh_from_db()
+    assert (third.metrics["calls"], third.metrics["cache_hits"]) == (0, 1)
+    assert Rating.objects.count() == 24 and JudgeCall.objects.count() == 6
+
+
+class WorkerKilled(BaseException):
+    pass
+
+
+def test_a_killed_run_resumes_without_second_calls_or_duplicates(
+    shapes_source, completions, monkeypatch
+):
+    job = _launch(shapes_source, limits=RunLimits(concurrency=1))
+    real = services._JudgeJob.record
+    seen = []
+
+    def dies_on_the_third(self, outcome):
+        if len(seen) == 2:
+            raise WorkerKilled
+        seen.append(outcome.item.key)
+        real(self, outcome)
+
+    monkeypatch.setattr(services._JudgeJob, "record", dies_on_the_third)
+    with pytest.raises(WorkerKilled):
+        services.judge_run(job_id=job.pk)
+    assert JudgeCall.objects.count() == 2 and Rating.objects.count() == 8
+
+    monkeypatch.setattr(services._JudgeJob, "record", real)
+    services.judge_run(job_id=job.pk)  # redelivered
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and job.attempts == 2
+    assert Rating.objects.count() == 24 and JudgeCall.objects.count() == 6
+    assert job.metrics["skipped"] == 2
+
+
+def test_cancel_stops_the_run_and_keeps_what_was_rated(shapes_source, completions, monkeypatch):
+    job = _launch(shapes_source, limits=RunLimits(concurrency=1))
+    real = services._JudgeJob.record
+
+    def cancel_after_first(self, outcome):
+        real(self, outcome)
+        jobs.job_request_cancel(job=Job.objects.get(pk=job.pk))
+
+    monkeypatch.setattr(services._JudgeJob, "record", cancel_after_first)
+    services.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    assert 1 <= JudgeCall.objects.count() < 6
+    assert Rating.objects.count() == 4 * JudgeCall.objects.count()
+
+
+def test_a_missing_api_key_is_refused_before_any_work(shapes_source, completions, settings):
+    settings.OPENAI_API_KEY = ""
+    config = services.judge_config_from_spec("openai:gpt-4o-mini")
+    with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
+        services.judge_launch(
+            judge_config=config, selection={"source_id": shapes_source.pk}, enqueue=False
+        )
+    assert Job.objects.count() == 0
+    with pytest.raises(CommandError, match="GEMINI_API_KEY"):
+        settings.GEMINI_API_KEY = ""
+        call_command("judge", judge="gemini:gemini-2.5-flash", source="sqa")
+
+
+def test_judge_specs_are_checked():
+    with pytest.raises(ValueError, match="unknown judge provider"):
+        services.judge_config_from_spec("claude:opus")
+    with pytest.raises(ValueError, match="needs a model"):
+        services.judge_config_from_spec("openai")
+    with pytest.raises(ValueError, match="unknown prompt version"):
+        services.judge_config_from_spec("oracle", prompt_version="v7")
+    first = services.judge_config_from_spec("openai:gpt-4o-mini")
+    assert services.judge_config_from_spec("openai:gpt-4o-mini") == first
+
+
+def test_judge_command_runs_inline_and_enqueues(shapes_source, completions, capsys):
+    call_command("judge", judge="oracle", source="sqa", limit=2)
+    assert Rating.objects.count() == 8
+    assert "2/2 items" in capsys.readouterr().out
+    call_command("judge", judge="oracle", source="sqa", enqueue=True)
+    queued = Job.objects.get(status=Job.Status.QUEUED)
+    assert queued.queue == "judge"
+
+
+def test_nothing_to_judge_is_a_clear_error(shapes_source):
+    with pytest.raises(ValueError, match="no selected prompt has completions"):
+        _launch(shapes_source)
