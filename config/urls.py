@@ -13,6 +13,7 @@ urlpatterns = [
     path("ops/", include("workers.urls")),
     path("data/", include("datasets_app.urls")),
     path("train/", include("training.urls")),
+    path("annotate/", include("annotation.urls")),
 ]
 
 if settings.SERVE_MEDIA:
