@@ -5,4 +5,5 @@ from annotation import views
 app_name = "annotation"
 urlpatterns = [
     path("agreement/", views.agreement_page, name="agreement"),
+    path("judge/", views.judge_launch, name="judge"),
 ]

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
-from annotation import selectors
+from annotation import selectors, services
 from annotation.agreement import agreement
-from config.access import curator_required
+from annotation.forms import JudgeForm
+from config.access import curator_required, staff_required
 
 
 @curator_required
@@ -19,3 +20,30 @@ def agreement_page(request):
         result = agreement(scores_a, scores_b, {**prompts, **prompts_b})
     context = {"choices": choices, "a": a, "b": b, "result": result}
     return render(request, "annotation/agreement.html", context)
+
+
+@staff_required
+def judge_launch(request):
+    form = JudgeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            config = services.judge_config_from_spec(
+                d["judge"],
+                prompt_version=d["prompt_version"],
+                temperature=d["temperature"],
+                base_url=d["base_url"].strip(),
+            )
+            job = services.judge_launch(
+                judge_config=config,
+                selection=form.selection(),
+                checkpoint_id=d["checkpoint"].pk if d.get("checkpoint") else None,
+                k_per_call=d["k_per_call"],
+                limits=form.limits(),
+                user=request.user,
+            )
+        except ValueError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("workers:job", job_id=job.pk)
+    return render(request, "annotation/judge_launch.html", {"form": form})

@@ -166,3 +166,29 @@ def test_judge_command_runs_inline_and_enqueues(shapes_source, completions, caps
 def test_nothing_to_judge_is_a_clear_error(shapes_source):
     with pytest.raises(ValueError, match="no selected prompt has completions"):
         _launch(shapes_source)
+
+
+def test_staff_launch_a_judge_from_the_page(
+    client, staff_user, annotator, shapes_source, completions
+):
+    from django.urls import reverse
+
+    url = reverse("annotation:judge")
+    data = {
+        "judge": "oracle",
+        "prompt_version": "v1",
+        "temperature": 0,
+        "source": shapes_source.pk,
+        "k_per_call": 4,
+        "concurrency": 4,
+    }
+    client.force_login(annotator)
+    assert client.post(url, data).status_code == 403
+    client.force_login(staff_user)
+    response = client.post(url, data)
+    job = Job.objects.get()
+    assert response["Location"] == reverse("workers:job", args=[job.pk])
+    assert job.queue == "judge" and job.params["limits"]["concurrency"] == 4
+    settings.OPENAI_API_KEY = ""
+    refused = client.post(url, {**data, "judge": "openai:gpt-4o"}).content.decode()
+    assert "OPENAI_API_KEY is not set" in refused and Job.objects.count() == 1

@@ -1,0 +1,53 @@
+from django import forms
+
+from annotation.judges.prompt import prompt_versions
+from annotation.judges.runner import RunLimits
+from datasets_app.models import Prompt, Source
+from training.models import Checkpoint
+
+
+class JudgeForm(forms.Form):
+    judge = forms.CharField(
+        initial="oracle",
+        max_length=300,
+        help_text="oracle, gemini:MODEL, openai:MODEL or local:PATH",
+    )
+    base_url = forms.CharField(
+        required=False, max_length=300, help_text="an OpenAI-compatible server or a proxy"
+    )
+    prompt_version = forms.ChoiceField(choices=[])
+    temperature = forms.FloatField(min_value=0, max_value=2, initial=0.0)
+    source = forms.ModelChoiceField(Source.objects.order_by("name"), required=False)
+    split = forms.ChoiceField(choices=[("", "any split"), *Prompt.Split.choices], required=False)
+    checkpoint = forms.ModelChoiceField(
+        Checkpoint.objects.order_by("name"),
+        required=False,
+        help_text="only the completions of this checkpoint",
+    )
+    limit = forms.IntegerField(required=False, min_value=1, help_text="at most this many prompts")
+    k_per_call = forms.IntegerField(min_value=1, max_value=32, initial=4, label="K per call")
+    concurrency = forms.IntegerField(min_value=1, max_value=256, initial=8)
+    requests_per_minute = forms.FloatField(required=False, min_value=0.1)
+    tokens_per_minute = forms.FloatField(required=False, min_value=1)
+    max_cost_usd = forms.FloatField(required=False, min_value=0.0001, label="Max cost (USD)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["prompt_version"].choices = [(v, v) for v in prompt_versions()]
+
+    def limits(self) -> RunLimits:
+        d = self.cleaned_data
+        return RunLimits(
+            concurrency=d["concurrency"],
+            requests_per_minute=d.get("requests_per_minute"),
+            tokens_per_minute=d.get("tokens_per_minute"),
+            max_cost_usd=d.get("max_cost_usd"),
+        )
+
+    def selection(self) -> dict:
+        d = self.cleaned_data
+        return {
+            "source_id": d["source"].pk if d.get("source") else None,
+            "split": d.get("split") or "",
+            "limit": d.get("limit"),
+        }
