@@ -169,7 +169,7 @@ def test_nothing_to_judge_is_a_clear_error(shapes_source):
 
 
 def test_staff_launch_a_judge_from_the_page(
-    client, staff_user, annotator, shapes_source, completions
+    client, staff_user, annotator, shapes_source, completions, settings
 ):
     from django.urls import reverse
 
