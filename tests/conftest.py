@@ -8,6 +8,8 @@ import socket
 import pytest
 from PIL import Image
 
+from tests.judge_fixtures import fake_gemini, fake_openai  # noqa: F401  (shared fixtures)
+
 
 def png_bytes(size: tuple[int, int] = (16, 16), colour: str = "red") -> bytes:
     buffer = io.BytesIO()

@@ -9,8 +9,11 @@ raises `InvalidJudgeOutput`, and a partial rating is never returned.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -225,3 +228,27 @@ def _validated(data: Any, raw: str, k: int, usage: Usage) -> JudgeResult:
         raw=raw,
         usage=usage,
     )
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds a server asked us to wait: `retry-after-ms` (OpenAI's exact value) first,
+    then `retry-after` as delta-seconds (fractions tolerated) or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000
+        except ValueError:
+            value = float("nan")
+        if value == value:  # NaN is no answer
+            return max(0.0, value)
+    header = headers.get("retry-after")
+    if header is None:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(header)
+        if parsed is None:
+            return None
+        seconds = email.utils.mktime_tz(parsed) - time.time()
+    return max(0.0, seconds) if seconds == seconds else None

@@ -1,0 +1,241 @@
+"""A judge backed by an OpenAI-compatible chat completions API (OpenAI itself, vLLM, ...)
+through the `openai` SDK (pure core: no Django).
+
+The SDK's retries are off (`max_retries=0`): the runner owns rate limiting and retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+import openai
+from openai import OpenAI
+
+from annotation.judges.base import (
+    FatalJudgeError,
+    InvalidJudgeOutput,
+    JudgeItem,
+    JudgeResult,
+    TransientJudgeError,
+    Usage,
+    parse_ratings,
+    ratings_schema,
+    retry_after_seconds,
+)
+from annotation.judges.prompt import render_judge_prompt
+
+SCHEMA_NAME = "helpsteer_ratings"
+# 408 (timeout), 409 (lock timeout) and 429 are the 4xx answers a later request can get past.
+_TRANSIENT_4XX = frozenset({408, 409, 429})
+# Keywords that strict structured outputs refused before OpenAI widened its subset (and that
+# Azure's older API versions still refuse). `parse_ratings` checks ranges and counts anyway.
+_STRICT_UNSUPPORTED = frozenset(
+    {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems"}
+)
+
+
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `schema` that strict mode accepts everywhere: an integer range becomes an
+    `enum` (always supported, so the 0-4 scale still constrains decoding); other range and
+    length keywords are dropped."""
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: convert(v) for k, v in node.items() if k not in _STRICT_UNSUPPORTED}
+        low, high = node.get("minimum"), node.get("maximum")
+        if (
+            node.get("type") == "integer"
+            and "enum" not in node
+            and isinstance(low, int)
+            and isinstance(high, int)
+            and 0 <= high - low <= 100
+        ):
+            out["enum"] = list(range(low, high + 1))
+        return out
+
+    return convert(copy.deepcopy(schema))
+
+
+class OpenAIJudge:
+    """Rates all K completions of an item in one chat completion with a strict JSON schema.
+
+    Thread-safe: one SDK client (one httpx connection pool, documented as shareable between
+    threads) serves all threads."""
+
+    provider = "openai"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        temperature: float = 0.0,
+        prompt_version: str = "v1",
+        timeout_s: float = 120.0,
+        max_output_tokens: int = 4096,
+    ) -> None:
+        if not api_key:
+            # Local servers (vLLM) take any key, but the SDK refuses none at all.
+            raise FatalJudgeError("the OpenAI judge needs an API key (any text for vLLM)")
+        self.model = model
+        self.temperature = temperature
+        self.prompt_version = prompt_version
+        self.timeout_s = timeout_s
+        self.max_output_tokens = max_output_tokens
+        self._api_key = api_key
+        # `timeout` is in seconds and applies to connect, read, write and pool each.
+        self._client = OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        # `max_tokens` is what every OpenAI-compatible server knows; OpenAI's reasoning
+        # models refuse it and want `max_completion_tokens`. Switched once, on that refusal
+        # (threads racing here all write the same value).
+        self._length_param = "max_tokens"
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIJudge(model={self.model!r})"
+
+    def close(self) -> None:
+        """Close the connection pool (the judge is unusable afterwards)."""
+        self._client.close()
+
+    def rate(self, item: JudgeItem) -> JudgeResult:
+        k = len(item.completions)
+        content: list[dict[str, Any]] = [
+            {"type": "text", "text": render_judge_prompt(item, self.prompt_version)}
+        ]
+        if item.image is not None:
+            encoded = base64.b64encode(item.image).decode("ascii")
+            url = f"data:{item.image_mime};base64,{encoded}"
+            content.append({"type": "image_url", "image_url": {"url": url}})
+        request: dict[str, Any] = {
+            "model": self.model,
+            "temperature": self.temperature,
+            "messages": [{"role": "user", "content": content}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": SCHEMA_NAME,
+                    "schema": strict_schema(ratings_schema(k)),
+                    "strict": True,
+                },
+            },
+        }
+        response = self._create(request)
+        return self._result(response, k)
+
+    def _create(self, request: dict[str, Any]) -> Any:
+        param = self._length_param
+        arguments: dict[str, Any] = {**request, param: self.max_output_tokens}
+        try:
+            return self._client.chat.completions.create(**arguments)
+        except openai.BadRequestError as exc:
+            if param == "max_tokens" and _wants_max_completion_tokens(exc):
+                self._length_param = "max_completion_tokens"
+                return self._create(request)
+            raise self._error(exc) from None
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from None
+
+    # -- answers -----------------------------------------------------------------------
+
+    def _result(self, response: Any, k: int) -> JudgeResult:
+        usage = _usage(getattr(response, "usage", None))
+        choices = getattr(response, "choices", None) or []
+        if not choices:
+            raise InvalidJudgeOutput(
+                f"OpenAI {self.model}: the answer has no choices",
+                raw=_response_json(response),
+                usage=usage,
+            )
+        choice = choices[0]
+        message = choice.message
+        refusal = getattr(message, "refusal", None)
+        if refusal:
+            raise InvalidJudgeOutput(
+                f"OpenAI {self.model}: the model refused: {refusal[:200]}",
+                raw=refusal,
+                usage=usage,
+            )
+        text = message.content
+        if not text:
+            raise InvalidJudgeOutput(
+                f"OpenAI {self.model}: the answer has no content "
+                f"(finish reason {choice.finish_reason})",
+                raw=_response_json(response),
+                usage=usage,
+            )
+        if choice.finish_reason == "content_filter":
+            raise InvalidJudgeOutput(
+                f"OpenAI {self.model}: the answer was filtered", raw=text, usage=usage
+            )
+        try:
+            return parse_ratings(text, k, usage=usage)
+        except InvalidJudgeOutput as exc:
+            if choice.finish_reason == "length":
+                raise InvalidJudgeOutput(
+                    f"{exc} (the answer was cut at {self.max_output_tokens} tokens)",
+                    raw=exc.raw,
+                    usage=exc.usage,
+                ) from None
+            raise
+
+    # -- errors ------------------------------------------------------------------------
+
+    def _error(self, exc: openai.OpenAIError) -> Exception:
+        name = type(exc).__name__
+        if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
+            return TransientJudgeError(f"OpenAI {self.model}: {name}: {self._scrub(str(exc))}")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            message = f"OpenAI {self.model}: HTTP {status}: {self._detail(exc)}"[:500]
+            if status >= 500 or status in _TRANSIENT_4XX:
+                return TransientJudgeError(
+                    message, retry_after=retry_after_seconds(exc.response.headers)
+                )
+            # 400, 401, 403, 404, 422: the same request cannot succeed later.
+            return FatalJudgeError(message)
+        if isinstance(exc, openai.APIResponseValidationError):
+            # The server answered 2xx with a body that is not a chat completion: a gateway.
+            return TransientJudgeError(f"OpenAI {self.model}: unreadable answer ({name})")
+        return FatalJudgeError(f"OpenAI {self.model}: {name}: {self._scrub(str(exc))}"[:500])
+
+    def _detail(self, exc: openai.APIStatusError) -> str:
+        body = exc.body
+        error = body.get("error", body) if isinstance(body, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            code = error.get("code") or error.get("type") or ""
+            text = f"{error['message']} ({code})" if code else str(error["message"])
+        else:
+            text = str(exc.message)
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        # OpenAI's 401 echoes part of the key and a proxy may echo all of it: never repeat it.
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _wants_max_completion_tokens(exc: openai.BadRequestError) -> bool:
+    text = str(exc)
+    return "max_tokens" in text and "max_completion_tokens" in text
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    return Usage(
+        input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        output_tokens=getattr(usage, "completion_tokens", 0) or 0,
+    )
+
+
+def _response_json(response: Any) -> str:
+    """The whole answer as JSON, kept as `raw` when there is no text to keep."""
+    try:
+        return str(response.model_dump_json(exclude_none=True))
+    except (AttributeError, TypeError, ValueError):
+        return repr(response)

@@ -1,0 +1,24 @@
+"""Pytest fixtures for the fake judge servers (tests/fake_judge_servers.py).
+
+Each test gets a fresh server, stopped after it; change its knobs (`retry_after`, `hang_s`,
+`latency_s`, `rate_limit_per_s`, `api_key`) on the running server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fake_judge_servers import FakeGeminiServer, FakeOpenAIServer
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_gemini() -> Iterator[FakeGeminiServer]:
+    with FakeGeminiServer() as server:
+        yield server

@@ -1,0 +1,145 @@
+"""Judging jobs through the real SDKs against fake servers: every fault ends as it should,
+and a killed run resumes without a second call for what was already rated."""
+
+from __future__ import annotations
+
+import pytest
+
+from annotation import services
+from annotation.judges.runner import RunLimits
+from annotation.models import Completion, JudgeCall, Rating
+from tests.fake_judge_servers import expected_scores
+from training.models import Checkpoint
+from workers.models import Job
+
+pytestmark = [pytest.mark.django_db, pytest.mark.db_backend]
+FAST = RunLimits(concurrency=2, backoff_base_s=0.01, backoff_max_s=0.05, max_attempts=4)
+
+
+@pytest.fixture
+def completions(shapes_source):
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    Completion.objects.bulk_create(
+        Completion(
+            prompt=p, checkpoint=checkpoint, text=f"Answer {i} to prompt {p.pk}.", sample_index=i
+        )
+        for p in shapes_source.prompts.all()
+        for i in range(4)
+    )
+
+
+@pytest.fixture
+def openai_judge(settings, fake_openai):
+    settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
+    settings.OPENAI_BASE_URL = fake_openai.base_url
+    fake_openai.retry_after = 0.05
+    return services.judge_config_from_spec("openai:gpt-4o-mini")
+
+
+def _run(config, source, limits=FAST, timeout_s=5.0) -> Job:
+    job = services.judge_launch(
+        judge_config=config,
+        selection={"source_id": source.pk},
+        limits=limits,
+        timeout_s=timeout_s,
+        enqueue=False,
+    )
+    services.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def _assert_all_rated_as_the_server_said():
+    assert Rating.objects.count() == 24
+    for rating in Rating.objects.select_related("completion"):
+        assert rating.scores == expected_scores(rating.completion.text)
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "drop", "not_json", "score_7"])
+def test_a_single_fault_is_retried_and_everything_is_stored(
+    openai_judge, fake_openai, shapes_source, completions, fault
+):
+    fake_openai.push_faults(fault)
+    job = _run(openai_judge, shapes_source)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert fake_openai.calls == 7 and job.metrics["failures"] == 0
+    _assert_all_rated_as_the_server_said()
+    assert job.metrics["input_tokens"] > 0 and job.metrics["cost_usd"] > 0
+
+
+def test_a_hang_past_the_timeout_is_retried(openai_judge, fake_openai, shapes_source, completions):
+    fake_openai.hang_s = 3.0
+    fake_openai.push_faults("hang")
+    job = _run(openai_judge, shapes_source, timeout_s=0.5)
+    assert job.status == Job.Status.SUCCEEDED and fake_openai.calls == 7
+    _assert_all_rated_as_the_server_said()
+
+
+@pytest.mark.parametrize("fault", ["not_json", "missing_completion", "score_7", "score_high"])
+def test_an_answer_invalid_every_time_is_a_failed_item_with_nothing_partial(
+    openai_judge, fake_openai, shapes_source, completions, fault
+):
+    fake_openai.push_faults(fault, fault, fault)  # the first item, all its tries
+    job = _run(openai_judge, shapes_source, limits=RunLimits(concurrency=1))
+    assert job.status == Job.Status.SUCCEEDED and job.metrics["failures"] == 1
+    failed = JudgeCall.objects.get(status=JudgeCall.Status.FAILED)
+    assert failed.raw_response and "invalid answer" in failed.error and failed.attempts == 3
+    assert not Rating.objects.filter(completion_id__in=failed.completion_ids).exists()
+    assert Rating.objects.count() == 20  # the five other prompts, whole
+    assert job.metrics["failed_items"][0]["prompt"] == failed.prompt_id
+
+
+def test_a_bad_key_fails_the_job_at_once(openai_judge, fake_openai, shapes_source, completions):
+    fake_openai.api_key = "the-right-key"
+    job = _run(openai_judge, shapes_source)
+    assert job.status == Job.Status.FAILED and "the judge refused" in job.error
+    assert "sk-test-not-a-real-key" not in job.error
+    assert fake_openai.calls <= 2 and Rating.objects.count() == 0
+
+
+class WorkerKilled(BaseException):
+    pass
+
+
+def test_a_killed_run_resumes_and_never_calls_twice_for_an_item(
+    openai_judge, fake_openai, shapes_source, completions, monkeypatch
+):
+    job = services.judge_launch(
+        judge_config=openai_judge,
+        selection={"source_id": shapes_source.pk},
+        limits=RunLimits(concurrency=1),
+        enqueue=False,
+    )
+    real = services._JudgeJob.record
+    recorded = []
+
+    def killed_after_three(self, outcome):
+        real(self, outcome)
+        recorded.append(outcome)
+        if len(recorded) == 3:
+            raise WorkerKilled
+
+    monkeypatch.setattr(services._JudgeJob, "record", killed_after_three)
+    with pytest.raises(WorkerKilled):
+        services.judge_run(job_id=job.pk)
+    assert fake_openai.calls == 3
+    monkeypatch.setattr(services._JudgeJob, "record", real)
+    services.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED
+    assert fake_openai.calls == 6  # one call per item, over both attempts
+    _assert_all_rated_as_the_server_said()
+
+
+def test_gemini_end_to_end(settings, fake_gemini, shapes_source, completions):
+    settings.GEMINI_API_KEY = "gm-test-key"
+    settings.GEMINI_BASE_URL = fake_gemini.base_url
+    fake_gemini.retry_after = 0.05
+    fake_gemini.push_faults("429", "score_high")
+    config = services.judge_config_from_spec("gemini:gemini-2.5-flash")
+    job = _run(config, shapes_source)
+    assert job.status == Job.Status.SUCCEEDED and fake_gemini.calls == 8
+    _assert_all_rated_as_the_server_said()
+    request = fake_gemini.requests[-1]
+    assert request.images and request.images[0][0] == "image/png"
+    assert job.metrics["cost_usd"] > 0
