@@ -15,7 +15,18 @@ from django.core.exceptions import ImproperlyConfigured
 from config import settings as project_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE_CORE = ["datasets_app.imports", "datasets_app.shapes", "training.modeling"]
+PURE_CORE = [
+    "datasets_app.imports",
+    "datasets_app.shapes",
+    "training.modeling",
+    "training.generation",
+    "annotation.judges.runner",
+    "annotation.judges.oracle",
+    "annotation.judges.gemini_judge",
+    "annotation.judges.openai_judge",
+    "annotation.judges.local_judge",
+    "annotation.agreement",
+]
 
 
 def _settings_in_subprocess(env: dict[str, str], expr: str) -> str:
