@@ -2,6 +2,7 @@ from django import forms
 
 from annotation.judges.prompt import prompt_versions
 from annotation.judges.runner import RunLimits
+from annotation.models import JudgeConfig
 from datasets_app.models import Prompt, Source
 from training.models import Checkpoint
 
@@ -51,3 +52,55 @@ class JudgeForm(forms.Form):
             "split": d.get("split") or "",
             "limit": d.get("limit"),
         }
+
+
+class CampaignForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False)
+    source = forms.ModelChoiceField(Source.objects.order_by("name"), required=False)
+    split = forms.ChoiceField(choices=[("", "any split"), *Prompt.Split.choices], required=False)
+    limit = forms.IntegerField(required=False, min_value=1, help_text="at most this many prompts")
+    checkpoints = forms.ModelMultipleChoiceField(
+        Checkpoint.objects.order_by("name"),
+        required=False,
+        help_text="whose completions to compare (none chosen: all)",
+    )
+    overlap = forms.IntegerField(
+        min_value=1, max_value=20, initial=1, help_text="annotators per prompt"
+    )
+    assignment_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=30)
+    show_judge_suggestions = forms.BooleanField(
+        required=False, help_text="show a judge's scores as hints (they anchor people)"
+    )
+    suggestion_judge = forms.ModelChoiceField(JudgeConfig.objects.order_by("name"), required=False)
+
+    def service_kwargs(self) -> dict:
+        d = self.cleaned_data
+        return {
+            "name": d["name"],
+            "instructions": d["instructions"],
+            "selection": {
+                "source_id": d["source"].pk if d.get("source") else None,
+                "split": d.get("split") or "",
+                "limit": d.get("limit"),
+            },
+            "checkpoint_ids": [c.pk for c in d["checkpoints"]],
+            "overlap": d["overlap"],
+            "assignment_minutes": d["assignment_minutes"],
+            "show_judge_suggestions": d["show_judge_suggestions"],
+            "suggestion_judge": d.get("suggestion_judge"),
+        }
+
+
+def resolution_payload(post, completion_ids: list[int]) -> dict:
+    """The review form's radio buttons (score-<completion>-<attribute>) as a submission."""
+    from annotation.models import ATTRIBUTES
+
+    return {
+        "scores": {
+            str(cid): {a: post.get(f"score-{cid}-{a}") for a in ATTRIBUTES}
+            for cid in completion_ids
+        },
+        "comment": post.get("comment", ""),
+        "token": "resolution",
+    }

@@ -78,7 +78,15 @@ def _score_field(name: str) -> models.PositiveSmallIntegerField:
 
 
 class Rating(models.Model):
-    """Five HelpSteer scores for one completion, by one rater (a person or a judge)."""
+    """Five HelpSteer scores for one completion, by one rater (a person or a judge).
+
+    A curator's resolution of a disagreement is a rating of its own kind, so that it never
+    overwrites what the curator rated as an annotator.
+    """
+
+    class Kind(models.TextChoices):
+        ANNOTATION = "annotation", "Annotation"
+        RESOLUTION = "resolution", "Resolution"
 
     completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="ratings")
     user = models.ForeignKey(
@@ -97,6 +105,7 @@ class Rating(models.Model):
     complexity = _score_field("complexity")
     verbosity = _score_field("verbosity")
     reasoning = models.TextField(blank=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.ANNOTATION)
     job = models.ForeignKey(
         "workers.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="ratings"
     )
@@ -119,9 +128,9 @@ class Rating(models.Model):
                 name="rating_one_rater",
             ),
             models.UniqueConstraint(
-                fields=["completion", "user"],
+                fields=["completion", "user", "kind"],
                 condition=models.Q(user__isnull=False),
-                name="rating_one_per_user",
+                name="rating_one_per_user_and_kind",
             ),
             models.UniqueConstraint(
                 fields=["completion", "judge"],
@@ -227,3 +236,101 @@ class JudgeCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.judge} on prompt {self.prompt_id} ({self.status})"
+
+
+class Campaign(models.Model):
+    """A set of prompts (with the completions of chosen checkpoints) for people to rate."""
+
+    name = models.CharField(max_length=200, unique=True)
+    instructions = models.TextField(blank=True)
+    overlap = models.PositiveSmallIntegerField(
+        default=1, help_text="how many annotators rate each prompt"
+    )
+    is_active = models.BooleanField(default=True)
+    show_judge_suggestions = models.BooleanField(
+        default=False, help_text="show a judge's scores as hints (they anchor people: off)"
+    )
+    suggestion_judge = models.ForeignKey(
+        JudgeConfig, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    assignment_minutes = models.PositiveIntegerField(
+        default=30, help_text="an item not submitted in this time goes back to the queue"
+    )
+    selection = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(overlap__gte=1), name="campaign_overlap_at_least_one"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CampaignItem(models.Model):
+    """One prompt of a campaign, with the completions shown (in a fixed, shuffled order)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="items")
+    prompt = models.ForeignKey(
+        "datasets_app.Prompt", on_delete=models.CASCADE, related_name="campaign_items"
+    )
+    completion_ids = models.JSONField(default=list)
+    # Assignments that hold a slot (assigned or submitted); never above the overlap.
+    n_active = models.PositiveSmallIntegerField(default=0)
+    n_submitted = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "prompt"], name="campaignitem_unique"),
+        ]
+        indexes = [models.Index(fields=["campaign", "n_active", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} / prompt {self.prompt_id}"
+
+
+class Assignment(models.Model):
+    """One annotator's turn at one item."""
+
+    class Status(models.TextChoices):
+        ASSIGNED = "assigned", "Assigned"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        FLAGGED = "flagged", "Flagged"
+        EXPIRED = "expired", "Expired"
+
+    HOLDS_SLOT = (Status.ASSIGNED, Status.SUBMITTED)
+
+    item = models.ForeignKey(CampaignItem, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ASSIGNED)
+    assigned_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    # The id the page sent with its last accepted submission: a retry with it is a no-op.
+    submission_token = models.CharField(max_length=64, blank=True)
+    flag_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-assigned_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], name="assignment_once_per_user"),
+        ]
+        indexes = [
+            models.Index(fields=["annotator", "status"]),
+            models.Index(fields=["status", "expires_at"]),
+            models.Index(fields=["annotator", "submitted_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} on {self.item} ({self.status})"

@@ -48,3 +48,163 @@ def rater_scores(rater: str) -> tuple[dict[int, dict[str, int]], dict[int, int]]
     scores = {r["completion_id"]: {a: r[a] for a in ATTRIBUTES} for r in rows}
     prompts = {r["completion_id"]: r["completion__prompt_id"] for r in rows}
     return scores, prompts
+
+
+def campaigns_for(user) -> list:
+    """Active campaigns with this user's progress (two queries whatever the count)."""
+    from django.db.models import Count, Q
+
+    from annotation.models import Assignment, Campaign
+
+    campaigns = list(
+        Campaign.objects.filter(is_active=True).annotate(n_items=Count("items")).order_by("name")
+    )
+    mine = (
+        Assignment.objects.filter(annotator=user, item__campaign__in=campaigns)
+        .values("item__campaign_id")
+        .annotate(
+            done=Count("id", filter=Q(status=Assignment.Status.SUBMITTED)),
+            open=Count("id", filter=Q(status=Assignment.Status.ASSIGNED)),
+        )
+    )
+    by_campaign = {row["item__campaign_id"]: row for row in mine}
+    for campaign in campaigns:
+        row = by_campaign.get(campaign.pk, {})
+        campaign.my_done = row.get("done", 0)
+        campaign.my_open = row.get("open", 0)
+    return campaigns
+
+
+def item_page_context(assignment) -> dict:
+    from annotation.guide import GUIDE
+    from annotation.markdown import render_markdown
+    from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
+
+    item, user = assignment.item, assignment.annotator
+    campaign, prompt = item.campaign, item.prompt
+    by_id = Completion.objects.in_bulk(item.completion_ids)
+    mine = {
+        r["completion_id"]: {a: r[a] for a in ATTRIBUTES}
+        for r in Rating.objects.filter(
+            completion_id__in=item.completion_ids, user=user, kind=Rating.Kind.ANNOTATION
+        ).values("completion_id", *ATTRIBUTES)
+    }
+    suggestions = {}
+    if campaign.show_judge_suggestions and campaign.suggestion_judge_id:
+        suggestions = {
+            r["completion_id"]: {a: r[a] for a in ATTRIBUTES}
+            for r in Rating.objects.filter(
+                completion_id__in=item.completion_ids, judge_id=campaign.suggestion_judge_id
+            ).values("completion_id", *ATTRIBUTES)
+        }
+    pick = PairPick.objects.filter(prompt_id=item.prompt_id, annotator=user).first()
+    cards = [
+        {
+            "number": n,
+            "id": cid,
+            "html": render_markdown(by_id[cid].text),
+            "suggestion": suggestions.get(cid),
+        }
+        for n, cid in enumerate(item.completion_ids, start=1)
+        if cid in by_id
+    ]
+    initial = {
+        "scores": {str(cid): mine[cid] for cid in mine},
+        "best": pick.chosen_id if pick else None,
+        "worst": pick.rejected_id if pick else None,
+        "tie": bool(pick and pick.is_tie),
+        "comment": pick.comment if pick else "",
+    }
+    mine_all = assignment.annotator.assignments.filter(item__campaign=campaign)
+    return {
+        "assignment": assignment,
+        "campaign": campaign,
+        "prompt": prompt,
+        "cards": cards,
+        "attributes": [(a, [(s, GUIDE[a][s]) for s in range(5)]) for a in ATTRIBUTES],
+        "config": {
+            "assignment": assignment.pk,
+            "completionIds": [c["id"] for c in cards],
+            "attributes": list(ATTRIBUTES),
+            "initial": initial,
+            "submitted": assignment.status == "submitted",
+        },
+        "progress": {
+            "done": mine_all.filter(status="submitted").count(),
+            "assigned": mine_all.filter(status__in=["assigned", "submitted"]).count(),
+        },
+    }
+
+
+def review_rows(campaign) -> list[dict]:
+    """Each item of a campaign with how many raters it has and its largest disagreement."""
+    from annotation.models import ATTRIBUTES, Rating
+
+    items = list(campaign.items.select_related("prompt").order_by("id"))
+    completion_ids = [cid for item in items for cid in item.completion_ids]
+    spread: dict[int, int] = {}
+    raters: dict[int, set] = {}
+    values: dict[tuple[int, str], list[int]] = {}
+    for row in Rating.objects.filter(
+        completion_id__in=completion_ids, kind=Rating.Kind.ANNOTATION
+    ).values("completion_id", "user_id", "judge_id", *ATTRIBUTES):
+        for a in ATTRIBUTES:
+            values.setdefault((row["completion_id"], a), []).append(row[a])
+        raters.setdefault(row["completion_id"], set()).add((row["user_id"], row["judge_id"]))
+    for (cid, _a), scores in values.items():
+        spread[cid] = max(spread.get(cid, 0), max(scores) - min(scores))
+    return [
+        {
+            "item": item,
+            "raters": len(set().union(*(raters.get(c, set()) for c in item.completion_ids))),
+            "spread": max((spread.get(c, 0) for c in item.completion_ids), default=0),
+        }
+        for item in items
+    ]
+
+
+def review_context(item) -> dict:
+    """Every rater's scores for every completion of an item, disagreement marked."""
+    from annotation.guide import GUIDE
+    from annotation.markdown import render_markdown
+    from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
+
+    by_id = Completion.objects.in_bulk(item.completion_ids)
+    ratings = Rating.objects.filter(completion_id__in=item.completion_ids).select_related(
+        "user", "judge"
+    )
+    grouped: dict[int, list] = {cid: [] for cid in item.completion_ids}
+    for rating in ratings:
+        grouped[rating.completion_id].append(rating)
+    cards = []
+    for n, cid in enumerate(item.completion_ids, start=1):
+        rows = [r for r in grouped[cid] if r.kind == Rating.Kind.ANNOTATION]
+        disagreement = (
+            {
+                a: (max(getattr(r, a) for r in rows) - min(getattr(r, a) for r in rows)) >= 2
+                for a in ATTRIBUTES
+            }
+            if rows
+            else {}
+        )
+        resolution = next((r for r in grouped[cid] if r.kind == Rating.Kind.RESOLUTION), None)
+        cards.append(
+            {
+                "number": n,
+                "id": cid,
+                "html": render_markdown(by_id[cid].text) if cid in by_id else "",
+                "ratings": rows,
+                "disagreement": disagreement,
+                "resolution": resolution,
+            }
+        )
+    picks = PairPick.objects.filter(prompt_id=item.prompt_id).select_related("annotator")
+    return {
+        "item": item,
+        "prompt": item.prompt,
+        "cards": cards,
+        "attributes": ATTRIBUTES,
+        "guide": GUIDE,
+        "picks": picks,
+        "numbers": {cid: n for n, cid in enumerate(item.completion_ids, start=1)},
+    }

@@ -99,6 +99,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Every page requires login; public views opt out with @login_not_required.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "config.middleware.HideAdminFromNonStaff",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -241,6 +242,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Generation batches are sized so that rows x (prompt + new tokens) stays under this budget.
 GENERATION_TOKEN_BUDGET_CPU = env_int("GENERATION_TOKEN_BUDGET_CPU", 16_384)
 GENERATION_TOKEN_BUDGET_GPU = env_int("GENERATION_TOKEN_BUDGET_GPU", 131_072)
+# Annotation: submissions one person may make in a minute (a runaway script, not a human).
+ANNOTATION_MAX_SUBMITS_PER_MINUTE = env_int("ANNOTATION_MAX_SUBMITS_PER_MINUTE", 60)
 # Seconds after which a running job with no heartbeat is considered dead.
 JOB_STALE_AFTER_S = env_int("JOB_STALE_AFTER_S", 300)
 

@@ -82,7 +82,7 @@ def test_staff_logs_in_browses_prompts_and_admin_thumbnails(
 
 def test_annotator_is_refused_the_operations_page(page, live_server, annotator):
     _log_in(page, live_server.url, annotator.username)
-    assert page.locator("nav a").all_inner_texts() == []  # no Prompts, Operations, Admin
+    assert page.locator("nav a").all_inner_texts() == ["Annotate"]  # no Prompts, Ops, Admin
     response = page.goto(f"{live_server.url}/ops/status/")
     assert response.status == 403
 
@@ -122,3 +122,134 @@ def test_staff_launches_generation_and_reads_the_completions(
     assert page.locator(".checkpoint-group h3").inner_text().startswith("tiny")
     assert page.locator(".completion").count() == 3
     page.screenshot(path=str(SHOTS / "prompt-completions.png"), full_page=True)
+
+
+def _rate_with_keys(page, scores_by_col: list[list[int]], best: int, worst: int) -> None:
+    """Fill an item with the keyboard only: digits walk down a column, l/k move around."""
+    for col, scores in enumerate(scores_by_col):
+        if col:
+            page.keyboard.press("l")
+            for _ in range(5):
+                page.keyboard.press("k")
+        for score in scores:
+            page.keyboard.press(str(score))
+    for _ in range(len(scores_by_col) - 1 - worst):
+        page.keyboard.press("h")
+    page.keyboard.press("w")
+    for _ in range(abs(worst - best)):
+        page.keyboard.press("h" if best < worst else "l")
+    page.keyboard.press("b")
+
+
+def test_an_annotator_rates_three_items_by_keyboard_and_edits_one(
+    page, live_server, annotator, make_user, shapes_source
+):
+    from annotation import campaigns
+    from annotation.models import ATTRIBUTES, Assignment, Completion, PairPick, Rating
+    from training.models import Checkpoint
+
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    prompts = list(shapes_source.prompts.order_by("id")[:4])
+    for p in prompts:
+        for i in range(3):
+            Completion.objects.create(
+                prompt=p, checkpoint=checkpoint, sample_index=i, text=f"**Answer {i}** for {p.pk}"
+            )
+    hostile = Completion.objects.filter(prompt=prompts[0]).first()
+    hostile.text = "<script>window.hacked=1</script><img src=x onerror=window.hacked=2>"
+    hostile.save()
+    campaign = campaigns.campaign_create(
+        name="keyboard", selection={"prompt_ids": [p.pk for p in prompts]}, overlap=1
+    )
+    other = make_user("zoe", role="annotator")
+    theirs = campaigns.assignment_next(campaign=campaign, user=other)
+
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    base = live_server.url
+    _log_in(page, base, annotator.username)
+    page.click("nav >> text=Annotate")
+    page.click("text=Start")
+    page.wait_for_selector("#annotate")
+    assert page.evaluate("window.hacked") is None and not dialogs
+    plans = [
+        ([[4, 4, 3, 2, 1], [1, 0, 3, 2, 2], [2, 2, 2, 2, 2]], 0, 1),
+        ([[3, 3, 3, 3, 3], [2, 2, 2, 2, 2], [1, 1, 1, 1, 1]], 0, 2),
+        ([[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 2, 2, 2, 2]], 1, 0),
+    ]
+    rated = []
+    for n, (scores, best, worst) in enumerate(plans):
+        url = page.url
+        assignment = Assignment.objects.get(pk=int(url.rstrip("/").split("/")[-1]))
+        rated.append((assignment, scores, best, worst))
+        if n == 0:
+            page.keyboard.press("?")
+            page.wait_for_selector("[data-overlay=help]:not([hidden])")
+            page.screenshot(path=str(SHOTS / "annotate-help.png"))
+            page.keyboard.press("Escape")
+        _rate_with_keys(page, scores, best, worst)
+        if n == 0:
+            page.screenshot(path=str(SHOTS / "annotate.png"), full_page=True)
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda u, before=url: u != before)
+        if n == 1:
+            # Undo: back to the second item, change its first score, submit again.
+            page.keyboard.press("u")
+            page.wait_for_url(f"**/items/{assignment.pk}/")
+            page.wait_for_selector("#annotate")
+            page.keyboard.press("4")
+            page.keyboard.press("Enter")
+            page.wait_for_url(lambda u, edited=assignment.pk: f"/items/{edited}/" not in u)
+
+    ratings = Rating.objects.filter(user=annotator)
+    assert ratings.count() == 9
+    for assignment, scores, best, worst in rated:
+        ids = assignment.item.completion_ids
+        for col, cid in enumerate(ids):
+            expected = list(scores[col])
+            if assignment == rated[1][0] and col == 0:
+                expected[0] = 4  # the edit
+            got = ratings.get(completion_id=cid)
+            assert [getattr(got, a) for a in ATTRIBUTES] == expected
+        pick = PairPick.objects.get(prompt=assignment.item.prompt, annotator=annotator)
+        assert (pick.chosen_id, pick.rejected_id) == (ids[best], ids[worst])
+    assert PairPick.objects.filter(annotator=annotator).count() == 3
+
+    # Someone else's item and the admin stay closed.
+    assert page.goto(f"{base}/annotate/items/{theirs.pk}/").status == 404
+    assert page.goto(f"{base}/admin/").status == 404
+
+
+def test_nothing_typed_is_lost_when_the_server_is_unreachable(
+    page, live_server, annotator, shapes_source
+):
+    from annotation import campaigns
+    from annotation.models import Completion, Rating
+    from training.models import Checkpoint
+
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    prompt = shapes_source.prompts.first()
+    for i in range(2):
+        Completion.objects.create(
+            prompt=prompt, checkpoint=checkpoint, sample_index=i, text=f"A{i}"
+        )
+    campaign = campaigns.campaign_create(
+        name="offline", selection={"prompt_ids": [prompt.pk]}, overlap=1
+    )
+    base = live_server.url
+    _log_in(page, base, annotator.username)
+    page.goto(f"{base}/annotate/campaigns/{campaign.pk}/next/")
+    page.wait_for_selector("#annotate")
+    item_url = page.url
+    page.route("**/submit/", lambda route: route.abort())  # the network fails
+    _rate_with_keys(page, [[1, 2, 3, 4, 0], [0, 1, 2, 3, 4]], 0, 1)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#save-status[data-kind=retrying]")
+    assert "retrying" in page.inner_text("#save-status") and Rating.objects.count() == 0
+
+    page.reload()  # what was typed survives a reload
+    assert "Restored" in page.inner_text("#save-status")
+    page.unroute("**/submit/")
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda u: u != item_url)
+    assert Rating.objects.filter(user=annotator).count() == 2

@@ -42,7 +42,7 @@ def test_non_staff_cannot_see_operations_or_prompts(client, request, persona):
     assert client.get(reverse("workers:status")).status_code == 403
     assert client.get(reverse("datasets_app:prompts")).status_code == 403
     admin = client.get(reverse("admin:datasets_app_prompt_changelist"))
-    assert admin.status_code == 302  # the admin sends non-staff to its login
+    assert admin.status_code == 404  # the admin hides from logged-in non-staff
 
 
 def test_curator_browses_prompts_with_images(client, curator, shapes_prompts):

@@ -1,0 +1,297 @@
+"""Services for human annotation: campaigns, the assignment queue, submissions, review.
+
+The overlap is kept by a conditional UPDATE on the item's slot counter
+(`n_active < overlap` -> `n_active + 1`): the database decides, so two annotators asking
+at the same moment can never both take the last slot, on SQLite or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from annotation.models import (
+    ATTRIBUTES,
+    Assignment,
+    Campaign,
+    CampaignItem,
+    Completion,
+    JudgeConfig,
+    PairPick,
+    Rating,
+)
+from annotation.submission import CleanSubmission, SubmissionInvalid, validate_submission
+from datasets_app.selectors import prompt_selection_ids
+
+CANDIDATES_PER_TRY = 8
+
+
+class AssignmentClosed(Exception):
+    """The item can no longer take this submission (it expired and others filled it)."""
+
+
+class RateLimited(Exception):
+    """Too many submissions in the last minute."""
+
+
+@dataclass
+class SubmitOutcome:
+    assignment: Assignment
+    replayed: bool  # the same submission came again (double click, retried request)
+
+
+def campaign_create(
+    *,
+    name: str,
+    selection: dict[str, Any],
+    checkpoint_ids: list[int] | None = None,
+    overlap: int = 1,
+    instructions: str = "",
+    show_judge_suggestions: bool = False,
+    suggestion_judge: JudgeConfig | None = None,
+    assignment_minutes: int = 30,
+    user: Any = None,
+) -> Campaign:
+    """A campaign over the selected prompts that have at least two completions to compare."""
+    if not name.strip():
+        raise ValueError("a campaign needs a name")
+    if not 1 <= overlap <= 20:
+        raise ValueError("overlap must be between 1 and 20 annotators per prompt")
+    if show_judge_suggestions and suggestion_judge is None:
+        raise ValueError("choose the judge whose scores are shown as suggestions")
+    prompt_ids = prompt_selection_ids(**selection)
+    completions = Completion.objects.filter(prompt_id__in=prompt_ids).order_by(
+        "prompt_id", "checkpoint_id", "sample_index", "id"
+    )
+    if checkpoint_ids:
+        completions = completions.filter(checkpoint_id__in=checkpoint_ids)
+    by_prompt: dict[int, list[int]] = {}
+    for prompt_id, completion_id in completions.values_list("prompt_id", "id"):
+        by_prompt.setdefault(prompt_id, []).append(completion_id)
+    usable = {pk: ids for pk, ids in by_prompt.items() if len(ids) >= 2}
+    if not usable:
+        raise ValueError("no selected prompt has two or more completions to compare")
+    with transaction.atomic():
+        campaign = Campaign.objects.create(
+            name=name.strip(),
+            selection={**selection, "checkpoint_ids": checkpoint_ids or []},
+            overlap=overlap,
+            instructions=instructions,
+            show_judge_suggestions=show_judge_suggestions,
+            suggestion_judge=suggestion_judge,
+            assignment_minutes=assignment_minutes,
+            created_by=user,
+        )
+        items = []
+        for prompt_id in sorted(usable):
+            ids = usable[prompt_id]
+            # A fixed shuffle per item: no checkpoint always sits in the first column.
+            random.Random(f"{campaign.pk}:{prompt_id}").shuffle(ids)  # noqa: S311
+            items.append(CampaignItem(campaign=campaign, prompt_id=prompt_id, completion_ids=ids))
+        CampaignItem.objects.bulk_create(items, batch_size=1000)
+    return campaign
+
+
+def _release_slot(item_id: int) -> None:
+    CampaignItem.objects.filter(pk=item_id, n_active__gt=0).update(n_active=F("n_active") - 1)
+
+
+def assignments_expire(*, campaign: Campaign | None = None) -> int:
+    """Give abandoned assignments' slots back to the queue."""
+    stale = Assignment.objects.filter(
+        status=Assignment.Status.ASSIGNED, expires_at__lt=timezone.now()
+    )
+    if campaign is not None:
+        stale = stale.filter(item__campaign=campaign)
+    expired = 0
+    for assignment_id, item_id in stale.values_list("id", "item_id")[:500]:
+        with transaction.atomic():
+            # Conditional: a submission that lands at this moment wins, and keeps its slot.
+            if Assignment.objects.filter(
+                pk=assignment_id, status=Assignment.Status.ASSIGNED
+            ).update(status=Assignment.Status.EXPIRED):
+                _release_slot(item_id)
+                expired += 1
+    return expired
+
+
+def assignment_next(*, campaign: Campaign, user: Any) -> Assignment | None:
+    """The annotator's open item in this campaign, or a newly assigned one; None when done."""
+    if not campaign.is_active:
+        return None
+    mine = Assignment.objects.filter(item__campaign=campaign, annotator=user)
+    current = (
+        mine.filter(status=Assignment.Status.ASSIGNED, expires_at__gte=timezone.now())
+        .order_by("assigned_at")
+        .first()
+    )
+    if current is not None:
+        return current
+    assignments_expire(campaign=campaign)
+    candidates = list(
+        CampaignItem.objects.filter(campaign=campaign, n_active__lt=campaign.overlap)
+        .exclude(pk__in=mine.values("item_id"))
+        .order_by("id")
+        .values_list("id", flat=True)[:CANDIDATES_PER_TRY]
+    )
+    # Annotators arriving together would all reach for the first free item: spread them.
+    random.shuffle(candidates)
+    expires = timezone.now() + timedelta(minutes=campaign.assignment_minutes)
+    for item_id in candidates:
+        try:
+            with transaction.atomic():
+                taken = CampaignItem.objects.filter(
+                    pk=item_id, n_active__lt=campaign.overlap
+                ).update(n_active=F("n_active") + 1)
+                if not taken:
+                    continue
+                return Assignment.objects.create(
+                    item_id=item_id, annotator=user, expires_at=expires
+                )
+        except IntegrityError:
+            # The same annotator asked twice at once; the other request assigned it.
+            existing = mine.filter(item_id=item_id).first()
+            if existing is not None:
+                return existing
+    return None
+
+
+def _check_rate(user: Any) -> None:
+    limit = settings.ANNOTATION_MAX_SUBMITS_PER_MINUTE
+    recent = Assignment.objects.filter(
+        annotator=user, submitted_at__gte=timezone.now() - timedelta(minutes=1)
+    ).count()
+    if recent >= limit:
+        raise RateLimited(f"more than {limit} submissions in a minute: slow down")
+
+
+def _write(assignment: Assignment, user: Any, clean: CleanSubmission) -> None:
+    item = assignment.item
+    for completion_id, scores in clean.scores.items():
+        Rating.objects.update_or_create(
+            completion_id=completion_id,
+            user=user,
+            kind=Rating.Kind.ANNOTATION,
+            defaults={**scores, "reasoning": clean.comment},
+        )
+    PairPick.objects.update_or_create(
+        prompt_id=item.prompt_id,
+        annotator=user,
+        defaults={
+            "chosen_id": clean.best,
+            "rejected_id": clean.worst,
+            "is_tie": clean.tie,
+            "comment": clean.comment,
+        },
+    )
+
+
+def assignment_submit(*, assignment: Assignment, user: Any, payload: dict) -> SubmitOutcome:
+    """Store an item's ratings and pick; the same submission twice stores them once, and a
+    later one edits them."""
+    if assignment.annotator_id != user.pk:
+        raise PermissionError("not your assignment")
+    clean = validate_submission(payload, assignment.item.completion_ids)
+    if assignment.submission_token == clean.token:
+        return SubmitOutcome(assignment, replayed=True)
+    _check_rate(user)
+    with transaction.atomic():
+        # Lock the row: two copies of one request must not both count as the first.
+        locked = Assignment.objects.select_for_update().select_related("item").get(pk=assignment.pk)
+        if locked.submission_token == clean.token:
+            return SubmitOutcome(locked, replayed=True)
+        if locked.status not in Assignment.HOLDS_SLOT:
+            # Late, or changed their mind: take a slot again if the item still has one.
+            retaken = CampaignItem.objects.filter(
+                pk=locked.item_id, n_active__lt=locked.item.campaign.overlap
+            ).update(n_active=F("n_active") + 1)
+            if not retaken:
+                raise AssignmentClosed(
+                    "this item expired and other annotators have filled it; your answers "
+                    "are still in this page"
+                )
+        first_time = locked.status != Assignment.Status.SUBMITTED
+        _write(locked, user, clean)
+        locked.status = Assignment.Status.SUBMITTED
+        locked.submission_token = clean.token
+        locked.submitted_at = timezone.now()
+        locked.save(update_fields=["status", "submission_token", "submitted_at"])
+        if first_time:
+            CampaignItem.objects.filter(pk=locked.item_id).update(n_submitted=F("n_submitted") + 1)
+    return SubmitOutcome(locked, replayed=False)
+
+
+def assignment_release(*, assignment: Assignment, user: Any, flag_reason: str = "") -> None:
+    """Skip (or flag) an open item: its slot goes back to the queue, and this annotator
+    will not be given it again."""
+    if assignment.annotator_id != user.pk:
+        raise PermissionError("not your assignment")
+    status = Assignment.Status.FLAGGED if flag_reason else Assignment.Status.SKIPPED
+    with transaction.atomic():
+        released = Assignment.objects.filter(
+            pk=assignment.pk, status=Assignment.Status.ASSIGNED
+        ).update(status=status, flag_reason=flag_reason[:2000])
+        if released:
+            _release_slot(assignment.item_id)
+
+
+def assignment_last_submitted(*, campaign: Campaign, user: Any) -> Assignment | None:
+    return (
+        Assignment.objects.filter(
+            item__campaign=campaign, annotator=user, status=Assignment.Status.SUBMITTED
+        )
+        .order_by("-submitted_at")
+        .first()
+    )
+
+
+def campaign_progress(*, campaign: Campaign, user: Any) -> dict[str, int]:
+    mine = Assignment.objects.filter(item__campaign=campaign, annotator=user)
+    return {
+        "done": mine.filter(status=Assignment.Status.SUBMITTED).count(),
+        "assigned": mine.filter(status__in=Assignment.HOLDS_SLOT).count(),
+        "items": campaign.items.count(),
+    }
+
+
+def resolution_submit(*, item: CampaignItem, curator: Any, payload: dict) -> None:
+    """A curator's final scores for an item's completions, kept as ratings of their own kind."""
+    clean = validate_submission({**payload, "tie": True}, item.completion_ids)
+    with transaction.atomic():
+        for completion_id, scores in clean.scores.items():
+            Rating.objects.update_or_create(
+                completion_id=completion_id,
+                user=curator,
+                kind=Rating.Kind.RESOLUTION,
+                defaults={**scores, "reasoning": clean.comment},
+            )
+
+
+def item_ratings(*, item: CampaignItem) -> QuerySet[Rating]:
+    return Rating.objects.filter(completion_id__in=item.completion_ids).select_related(
+        "user", "judge"
+    )
+
+
+__all__ = [
+    "ATTRIBUTES",
+    "AssignmentClosed",
+    "RateLimited",
+    "SubmissionInvalid",
+    "assignment_last_submitted",
+    "assignment_next",
+    "assignment_release",
+    "assignment_submit",
+    "assignments_expire",
+    "campaign_create",
+    "campaign_progress",
+    "item_ratings",
+    "resolution_submit",
+]
