@@ -31,6 +31,7 @@ from annotation.submission import CleanSubmission, SubmissionInvalid, validate_s
 from datasets_app.selectors import prompt_selection_ids
 
 CANDIDATES_PER_TRY = 8
+CLAIM_ROUNDS = 20
 
 
 class AssignmentClosed(Exception):
@@ -135,32 +136,40 @@ def assignment_next(*, campaign: Campaign, user: Any) -> Assignment | None:
     if current is not None:
         return current
     assignments_expire(campaign=campaign)
-    candidates = list(
-        CampaignItem.objects.filter(campaign=campaign, n_active__lt=campaign.overlap)
-        .exclude(pk__in=mine.values("item_id"))
-        .order_by("id")
-        .values_list("id", flat=True)[:CANDIDATES_PER_TRY]
-    )
-    # Annotators arriving together would all reach for the first free item: spread them.
-    random.shuffle(candidates)
     expires = timezone.now() + timedelta(minutes=campaign.assignment_minutes)
-    for item_id in candidates:
-        try:
-            with transaction.atomic():
-                taken = CampaignItem.objects.filter(
-                    pk=item_id, n_active__lt=campaign.overlap
-                ).update(n_active=F("n_active") + 1)
-                if not taken:
-                    continue
-                return Assignment.objects.create(
-                    item_id=item_id, annotator=user, expires_at=expires
-                )
-        except IntegrityError:
-            # The same annotator asked twice at once; the other request assigned it.
-            existing = mine.filter(item_id=item_id).first()
-            if existing is not None:
-                return existing
+    # Others may take every candidate between our read and our update; look again then.
+    for _ in range(CLAIM_ROUNDS):
+        candidates = list(
+            CampaignItem.objects.filter(campaign=campaign, n_active__lt=campaign.overlap)
+            .exclude(pk__in=mine.values("item_id"))
+            .order_by("id")
+            .values_list("id", flat=True)[:CANDIDATES_PER_TRY]
+        )
+        if not candidates:
+            return None
+        # Annotators arriving together would all reach for the first free item: spread them.
+        random.shuffle(candidates)
+        for item_id in candidates:
+            claimed = _claim(campaign, item_id, user, expires, mine)
+            if claimed is not None:
+                return claimed
     return None
+
+
+def _claim(
+    campaign: Campaign, item_id: int, user: Any, expires: Any, mine: QuerySet[Assignment]
+) -> Assignment | None:
+    try:
+        with transaction.atomic():
+            taken = CampaignItem.objects.filter(pk=item_id, n_active__lt=campaign.overlap).update(
+                n_active=F("n_active") + 1
+            )
+            if not taken:
+                return None
+            return Assignment.objects.create(item_id=item_id, annotator=user, expires_at=expires)
+    except IntegrityError:
+        # The same annotator asked twice at once; the other request assigned it.
+        return mine.filter(item_id=item_id).first()
 
 
 def _check_rate(user: Any) -> None:
@@ -173,24 +182,45 @@ def _check_rate(user: Any) -> None:
 
 
 def _write(assignment: Assignment, user: Any, clean: CleanSubmission) -> None:
-    item = assignment.item
-    for completion_id, scores in clean.scores.items():
-        Rating.objects.update_or_create(
-            completion_id=completion_id,
-            user=user,
-            kind=Rating.Kind.ANNOTATION,
-            defaults={**scores, "reasoning": clean.comment},
+    """Insert or update the K ratings and the pick in a handful of queries, not K each."""
+    item, now = assignment.item, timezone.now()
+    existing = {
+        r.completion_id: r
+        for r in Rating.objects.filter(
+            completion_id__in=list(clean.scores), user=user, kind=Rating.Kind.ANNOTATION
         )
-    PairPick.objects.update_or_create(
-        prompt_id=item.prompt_id,
-        annotator=user,
-        defaults={
-            "chosen_id": clean.best,
-            "rejected_id": clean.worst,
-            "is_tie": clean.tie,
-            "comment": clean.comment,
-        },
-    )
+    }
+    new, changed = [], []
+    for completion_id, scores in clean.scores.items():
+        rating = existing.get(completion_id)
+        if rating is None:
+            new.append(
+                Rating(
+                    completion_id=completion_id,
+                    user=user,
+                    kind=Rating.Kind.ANNOTATION,
+                    reasoning=clean.comment,
+                    **scores,
+                )
+            )
+            continue
+        for attribute, value in scores.items():
+            setattr(rating, attribute, value)
+        rating.reasoning, rating.updated_at = clean.comment, now
+        changed.append(rating)
+    Rating.objects.bulk_create(new)
+    if changed:
+        Rating.objects.bulk_update(changed, [*ATTRIBUTES, "reasoning", "updated_at"])
+    pick = {
+        "chosen_id": clean.best,
+        "rejected_id": clean.worst,
+        "is_tie": clean.tie,
+        "comment": clean.comment,
+    }
+    if not PairPick.objects.filter(prompt_id=item.prompt_id, annotator=user).update(
+        **pick, updated_at=now
+    ):
+        PairPick.objects.create(prompt_id=item.prompt_id, annotator=user, **pick)
 
 
 def assignment_submit(*, assignment: Assignment, user: Any, payload: dict) -> SubmitOutcome:
