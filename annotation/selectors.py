@@ -42,9 +42,10 @@ def rater_scores(rater: str) -> tuple[dict[int, dict[str, int]], dict[int, int]]
     kind, _, pk = rater.partition(":")
     if kind not in ("judge", "user") or not pk.isdigit():
         raise ValueError(f"unknown rater {rater!r}")
-    rows = Rating.objects.filter(**{f"{kind}_id": int(pk)}).values(
-        "completion_id", "completion__prompt_id", *ATTRIBUTES
-    )
+    ratings = Rating.objects.filter(**{f"{kind}_id": int(pk)})
+    if kind == "user":
+        ratings = ratings.filter(kind=Rating.Kind.ANNOTATION)  # not their resolutions
+    rows = ratings.values("completion_id", "completion__prompt_id", *ATTRIBUTES)
     scores = {r["completion_id"]: {a: r[a] for a in ATTRIBUTES} for r in rows}
     prompts = {r["completion_id"]: r["completion__prompt_id"] for r in rows}
     return scores, prompts

@@ -31,5 +31,10 @@ app.conf.task_routes = TASK_ROUTES
 app.conf.beat_schedule = {
     # A job whose worker died stops sending heartbeats; mark it failed so pages say so.
     "reap-stale-jobs": {"task": "workers.tasks.maintenance.reap_stale_jobs", "schedule": 60.0},
+    # Abandoned annotation items go back to the queue even when nobody asks for the next.
+    "expire-assignments": {
+        "task": "workers.tasks.maintenance.expire_assignments",
+        "schedule": 60.0,
+    },
 }
 app.autodiscover_tasks(["workers"])

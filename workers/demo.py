@@ -30,6 +30,23 @@ class DemoOutcome:
     prompts_created: int
 
 
+DEMO_TEAM = (("curator", "curator"), ("annotator", "annotator"))
+
+
+def demo_team_ensure(*, password: str) -> list[str]:
+    """A curator and an annotator with the demo password, so every role can be tried."""
+    user_model = get_user_model()
+    names = []
+    for username, group in DEMO_TEAM:
+        user, created = user_model.objects.get_or_create(username=username)
+        if created:
+            user.set_password(password)
+            user.save()
+            user.groups.add(Group.objects.get(name=group))
+        names.append(username)
+    return names
+
+
 def demo_user_ensure(*, username: str, password: str | None) -> str | None:
     """Create the demo staff user once and return its password.
 
@@ -67,6 +84,8 @@ def demo_setup(
     from training.modeling import build_tiny_llava
 
     password = demo_user_ensure(username=username, password=password)
+    if password:
+        demo_team_ensure(password=password)
 
     model_dir = Path(settings.CHECKPOINT_ROOT) / TINY_MODEL_DIR
     if not (model_dir / "config.json").exists():

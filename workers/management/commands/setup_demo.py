@@ -23,5 +23,6 @@ class Command(BaseCommand):
         )
         if outcome.password:
             self.stdout.write(f"demo login: {outcome.username} / {outcome.password}")
+            self.stdout.write("  (also: curator and annotator, with the same password)")
         else:
             self.stdout.write(f"demo login: {outcome.username} (password set earlier, not shown)")
