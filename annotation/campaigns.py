@@ -141,8 +141,12 @@ def assignment_next(*, campaign: Campaign, user: Any) -> Assignment | None:
     for _ in range(CLAIM_ROUNDS):
         candidates = list(
             CampaignItem.objects.filter(campaign=campaign, n_active__lt=campaign.overlap)
-            .exclude(pk__in=mine.values("item_id"))
-            .order_by("id")
+            # All of the annotator's items, any campaign: the subquery then runs off the
+            # annotator index instead of walking every item of the campaign.
+            .exclude(pk__in=Assignment.objects.filter(annotator=user).values("item_id"))
+            # Emptiest first: the annotator's own earlier items (which hold a slot) are
+            # never scanned past while untouched items remain.
+            .order_by("n_active", "id")
             .values_list("id", flat=True)[:CANDIDATES_PER_TRY]
         )
         if not candidates:
