@@ -103,6 +103,9 @@ class DatasetVersion(models.Model):
     strategy = models.CharField(max_length=50)
     params = models.JSONField(default=dict, blank=True)
     rater_selection = models.JSONField(default=dict, blank=True)
+    filters = models.JSONField(default=dict, blank=True)
+    selection = models.JSONField(default=dict, blank=True, help_text="which prompts were read")
+    seed = models.IntegerField(default=0)
     sources = models.ManyToManyField(Source, blank=True, related_name="dataset_versions")
     row_count = models.PositiveIntegerField(default=0)
     stats = models.JSONField(default=dict, blank=True)
@@ -121,3 +124,38 @@ class DatasetVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
+
+
+class DatasetRow(models.Model):
+    """One frozen row of a dataset version: texts and scores copied at build time, so that
+    later rating edits never change a version."""
+
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="rows")
+    split = models.CharField(max_length=10, default="train")
+    position = models.PositiveIntegerField()
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="+")
+    question = models.TextField(help_text="the user turn")
+    chosen = models.TextField(help_text="the chosen answer, or the SFT response")
+    rejected = models.TextField(blank=True)
+    chosen_completion = models.ForeignKey(
+        "annotation.Completion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rejected_completion = models.ForeignKey(
+        "annotation.Completion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    chosen_scores = models.JSONField(default=dict, blank=True)
+    rejected_scores = models.JSONField(default=dict, blank=True)
+    margin = models.FloatField(default=0.0)
+    rater = models.CharField(max_length=300, blank=True)
+    label = models.CharField(max_length=200, blank=True, help_text="SteerLM attribute string")
+
+    class Meta:
+        ordering = ["version_id", "split", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "split", "position"], name="datasetrow_unique_position"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.split}#{self.position}"

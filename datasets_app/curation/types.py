@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-Scores = dict[str, int]
+Scores = dict[str, float]  # means of several raters are fractional
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,83 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from datasets_app import versions
+from datasets_app.curation import STRATEGIES
+from datasets_app.models import Source
+
+
+def _value(text: str):
+    """--param values are JSON when they parse (2, 0.5, ["a","b"], true), else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pairs(items: list[str], what: str) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"{what} takes key=value, not {item!r}")
+        out[key.strip()] = _value(value)
+    return out
+
+
+class Command(BaseCommand):
+    help = "Build a new immutable dataset version from ratings with a named strategy."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--strategy", required=True, choices=sorted(STRATEGIES))
+        parser.add_argument("--name", required=True, help="dataset name (versions count up)")
+        parser.add_argument("--source", action="append", default=[], help="source name(s)")
+        parser.add_argument("--split", default="")
+        parser.add_argument("--param", action="append", default=[], help="key=value")
+        parser.add_argument("--filter", action="append", default=[], help="key=value")
+        parser.add_argument("--raters", default="", help="comma-separated rater keys")
+        parser.add_argument("--kinds", default="judge,user,resolution")
+        parser.add_argument("--combine", default="mean", choices=["mean", "precedence"])
+        parser.add_argument("--seed", type=int, default=0)
+
+    def handle(self, *args, **o):
+        sources = []
+        for name in o["source"]:
+            source = Source.objects.filter(name=name).first()
+            if source is None:
+                raise CommandError(f"no source named {name!r}")
+            sources.append(source)
+        selection = {"split": o["split"]}
+        if len(sources) == 1:
+            selection["source_id"] = sources[0].pk
+        elif sources:
+            selection["prompt_ids"] = list(
+                Source.objects.filter(pk__in=[s.pk for s in sources]).values_list(
+                    "prompts__id", flat=True
+                )
+            )
+        try:
+            version = versions.dataset_version_build(
+                name=o["name"],
+                strategy=o["strategy"],
+                params=_pairs(o["param"], "--param"),
+                filters=_pairs(o["filter"], "--filter"),
+                rater_selection={
+                    "raters": [r for r in o["raters"].split(",") if r],
+                    "kinds": [k for k in o["kinds"].split(",") if k],
+                    "combine": o["combine"],
+                },
+                selection=selection,
+                seed=o["seed"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        stats = version.stats
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{version}: {version.row_count} {version.kind} rows {stats['splits']}, "
+                f"checksum {version.checksum[:12]}"
+            )
+        )
+        for reason, count in stats.get("dropped", {}).items():
+            self.stdout.write(f"  dropped {count}: {reason}")

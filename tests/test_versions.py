@@ -1,0 +1,130 @@
+"""Dataset versions: built from ratings, frozen, diffed; the curate command."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
+from datasets_app import versions
+from datasets_app.models import DatasetRow, DatasetVersion
+from tests import factories
+from training.models import Checkpoint
+
+pytestmark = [pytest.mark.django_db, pytest.mark.db_backend]
+
+
+@pytest.fixture
+def rated(shapes_source):
+    """Three completions per prompt rated by one judge: sums 12, 6 and 3 (gap >= 2)."""
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    judge = factories.judge("oracle")
+    for prompt in shapes_source.prompts.all():
+        for i, score in enumerate((4, 2, 1)):
+            completion = Completion.objects.create(
+                prompt=prompt,
+                checkpoint=checkpoint,
+                text=f"answer {i}",
+                sample_index=i,
+                template="zero_shot_mc",
+            )
+            Rating.objects.create(
+                completion=completion, judge=judge, **dict.fromkeys(ATTRIBUTES, score)
+            )
+    return shapes_source, judge
+
+
+def _build(source, **extra):
+    return versions.dataset_version_build(
+        name="shapes-dpo",
+        strategy=extra.pop("strategy", "best_vs_worst"),
+        selection={"source_id": source.pk},
+        **extra,
+    )
+
+
+def test_a_version_freezes_rows_with_the_user_turn_and_scores(rated):
+    source, _ = rated
+    version = _build(source)
+    assert (version.version, version.kind, version.row_count) == (1, "dpo", 6)
+    row = version.rows.first()
+    assert row.chosen == "answer 0" and row.rejected == "answer 2" and row.margin == 9
+    assert row.question.startswith("Given the question, please choose")  # zero_shot_mc turn
+    assert row.chosen_scores["helpfulness"] == 4
+    assert version.stats["splits"] == {"train": 6} and len(version.checksum) == 64
+    assert list(version.sources.all()) == [source]
+
+
+def test_editing_a_rating_later_never_changes_a_version(rated):
+    source, _ = rated
+    version = _build(source)
+    before = list(version.rows.values_list("chosen", "rejected", "margin", "chosen_scores"))
+    Rating.objects.update(helpfulness=0, correctness=0, coherence=0)
+    after = list(version.rows.values_list("chosen", "rejected", "margin", "chosen_scores"))
+    assert before == after
+
+
+def test_a_rebuild_is_a_new_version_and_the_diff_names_the_changes(rated):
+    source, _ = rated
+    first = _build(source)
+    prompt = source.prompts.first()
+    best = Completion.objects.get(prompt=prompt, sample_index=0)
+    Rating.objects.filter(completion=best).update(complexity=1)  # same pair, other scores
+    gone = source.prompts.last()
+    Rating.objects.filter(completion__prompt=gone).update(
+        helpfulness=3, correctness=3, coherence=3, complexity=3, verbosity=3
+    )
+    second = _build(source)
+    assert second.version == 2 and second.row_count == 5
+    diff = versions.dataset_versions_diff(first, second)
+    assert [r.prompt_id for r in diff["removed"]] == [gone.pk]
+    assert [
+        (a.chosen_scores["complexity"], b.chosen_scores["complexity"]) for a, b in diff["changed"]
+    ] == [(4, 1)]
+    assert not diff["added"] and diff["unchanged"] == 4
+    assert first.checksum != second.checksum
+
+
+def test_same_recipe_same_rows_same_checksum(rated):
+    source, _ = rated
+    assert _build(source).checksum == _build(source).checksum
+
+
+def test_sft_and_human_pick_versions(rated, make_user):
+    source, _ = rated
+    sft = _build(source, strategy="rejection_sampling")
+    assert sft.kind == "sft" and set(sft.rows.values_list("chosen", flat=True)) == {"answer 0"}
+    prompt = source.prompts.first()
+    ids = list(prompt.completions.order_by("sample_index").values_list("id", flat=True))
+    for name in ("h1", "h2"):
+        PairPick.objects.create(
+            prompt=prompt, annotator=make_user(name), chosen_id=ids[1], rejected_id=ids[0]
+        )
+    picks = _build(source, strategy="human_pick")
+    row = picks.rows.get()
+    assert (row.chosen, row.rejected, row.margin) == ("answer 1", "answer 0", 2.0)
+
+
+def test_a_recipe_without_rows_is_refused_and_saves_nothing(shapes_source):
+    with pytest.raises(ValueError, match="makes no rows"):
+        _build(shapes_source)
+    assert DatasetVersion.objects.count() == 0 and DatasetRow.objects.count() == 0
+
+
+def test_curate_command(rated, capsys):
+    source, _ = rated
+    call_command(
+        "curate",
+        strategy="best_vs_random_gap",
+        name="cli",
+        source=[source.name],
+        param=["gap=3"],
+        filter=["eval_fraction=0.5"],
+    )
+    version = DatasetVersion.objects.get(name="cli")
+    assert version.params["gap"] == 3 and version.filters == {"eval_fraction": 0.5}
+    assert "cli v1" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="no source named"):
+        call_command("curate", strategy="best_vs_worst", name="x", source=["nope"])
+    with pytest.raises(CommandError, match="key=value"):
+        call_command("curate", strategy="best_vs_worst", name="x", param=["gap"])
