@@ -2,6 +2,7 @@ from django import forms
 from django.conf import settings
 
 from datasets_app.imports import FORMATS
+from datasets_app.models import Prompt, Source
 from datasets_app.services import UPLOAD_SUFFIXES
 
 
@@ -28,3 +29,74 @@ class ImportForm(forms.Form):
 
     def clean_source(self):
         return self.cleaned_data["source"].strip()
+
+
+def _json_object(text: str, what: str) -> dict:
+    import json
+
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise forms.ValidationError(f"{what} must be a JSON object: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise forms.ValidationError(f"{what} must be a JSON object")
+    return value
+
+
+class VersionForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    strategy = forms.ChoiceField(choices=[])
+    params = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text='JSON, e.g. {"gap": 2}'
+    )
+    filters = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text='JSON, e.g. {"eval_fraction": 0.1, "dedupe": true, "subsample": 1000}',
+    )
+    raters = forms.CharField(
+        required=False, help_text="rater keys in order (judge:1,user:4); empty: all of the kinds"
+    )
+    kinds = forms.MultipleChoiceField(
+        choices=[("judge", "judges"), ("user", "annotators"), ("resolution", "resolutions")],
+        initial=["judge", "user", "resolution"],
+        widget=forms.CheckboxSelectMultiple,
+    )
+    combine = forms.ChoiceField(choices=[("mean", "mean"), ("precedence", "precedence")])
+    source = forms.ModelChoiceField(Source.objects.order_by("name"), required=False)
+    split = forms.ChoiceField(choices=[("", "any split"), *Prompt.Split.choices], required=False)
+    seed = forms.IntegerField(initial=0)
+
+    def __init__(self, *args, **kwargs):
+        from datasets_app.curation import STRATEGIES
+
+        super().__init__(*args, **kwargs)
+        self.fields["strategy"].choices = [
+            (name, f"{name} — {s.description}") for name, s in STRATEGIES.items()
+        ]
+
+    def clean_params(self) -> dict:
+        return _json_object(self.cleaned_data["params"], "params")
+
+    def clean_filters(self) -> dict:
+        return _json_object(self.cleaned_data["filters"], "filters")
+
+    def recipe(self) -> dict:
+        d = self.cleaned_data
+        return {
+            "strategy": d["strategy"],
+            "params": d["params"],
+            "filters": d["filters"],
+            "rater_selection": {
+                "raters": [r.strip() for r in d["raters"].split(",") if r.strip()],
+                "kinds": d["kinds"],
+                "combine": d["combine"],
+            },
+            "selection": {
+                "source_id": d["source"].pk if d.get("source") else None,
+                "split": d.get("split") or "",
+            },
+            "seed": d["seed"],
+        }

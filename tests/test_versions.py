@@ -128,3 +128,35 @@ def test_curate_command(rated, capsys):
         call_command("curate", strategy="best_vs_worst", name="x", source=["nope"])
     with pytest.raises(CommandError, match="key=value"):
         call_command("curate", strategy="best_vs_worst", name="x", param=["gap"])
+
+
+def test_the_build_page_previews_then_saves(client, curator, annotator, rated):
+    from django.urls import reverse
+
+    source, _ = rated
+    url = reverse("datasets_app:version_new")
+    form = {
+        "name": "from-page",
+        "strategy": "best_vs_random_gap",
+        "params": '{"gap": 2}',
+        "filters": '{"eval_fraction": 0.5}',
+        "kinds": ["judge"],
+        "combine": "mean",
+        "source": source.pk,
+        "seed": 0,
+    }
+    client.force_login(curator)
+    preview = client.post(url, {**form, "preview": "1"}).content.decode()
+    assert 'data-preview-rows="6"' in preview and DatasetVersion.objects.count() == 0
+    bad = client.post(url, {**form, "params": "{gap: 2}", "save": "1"}).content.decode()
+    assert "params must be a JSON object" in bad and DatasetVersion.objects.count() == 0
+    saved = client.post(url, {**form, "save": "1"})
+    version = DatasetVersion.objects.get()
+    assert saved["Location"] == reverse("datasets_app:version", args=[version.pk])
+    page = client.get(saved["Location"]).content.decode()
+    assert 'data-rows="6"' in page and page.count("<svg") == 4  # margin, two lengths, sources
+    second = _build(source)
+    diff = client.get(reverse("datasets_app:version_diff", args=[second.pk, version.pk]))
+    assert "data-added" in diff.content.decode()
+    client.force_login(annotator)
+    assert client.get(url).status_code == 403
