@@ -75,7 +75,7 @@ def human_picks(scope: Scope) -> list[tuple[int, int]]:
     """(chosen, rejected) completion ids of every person's pick; ties say nothing about
     which completion is better, so they are left out."""
     return list(
-        PairPick.objects.filter(scope.prompts(), is_tie=False)
+        PairPick.objects.filter(scope.prompts(), is_tie=False, annotator__isnull=False)
         .order_by("id")
         .values_list("chosen_id", "rejected_id")
     )

@@ -152,13 +152,25 @@ class Rating(models.Model):
 
 
 class PairPick(models.Model):
-    """An annotator's chosen/rejected completion for a prompt, or a tie."""
+    """A chosen/rejected choice for a prompt, or a tie: an annotator's, or one that came with
+    an imported preference file (then `source` says which)."""
 
     prompt = models.ForeignKey(
         "datasets_app.Prompt", on_delete=models.CASCADE, related_name="pair_picks"
     )
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="pair_picks"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="pair_picks",
+    )
+    source = models.ForeignKey(
+        "datasets_app.Source",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="pair_picks",
     )
     chosen = models.ForeignKey(
         Completion, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
@@ -173,7 +185,21 @@ class PairPick(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["prompt", "annotator"], name="pairpick_one_per_user"),
+            models.UniqueConstraint(
+                fields=["prompt", "annotator"],
+                condition=models.Q(annotator__isnull=False),
+                name="pairpick_one_per_user",
+            ),
+            models.UniqueConstraint(
+                fields=["prompt", "source"],
+                condition=models.Q(source__isnull=False),
+                name="pairpick_one_per_import",
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(annotator__isnull=False) & models.Q(source__isnull=True))
+                | (models.Q(annotator__isnull=True) & models.Q(source__isnull=False)),
+                name="pairpick_annotator_or_import",
+            ),
             models.CheckConstraint(
                 condition=(
                     models.Q(is_tie=True)
@@ -191,9 +217,10 @@ class PairPick(models.Model):
         ]
 
     def __str__(self) -> str:
+        who = self.annotator or f"import {self.source_id}"
         if self.is_tie:
-            return f"tie on prompt {self.prompt_id} by {self.annotator}"
-        return f"{self.chosen_id} > {self.rejected_id} on prompt {self.prompt_id}"
+            return f"tie on prompt {self.prompt_id} by {who}"
+        return f"{self.chosen_id} > {self.rejected_id} on prompt {self.prompt_id} by {who}"
 
 
 class JudgeCall(models.Model):

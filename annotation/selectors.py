@@ -199,7 +199,9 @@ def review_context(item) -> dict:
                 "resolution": resolution,
             }
         )
-    picks = PairPick.objects.filter(prompt_id=item.prompt_id).select_related("annotator")
+    picks = PairPick.objects.filter(
+        prompt_id=item.prompt_id, annotator__isnull=False
+    ).select_related("annotator")
     return {
         "item": item,
         "prompt": item.prompt,

@@ -11,6 +11,8 @@ class Source(models.Model):
         PROMPTS = "prompts", "Prompts (parquet / JSONL / image folder)"
         SCIENCEQA = "scienceqa", "ScienceQA format"
         POPE = "pope", "POPE format"
+        DPO = "dpo", "Preference pairs (TRL DPO parquet)"
+        SFT = "sft", "SFT examples (images + messages parquet)"
 
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)

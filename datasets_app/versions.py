@@ -62,10 +62,11 @@ def rated_prompts(
             ratings.setdefault(r["completion_id"], {})[key] = {a: r[a] for a in ATTRIBUTES}
         picks: dict[int, list[Pick]] = {}
         for p in PairPick.objects.filter(prompt_id__in=chunk).values(
-            "prompt_id", "annotator_id", "chosen_id", "rejected_id", "is_tie"
+            "prompt_id", "annotator_id", "source_id", "chosen_id", "rejected_id", "is_tie"
         ):
+            who = f"user:{p['annotator_id']}" if p["annotator_id"] else f"import:{p['source_id']}"
             picks.setdefault(p["prompt_id"], []).append(
-                Pick(f"user:{p['annotator_id']}", p["chosen_id"], p["rejected_id"], p["is_tie"])
+                Pick(who, p["chosen_id"], p["rejected_id"], p["is_tie"])
             )
         by_prompt: dict[int, list[dict]] = {}
         for c in rows:
