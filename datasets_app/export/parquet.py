@@ -39,6 +39,9 @@ b"huggingface" so that `load_dataset("parquet", ...)` decodes images to PIL.
 Writes are atomic (a temp file in the target folder, `os.replace` at the end, removed on
 any error) and deterministic: parquet-cpp records no time, only its fixed `created_by`
 version string, so the same rows give byte-identical files with the same pyarrow.
+
+No rows give a valid file with no row groups, but `load_dataset` refuses an empty split
+("corresponds to no data"): leave an empty split out of the card's `configs`.
 """
 
 from __future__ import annotations
