@@ -60,8 +60,13 @@ class VersionForm(forms.Form):
         required=False, help_text="rater keys in order (judge:1,user:4); empty: all of the kinds"
     )
     kinds = forms.MultipleChoiceField(
-        choices=[("judge", "judges"), ("user", "annotators"), ("resolution", "resolutions")],
-        initial=["judge", "user", "resolution"],
+        choices=[
+            ("judge", "judges"),
+            ("user", "annotators"),
+            ("resolution", "resolutions"),
+            ("import", "imported picks"),
+        ],
+        initial=["judge", "user", "resolution", "import"],
         widget=forms.CheckboxSelectMultiple,
     )
     combine = forms.ChoiceField(choices=[("mean", "mean"), ("precedence", "precedence")])

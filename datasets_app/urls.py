@@ -10,6 +10,7 @@ urlpatterns = [
     path("versions/", version_views.version_list, name="versions"),
     path("versions/new/", version_views.version_new, name="version_new"),
     path("versions/<int:version_id>/", version_views.version_detail, name="version"),
+    path("versions/<int:version_id>/export/", version_views.version_export, name="version_export"),
     path(
         "versions/<int:version_id>/diff/<int:other_id>/",
         version_views.version_diff,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from config.access import curator_required
-from datasets_app import versions
+from datasets_app import exports, versions
 from datasets_app.charts import bars_svg, histogram_svg
 from datasets_app.forms import VersionForm
 from datasets_app.models import DatasetVersion
@@ -59,6 +60,7 @@ def version_detail(request, version_id: int):
         "charts": charts,
         "sample": version.rows.select_related("prompt")[:10],
         "others": DatasetVersion.objects.filter(name=version.name).exclude(pk=version.pk),
+        "files": exports.export_files(version),
     }
     return render(request, "datasets_app/version_detail.html", context)
 
@@ -69,3 +71,11 @@ def version_diff(request, version_id: int, other_id: int):
     new = get_object_or_404(DatasetVersion, pk=version_id)
     diff = versions.dataset_versions_diff(old, new)
     return render(request, "datasets_app/version_diff.html", {"old": old, "new": new, "diff": diff})
+
+
+@curator_required
+@require_POST
+def version_export(request, version_id: int):
+    version = get_object_or_404(DatasetVersion, pk=version_id)
+    job = exports.export_enqueue(version=version, user=request.user)
+    return redirect("workers:job", job_id=job.pk)

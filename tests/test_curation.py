@@ -257,7 +257,7 @@ def test_rater_selection_validation_and_round_trip():
     selection = RaterSelection(raters=("user:8", "judge:1"), combine="precedence")
     assert selection.to_dict() == {
         "raters": ["user:8", "judge:1"],
-        "kinds": ["judge", "user", "resolution"],
+        "kinds": ["judge", "user", "resolution", "import"],
         "combine": "precedence",
     }
     assert RaterSelection.from_dict(selection.to_dict()) == selection

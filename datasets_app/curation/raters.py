@@ -13,7 +13,8 @@ from typing import Any
 
 from datasets_app.curation.types import RatedCompletion
 
-RATER_KINDS = ("judge", "user", "resolution")
+# "import": the picks that came with an imported preference file (import:SOURCE_ID).
+RATER_KINDS = ("judge", "user", "resolution", "import")
 COMBINE_MODES = ("mean", "precedence")
 
 # Means are fractional (judge 4 + user 3 -> 3.5), so "mean" gives floats (always, so that a

@@ -36,7 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--param", action="append", default=[], help="key=value")
         parser.add_argument("--filter", action="append", default=[], help="key=value")
         parser.add_argument("--raters", default="", help="comma-separated rater keys")
-        parser.add_argument("--kinds", default="judge,user,resolution")
+        parser.add_argument("--kinds", default="judge,user,resolution,import")
         parser.add_argument("--combine", default="mean", choices=["mean", "precedence"])
         parser.add_argument("--seed", type=int, default=0)
 
