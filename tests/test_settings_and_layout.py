@@ -26,6 +26,12 @@ PURE_CORE = [
     "annotation.judges.openai_judge",
     "annotation.judges.local_judge",
     "annotation.agreement",
+    "annotation.analytics",
+    "annotation.submission",
+    "annotation.markdown",
+    "datasets_app.curation",
+    "datasets_app.export",
+    "datasets_app.charts",
 ]
 
 
