@@ -1,13 +1,11 @@
-import threading
-
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 
 from annotation import services
 from annotation.judges.runner import RunLimits
 from datasets_app.models import Source
 from training.models import Checkpoint
 from workers.models import Job
+from workers.progress import run_here_with_progress
 
 
 class Command(BaseCommand):
@@ -73,26 +71,7 @@ class Command(BaseCommand):
             self.stdout.write(f"job {job.pk} queued on judge: {job.title}")
             return
         self.stdout.write(f"job {job.pk}: {job.title}")
-        stop = threading.Event()
-
-        def show_progress() -> None:
-            try:
-                while not stop.wait(0.5):
-                    self._line(Job.objects.get(pk=job.pk), "\r")
-            finally:
-                connection.close()
-
-        painter = threading.Thread(target=show_progress, daemon=True)
-        painter.start()
-        try:
-            services.judge_run(job_id=job.pk)
-        finally:
-            stop.set()
-            painter.join()
-        job.refresh_from_db()
-        self._line(job, "\n")
-        if job.status != Job.Status.SUCCEEDED:
-            raise CommandError(f"job {job.pk} {job.status}: {job.error}")
+        run_here_with_progress(job, lambda: services.judge_run(job_id=job.pk), self._line)
 
     def _line(self, job: Job, end: str) -> None:
         m = job.metrics

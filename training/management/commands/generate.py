@@ -5,6 +5,7 @@ from training import services
 from training.generation import TEMPLATES, SamplingParams
 from training.models import Checkpoint
 from workers.models import Job
+from workers.progress import run_here_with_progress
 
 
 def _by_name_or_id(model, value: str, what: str):
@@ -76,30 +77,7 @@ class Command(BaseCommand):
         self._run_with_progress(job)
 
     def _run_with_progress(self, job: Job) -> None:
-        import threading
-
-        from django.db import connection
-
-        stop = threading.Event()
-
-        def show_progress() -> None:
-            try:
-                while not stop.wait(0.5):
-                    self._bar(Job.objects.get(pk=job.pk))
-            finally:
-                connection.close()  # this thread's own connection
-
-        painter = threading.Thread(target=show_progress, daemon=True)
-        painter.start()
-        try:
-            services.generation_run(job_id=job.pk)
-        finally:
-            stop.set()
-            painter.join()
-        job.refresh_from_db()
-        self._bar(job, end="\n")
-        if job.status != Job.Status.SUCCEEDED:
-            raise CommandError(f"job {job.pk} {job.status}: {job.error}")
+        job = run_here_with_progress(job, lambda: services.generation_run(job_id=job.pk), self._bar)
         m = job.metrics
         self.stdout.write(
             self.style.SUCCESS(
