@@ -231,9 +231,20 @@ class JudgeCall(models.Model):
         OK = "ok", "OK"
         FAILED = "failed", "Failed"
 
+    class Mode(models.TextChoices):
+        RATE = "rate", "Rate K completions"
+        ANSWER = "answer", "Answer the question itself"
+        REWRITE = "rewrite", "Rewrite a text"
+
     judge = models.ForeignKey(JudgeConfig, on_delete=models.PROTECT, related_name="calls")
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.RATE)
+    # Empty for a rewrite, which works on a text alone.
     prompt = models.ForeignKey(
-        "datasets_app.Prompt", on_delete=models.CASCADE, related_name="judge_calls"
+        "datasets_app.Prompt",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="judge_calls",
     )
     completion_ids = models.JSONField(default=list)
     # sha256 of (judge config, prompt version, image, question, completions).

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
-from annotation.judges.base import ATTRIBUTES, FatalJudgeError, Judge, JudgeItem, JudgeResult
+from annotation.judges.base import (
+    ATTRIBUTES,
+    FatalJudgeError,
+    Judge,
+    JudgeItem,
+    JudgeResult,
+    TextResult,
+)
 from annotation.judges.cache import item_cache_key
 from annotation.judges.pricing import cost_usd, price_for
 from annotation.judges.prompt import prompt_versions
@@ -116,25 +123,34 @@ def judge_launch(
     k_per_call: int = 4,
     limits: RunLimits | None = None,
     timeout_s: float = 120.0,
+    mode: str = JudgeCall.Mode.RATE,
     user: Any = None,
     enqueue: bool = True,
 ) -> Job:
-    """Freeze the prompts (those with completions) into a judging job on the judge queue."""
+    """Freeze the prompts into a judging job on the judge queue: rating their completions
+    (mode "rate"), or the judge answering each question itself (mode "answer")."""
     limits = limits or RunLimits()
     limits.validate()
     if not 1 <= k_per_call <= 32:
         raise ValueError("K per call must be between 1 and 32")
+    if mode not in (JudgeCall.Mode.RATE, JudgeCall.Mode.ANSWER):
+        raise ValueError(f"unknown judging mode {mode!r}; use rate or answer")
     build_judge(judge_config, timeout_s=timeout_s)  # refuse a missing key now
-    with_completions = Completion.objects.all()
-    if checkpoint_id:
-        with_completions = with_completions.filter(checkpoint_id=checkpoint_id)
-    ids = set(with_completions.values_list("prompt_id", flat=True).distinct())
-    prompt_ids = [pk for pk in prompt_selection_ids(**selection) if pk in ids]
-    if not prompt_ids:
-        raise ValueError("no selected prompt has completions to judge")
+    prompt_ids = prompt_selection_ids(**selection)
+    if mode == JudgeCall.Mode.RATE:
+        with_completions = Completion.objects.all()
+        if checkpoint_id:
+            with_completions = with_completions.filter(checkpoint_id=checkpoint_id)
+        ids = set(with_completions.values_list("prompt_id", flat=True).distinct())
+        prompt_ids = [pk for pk in prompt_ids if pk in ids]
+        if not prompt_ids:
+            raise ValueError("no selected prompt has completions to judge")
+    elif not prompt_ids:
+        raise ValueError("no prompts match this selection")
+    verb = "answers" if mode == JudgeCall.Mode.ANSWER else "on"
     job = job_create(
         kind=Job.Kind.JUDGING,
-        title=f"{judge_config.name} on {len(prompt_ids)} prompts",
+        title=f"{judge_config.name} {verb} {len(prompt_ids)} prompts",
         queue="judge",
         params={
             "judge_config_id": judge_config.pk,
@@ -143,6 +159,7 @@ def judge_launch(
             "k_per_call": k_per_call,
             "limits": asdict(limits),
             "timeout_s": timeout_s,
+            "mode": str(mode),
         },
         created_by=user,
     )
@@ -312,6 +329,9 @@ class _JudgeJob:
                 call.status = JudgeCall.Status.FAILED
                 call.error = outcome.error
                 call.save()
+        self._count(outcome, prompt.pk, call.pk)
+
+    def _count(self, outcome: ItemOutcome, prompt_id: int, call_id: int | None) -> None:
         m = self.metrics
         m["calls"] += outcome.attempts
         m["input_tokens"] += outcome.usage.input_tokens
@@ -320,10 +340,73 @@ class _JudgeJob:
         if outcome.result is None:
             m["failures"] += 1
             self.failed_items.append(
-                {"prompt": prompt.pk, "call": call.pk, "error": outcome.error[:300]}
+                {"prompt": prompt_id, "call": call_id, "error": outcome.error[:300]}
             )
         self.save_metrics()
         self.advance()
+
+
+def _answer_key(config: JudgeConfig, item: JudgeItem) -> str:
+    return item_cache_key(
+        provider=f"{config.provider}|answer",
+        model=config.model,
+        prompt_version=config.prompt_version,
+        temperature=config.temperature,
+        item=item,
+    )
+
+
+def judge_answer_call(judge: Judge, config: JudgeConfig) -> Callable[[JudgeItem], TextResult]:
+    """How this judge answers a question: the oracle from what it knows, a model from the
+    versioned answer prompt."""
+    from annotation.judges.prompt import render_answer_prompt
+
+    own = getattr(judge, "answer", None)
+    if own is not None:
+        return own
+
+    def answer(item: JudgeItem) -> TextResult:
+        prompt = render_answer_prompt(item, config.prompt_version)
+        return judge.complete(prompt, item.image, item.image_mime)
+
+    return answer
+
+
+class _AnswerJob(_JudgeJob):
+    """The judge answers each prompt itself; the answers are JudgeCall rows (mode answer)."""
+
+    def items_to_call(self, groups: Iterator[Group]) -> Iterator[JudgeItem]:
+        for prompt, _ in groups:
+            if self.cancelled:
+                return
+            item = _item(prompt, [])
+            key = _answer_key(self.config, item)
+            if JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK).exists():
+                self.metrics["skipped"] += 1
+                self.advance()
+                continue
+            self.pending[item.key] = (prompt, [], key)
+            yield item
+
+    def record(self, outcome: ItemOutcome) -> None:
+        prompt, _, key = self.pending.pop(outcome.item.key)
+        ok = outcome.result is not None
+        JudgeCall.objects.create(
+            judge=self.config,
+            mode=JudgeCall.Mode.ANSWER,
+            prompt=prompt,
+            cache_key=key,
+            status=JudgeCall.Status.OK if ok else JudgeCall.Status.FAILED,
+            result={"answer": outcome.result.raw} if outcome.result is not None else {},
+            raw_response=outcome.raw,
+            error=outcome.error,
+            attempts=outcome.attempts,
+            input_tokens=outcome.usage.input_tokens,
+            output_tokens=outcome.usage.output_tokens,
+            cost_usd=outcome.cost_usd,
+            job=self.job,
+        )
+        self._count(outcome, prompt.pk, None)
 
 
 def judge_run(*, job_id: int) -> None:
@@ -340,8 +423,15 @@ def judge_run(*, job_id: int) -> None:
         except ValueError as exc:
             raise JobFailed(str(exc)) from None
         limits = RunLimits(**spec["limits"])
-        state = _JudgeJob(run, config)
-        groups = list(_groups(spec["prompt_ids"], spec.get("checkpoint_id"), spec["k_per_call"]))
+        answering = spec.get("mode") == JudgeCall.Mode.ANSWER
+        state = (_AnswerJob if answering else _JudgeJob)(run, config)
+        if answering:
+            prompts = Prompt.objects.in_bulk(spec["prompt_ids"])
+            groups = [(prompts[pk], []) for pk in spec["prompt_ids"] if pk in prompts]
+        else:
+            groups = list(
+                _groups(spec["prompt_ids"], spec.get("checkpoint_id"), spec["k_per_call"])
+            )
         job_progress(run.job, done=0, total=len(groups))
         if config.provider not in ("oracle", "local") and price_for(config.model) is None:
             run.log(f"no price is known for {config.model}: its cost shows as 0")
@@ -353,6 +443,7 @@ def judge_run(*, job_id: int) -> None:
                 on_outcome=state.record,
                 price=lambda usage: cost_usd(config.model, usage),
                 should_stop=lambda: state.cancelled,
+                call=judge_answer_call(judge, config) if answering else None,
             )
         except FatalJudgeError as exc:
             state.save_metrics()
@@ -366,3 +457,54 @@ def judge_run(*, job_id: int) -> None:
                 f"stopped: the cost reached the limit of ${limits.max_cost_usd}; "
                 "resume with a higher limit to rate the rest"
             )
+
+
+def judge_rewriter(config: JudgeConfig) -> Callable[[str], str]:
+    """A text -> text function through the judge, each answer kept (JudgeCall, mode rewrite)
+    so that building the same recipe again pays nothing."""
+    judge = build_judge(config)
+
+    def rewrite(text: str) -> str:
+        import hashlib
+
+        key = hashlib.sha256(
+            "\x1f".join(
+                [config.provider, config.model, str(config.temperature), "rewrite", text]
+            ).encode()
+        ).hexdigest()
+        kept = JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK).first()
+        if kept is not None:
+            return str(kept.result["text"])
+        result = judge.complete(text)
+        JudgeCall.objects.create(
+            judge=config,
+            mode=JudgeCall.Mode.REWRITE,
+            cache_key=key,
+            status=JudgeCall.Status.OK,
+            result={"text": result.text},
+            raw_response=result.text,
+            attempts=1,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            cost_usd=cost_usd(config.model, result.usage),
+        )
+        return result.text
+
+    return rewrite
+
+
+def judge_answers(*, judge_id: int, prompt_ids: list[int]) -> dict[int, str]:
+    """The judge's own answers to these prompts (the latest of each)."""
+    answers: dict[int, str] = {}
+    for prompt_id, result in (
+        JudgeCall.objects.filter(
+            judge_id=judge_id,
+            mode=JudgeCall.Mode.ANSWER,
+            status=JudgeCall.Status.OK,
+            prompt_id__in=prompt_ids,
+        )
+        .order_by("created_at")
+        .values_list("prompt_id", "result")
+    ):
+        answers[prompt_id] = result.get("answer", "")
+    return answers

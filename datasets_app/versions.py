@@ -14,7 +14,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
-from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
+from annotation.models import ATTRIBUTES, Completion, JudgeConfig, PairPick, Rating
+from annotation.services import judge_answers, judge_rewriter
 from datasets_app.curation import (
     CurationResult,
     Pick,
@@ -43,7 +44,10 @@ def _rater_key(user_id: int | None, judge_id: int | None, kind: str) -> str:
 
 
 def rated_prompts(
-    *, selection: dict[str, Any], checkpoint_ids: list[int] | None = None
+    *,
+    selection: dict[str, Any],
+    checkpoint_ids: list[int] | None = None,
+    answer_judge_id: int | None = None,
 ) -> Iterator[RatedPrompt]:
     """The selected prompts with their completions, every rating and every pick, as plain
     data. The question is the user turn the completions answered (their prompt template)."""
@@ -68,6 +72,9 @@ def rated_prompts(
             picks.setdefault(p["prompt_id"], []).append(
                 Pick(who, p["chosen_id"], p["rejected_id"], p["is_tie"])
             )
+        answers = (
+            judge_answers(judge_id=answer_judge_id, prompt_ids=chunk) if answer_judge_id else {}
+        )
         by_prompt: dict[int, list[dict]] = {}
         for c in rows:
             by_prompt.setdefault(c["prompt_id"], []).append(c)
@@ -91,8 +98,12 @@ def rated_prompts(
                 hint=prompt.hint,
                 reference_answer=prompt.reference_answer,
                 has_image=bool(prompt.image),
-                metadata=prompt.metadata,
+                metadata={**prompt.metadata, **_answer(answers, prompt.pk)},
             )
+
+
+def _answer(answers: dict[int, str], prompt_id: int) -> dict[str, str]:
+    return {"judge_answer": answers[prompt_id]} if answers.get(prompt_id) else {}
 
 
 def _histogram(values: list[float], bins: int = HISTOGRAM_BINS) -> dict[str, list]:
@@ -177,13 +188,18 @@ def curation_preview(
     checkpoint_ids: list[int] | None = None,
     seed: int = 0,
     rewrite: Callable[[str], str] | None = None,
+    answer_judge_id: int | None = None,
 ) -> tuple[CurationResult, dict[int, int]]:
     """Run a recipe without saving it: the rows and the source of each prompt."""
     get_strategy(strategy)
     run_params = dict(params or {})
     if rewrite is not None:
         run_params["rewrite"] = rewrite
-    prompts = list(rated_prompts(selection=selection, checkpoint_ids=checkpoint_ids))
+    prompts = list(
+        rated_prompts(
+            selection=selection, checkpoint_ids=checkpoint_ids, answer_judge_id=answer_judge_id
+        )
+    )
     result = run_strategy(
         strategy,
         prompts,
@@ -193,6 +209,15 @@ def curation_preview(
         seed,
     )
     return result, {p.prompt_id: p.source_id for p in prompts}
+
+
+def _rewriter(judge_id: int | None) -> Callable[[str], str] | None:
+    if judge_id is None:
+        return None
+    config = JudgeConfig.objects.filter(pk=judge_id).first()
+    if config is None:
+        raise ValueError(f"no judge #{judge_id} to rewrite with")
+    return judge_rewriter(config)
 
 
 def dataset_version_build(
@@ -205,15 +230,20 @@ def dataset_version_build(
     selection: dict[str, Any] | None = None,
     checkpoint_ids: list[int] | None = None,
     seed: int = 0,
-    rewrite: Callable[[str], str] | None = None,
+    rewrite_judge_id: int | None = None,
+    answer_judge_id: int | None = None,
     user: Any = None,
 ) -> DatasetVersion:
-    """Build the next version of `name` from a recipe, and freeze its rows."""
+    """Build the next version of `name` from a recipe, and freeze its rows.
+
+    `answer_judge_id`: whose own answers `judge_answer_sft` trains on; `rewrite_judge_id`:
+    which judge rewrites long responses for `scienceqa_reformatted`."""
     name = name.strip()
     if not name:
         raise ValueError("a dataset needs a name")
     rater_selection = rater_selection or {}
     selection = selection or {}
+    rewrite = _rewriter(rewrite_judge_id)
     result, source_of = curation_preview(
         strategy=strategy,
         params=params,
@@ -223,11 +253,14 @@ def dataset_version_build(
         checkpoint_ids=checkpoint_ids,
         seed=seed,
         rewrite=rewrite,
+        answer_judge_id=answer_judge_id,
     )
     if not result.rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in result.dropped.items()) or "no prompts"
         raise ValueError(f"the recipe makes no rows ({reasons})")
-    recorded = {k: v for k, v in resolve_params(strategy, params).items() if not callable(v)}
+    given = {**(params or {}), **({"rewrite": rewrite} if rewrite else {})}
+    # The rewrite function itself cannot be stored; the selection records its judge.
+    recorded = {k: v for k, v in resolve_params(strategy, given).items() if not callable(v)}
     with transaction.atomic():
         latest = DatasetVersion.objects.filter(name=name).aggregate(v=Max("version"))["v"]
         version = DatasetVersion.objects.create(
@@ -239,7 +272,12 @@ def dataset_version_build(
             params=recorded,
             rater_selection=RaterSelection.from_dict(rater_selection).to_dict(),
             filters=filters or {},
-            selection={**selection, "checkpoint_ids": checkpoint_ids or []},
+            selection={
+                **selection,
+                "checkpoint_ids": checkpoint_ids or [],
+                "answer_judge_id": answer_judge_id,
+                "rewrite_judge_id": rewrite_judge_id,
+            },
             seed=seed,
             row_count=len(result.rows),
             stats=version_stats(result, source_of),

@@ -113,6 +113,18 @@ def rating_answer(responses: list[str], fault: str | None = None) -> str:
     return json.dumps({"reasoning": "Compared every response with the image.", "ratings": ratings})
 
 
+def free_answer(prompt: str, fault: str | None = None) -> str:
+    """The free text the fake model writes for a prompt: stable, ends with a letter."""
+    if fault in ("not_json", "missing_completion", "score_7", "score_high"):
+        return ""  # an empty answer: what a free-text call has for "invalid"
+    digest = hashlib.sha256(prompt.strip().encode("utf-8")).hexdigest()
+    # A prompt that dictates its last line ("The answer is B.") gets it, as a model following
+    # a rewrite template would write it; otherwise a letter from the hash.
+    told = re.search(r"The answer is ([A-Z])\.", prompt)
+    letter = told.group(1) if told else "ABCD"[int(digest, 16) % 4]
+    return f"Analysis: looked at it ({digest[:8]}).\nThe answer is {letter}."
+
+
 @dataclass
 class RecordedRequest:
     """One request as the server saw it. Secret headers keep their name, not their value."""
@@ -385,7 +397,8 @@ class _FakeServer:
             self._send_error(handler, refusal[0], secret=secret, message=refusal[1])
             return
         responses = responses_in_prompt(prompt)
-        answer = rating_answer(responses, fault)
+        # A prompt without responses to rate asks for free text (an answer or a rewrite).
+        answer = rating_answer(responses, fault) if responses else free_answer(prompt, fault)
         usage = (
             max(1, len(prompt) // 4) + IMAGE_TOKENS * len(images),
             max(1, len(answer) // 4),

@@ -143,3 +143,34 @@ def test_gemini_end_to_end(settings, fake_gemini, shapes_source, completions):
     request = fake_gemini.requests[-1]
     assert request.images and request.images[0][0] == "image/png"
     assert job.metrics["cost_usd"] > 0
+
+
+def test_the_judge_answers_questions_itself_and_reruns_pay_nothing(
+    openai_judge, fake_openai, shapes_source
+):
+    from tests.fake_judge_servers import free_answer
+
+    job = services.judge_launch(
+        judge_config=openai_judge,
+        selection={"source_id": shapes_source.pk},
+        mode="answer",
+        limits=FAST,
+        enqueue=False,
+    )
+    services.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and fake_openai.calls == 6
+    answers = JudgeCall.objects.filter(mode=JudgeCall.Mode.ANSWER, status="ok")
+    assert answers.count() == 6 and not Rating.objects.exists()
+    sent = fake_openai.requests[0]
+    assert "response_format" not in sent.body and sent.images
+    stored = {call.result["answer"] for call in answers}
+    assert stored == {free_answer(r.prompt) for r in fake_openai.requests}
+    again = services.judge_launch(
+        judge_config=openai_judge,
+        selection={"source_id": shapes_source.pk},
+        mode="answer",
+        enqueue=False,
+    )
+    services.judge_run(job_id=again.pk)
+    assert fake_openai.calls == 6

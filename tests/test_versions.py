@@ -160,3 +160,49 @@ def test_the_build_page_previews_then_saves(client, curator, annotator, rated):
     assert "data-added" in diff.content.decode()
     client.force_login(annotator)
     assert client.get(url).status_code == 403
+
+
+def test_judge_answer_sft_trains_on_the_oracles_own_answers(shapes_source):
+    from annotation import services as judging
+
+    oracle = judging.judge_config_from_spec("oracle")
+    job = judging.judge_launch(
+        judge_config=oracle,
+        selection={"source_id": shapes_source.pk},
+        mode="answer",
+        enqueue=False,
+    )
+    judging.judge_run(job_id=job.pk)
+    version = versions.dataset_version_build(
+        name="answers",
+        strategy="judge_answer_sft",
+        selection={"source_id": shapes_source.pk},
+        answer_judge_id=oracle.pk,
+    )
+    assert version.row_count == 6 and version.selection["answer_judge_id"] == oracle.pk
+    for row in version.rows.select_related("prompt"):
+        letter = "ABCD"[row.prompt.answer_index]
+        assert row.chosen == f"The answer is {letter}."
+
+
+def test_scienceqa_reformatted_rewrites_long_answers_through_a_judge_once(
+    shapes_source, settings, fake_openai
+):
+    from annotation import services as judging
+    from annotation.models import JudgeCall
+
+    settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL = "sk-test", fake_openai.base_url
+    rewriter = judging.judge_config_from_spec("openai:gpt-4o-mini")
+    recipe = dict(
+        name="sqa-reformatted",
+        strategy="scienceqa_reformatted",
+        params={"max_chars": 20},
+        selection={"source_id": shapes_source.pk},
+        rewrite_judge_id=rewriter.pk,
+    )
+    first = versions.dataset_version_build(**recipe)
+    calls = fake_openai.calls
+    assert calls >= 1 and JudgeCall.objects.filter(mode="rewrite").count() == calls
+    second = versions.dataset_version_build(**recipe)
+    assert fake_openai.calls == calls  # the rewrites were kept
+    assert first.checksum == second.checksum

@@ -97,6 +97,24 @@ class JudgeResult:
     usage: Usage = Usage()
 
 
+@dataclass(frozen=True)
+class TextResult:
+    """A free-text answer (the judge answering the question itself, or rewriting)."""
+
+    text: str
+    usage: Usage = Usage()
+
+    @property
+    def raw(self) -> str:
+        return self.text
+
+
+def require_text(text: str | None, usage: Usage, what: str) -> TextResult:
+    if not text or not text.strip():
+        raise InvalidJudgeOutput(f"{what}: the answer is empty", raw=text or "", usage=usage)
+    return TextResult(text.strip(), usage)
+
+
 class Judge(Protocol):
     """One call rates all K completions of an item. Thread-safe: runners call it from
     several threads at once."""
@@ -105,6 +123,12 @@ class Judge(Protocol):
     model: str
 
     def rate(self, item: JudgeItem) -> JudgeResult: ...
+
+    def complete(
+        self, prompt: str, image: bytes | None = None, image_mime: str = "image/png"
+    ) -> TextResult:
+        """Free text for a prompt (and an image): the judge's own answer, or a rewrite."""
+        ...
 
 
 def ratings_schema(k: int) -> dict[str, Any]:

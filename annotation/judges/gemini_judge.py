@@ -19,10 +19,12 @@ from annotation.judges.base import (
     InvalidJudgeOutput,
     JudgeItem,
     JudgeResult,
+    TextResult,
     TransientJudgeError,
     Usage,
     parse_ratings,
     ratings_schema,
+    require_text,
     retry_after_seconds,
 )
 from annotation.judges.prompt import render_judge_prompt
@@ -114,10 +116,7 @@ class GeminiJudge:
 
     def rate(self, item: JudgeItem) -> JudgeResult:
         k = len(item.completions)
-        parts: list[types.Part] = []
-        if item.image is not None:
-            parts.append(types.Part.from_bytes(data=item.image, mime_type=item.image_mime))
-        parts.append(types.Part.from_text(text=render_judge_prompt(item, self.prompt_version)))
+        prompt = render_judge_prompt(item, self.prompt_version)
         config = types.GenerateContentConfig(
             temperature=self.temperature,
             max_output_tokens=self.max_output_tokens,
@@ -128,8 +127,29 @@ class GeminiJudge:
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
+        return self._result(self._generate(prompt, item.image, item.image_mime, config), k)
+
+    def complete(
+        self, prompt: str, image: bytes | None = None, image_mime: str = "image/png"
+    ) -> TextResult:
+        config = types.GenerateContentConfig(
+            temperature=self.temperature,
+            max_output_tokens=self.max_output_tokens,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            automatic_continuation=False,
+        )
+        text, usage, _ = self._text(self._generate(prompt, image, image_mime, config))
+        return require_text(text, usage, f"Gemini {self.model}")
+
+    def _generate(
+        self, prompt: str, image: bytes | None, mime: str, config: types.GenerateContentConfig
+    ) -> types.GenerateContentResponse:
+        parts: list[types.Part] = []
+        if image is not None:
+            parts.append(types.Part.from_bytes(data=image, mime_type=mime))
+        parts.append(types.Part.from_text(text=prompt))
         try:
-            response = self._client.models.generate_content(
+            return self._client.models.generate_content(
                 model=self.model,
                 contents=[types.Content(role="user", parts=parts)],
                 config=config,
@@ -145,11 +165,24 @@ class GeminiJudge:
             raise TransientJudgeError(
                 f"Gemini {self.model}: unreadable answer: {self._scrub(str(exc))[:300]}"
             ) from None
-        return self._result(response, k)
 
     # -- answers -----------------------------------------------------------------------
 
     def _result(self, response: types.GenerateContentResponse, k: int) -> JudgeResult:
+        text, usage, finish = self._text(response)
+        try:
+            return parse_ratings(text, k, usage=usage)
+        except InvalidJudgeOutput as exc:
+            if finish == "MAX_TOKENS":
+                raise InvalidJudgeOutput(
+                    f"{exc} (the answer was cut at max_output_tokens={self.max_output_tokens})",
+                    raw=exc.raw,
+                    usage=exc.usage,
+                ) from None
+            raise
+
+    def _text(self, response: types.GenerateContentResponse) -> tuple[str, Usage, str]:
+        """The answer's text, usage and finish reason; blocked or empty is invalid."""
         usage = _usage(response.usage_metadata)
         candidates = response.candidates or []
         if not candidates:
@@ -174,16 +207,7 @@ class GeminiJudge:
                 raw=_response_json(response),
                 usage=usage,
             )
-        try:
-            return parse_ratings(text, k, usage=usage)
-        except InvalidJudgeOutput as exc:
-            if finish == "MAX_TOKENS":
-                raise InvalidJudgeOutput(
-                    f"{exc} (the answer was cut at max_output_tokens={self.max_output_tokens})",
-                    raw=exc.raw,
-                    usage=exc.usage,
-                ) from None
-            raise
+        return text, usage, finish
 
     # -- errors ------------------------------------------------------------------------
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 import io
 import threading
 
-from annotation.judges.base import JudgeItem, JudgeResult, Usage, parse_ratings
+from annotation.judges.base import (
+    JudgeItem,
+    JudgeResult,
+    TextResult,
+    Usage,
+    parse_ratings,
+    require_text,
+)
 from annotation.judges.prompt import render_judge_prompt
 
 
@@ -31,23 +38,31 @@ class LocalJudge:
         self._lock = threading.Lock()
 
     def rate(self, item: JudgeItem) -> JudgeResult:
+        text, usage = self._generate(render_judge_prompt(item, self.prompt_version), item.image)
+        return parse_ratings(text, len(item.completions), usage=usage)
+
+    def complete(
+        self, prompt: str, image: bytes | None = None, image_mime: str = "image/png"
+    ) -> TextResult:
+        text, usage = self._generate(prompt, image)
+        return require_text(text, usage, f"local {self.model}")
+
+    def _generate(self, text: str, image_bytes: bytes | None) -> tuple[str, Usage]:
         from PIL import Image
 
         from training.generation import GenerationRequest, PromptInput, SamplingParams
         from training.generation.core import TransformersBackend
         from training.modeling import load_policy_cached
 
-        text = render_judge_prompt(item, self.prompt_version)
-        image = Image.open(io.BytesIO(item.image)).convert("RGB") if item.image else None
+        image = Image.open(io.BytesIO(image_bytes)).convert("RGB") if image_bytes else None
         params = SamplingParams(
             k=1, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=0
         )
-        request = GenerationRequest(key=item.key, prompt=PromptInput(text), image=image)
+        request = GenerationRequest(key="judge", prompt=PromptInput(text), image=image)
         with self._lock:
             backend = TransformersBackend(
                 load_policy_cached(self.model, adapter_path=self.adapter_path)
             )
             prompt_tokens = backend.prompt_tokens(request, params)
             (samples,) = backend.generate([request], params)
-        usage = Usage(prompt_tokens, sum(samples.token_counts))
-        return parse_ratings(samples.texts[0], len(item.completions), usage=usage)
+        return samples.texts[0], Usage(prompt_tokens, sum(samples.token_counts))

@@ -18,10 +18,12 @@ from annotation.judges.base import (
     InvalidJudgeOutput,
     JudgeItem,
     JudgeResult,
+    TextResult,
     TransientJudgeError,
     Usage,
     parse_ratings,
     ratings_schema,
+    require_text,
     retry_after_seconds,
 )
 from annotation.judges.prompt import render_judge_prompt
@@ -103,19 +105,34 @@ class OpenAIJudge:
         """Close the connection pool (the judge is unusable afterwards)."""
         self._client.close()
 
+    def _messages(self, text: str, image: bytes | None, mime: str) -> list[dict[str, Any]]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        if image is not None:
+            encoded = base64.b64encode(image).decode("ascii")
+            content.append(
+                {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{encoded}"}}
+            )
+        return [{"role": "user", "content": content}]
+
+    def complete(
+        self, prompt: str, image: bytes | None = None, image_mime: str = "image/png"
+    ) -> TextResult:
+        request = {
+            "model": self.model,
+            "temperature": self.temperature,
+            "messages": self._messages(prompt, image, image_mime),
+        }
+        text, usage, _ = self._text(self._create(request))
+        return require_text(text, usage, f"OpenAI {self.model}")
+
     def rate(self, item: JudgeItem) -> JudgeResult:
         k = len(item.completions)
-        content: list[dict[str, Any]] = [
-            {"type": "text", "text": render_judge_prompt(item, self.prompt_version)}
-        ]
-        if item.image is not None:
-            encoded = base64.b64encode(item.image).decode("ascii")
-            url = f"data:{item.image_mime};base64,{encoded}"
-            content.append({"type": "image_url", "image_url": {"url": url}})
         request: dict[str, Any] = {
             "model": self.model,
             "temperature": self.temperature,
-            "messages": [{"role": "user", "content": content}],
+            "messages": self._messages(
+                render_judge_prompt(item, self.prompt_version), item.image, item.image_mime
+            ),
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {
@@ -144,6 +161,20 @@ class OpenAIJudge:
     # -- answers -----------------------------------------------------------------------
 
     def _result(self, response: Any, k: int) -> JudgeResult:
+        text, usage, finish_reason = self._text(response)
+        try:
+            return parse_ratings(text, k, usage=usage)
+        except InvalidJudgeOutput as exc:
+            if finish_reason == "length":
+                raise InvalidJudgeOutput(
+                    f"{exc} (the answer was cut at {self.max_output_tokens} tokens)",
+                    raw=exc.raw,
+                    usage=exc.usage,
+                ) from None
+            raise
+
+    def _text(self, response: Any) -> tuple[str, Usage, str | None]:
+        """The answer's text, usage and finish reason; a refusal or nothing is invalid."""
         usage = _usage(getattr(response, "usage", None))
         choices = getattr(response, "choices", None) or []
         if not choices:
@@ -173,16 +204,7 @@ class OpenAIJudge:
             raise InvalidJudgeOutput(
                 f"OpenAI {self.model}: the answer was filtered", raw=text, usage=usage
             )
-        try:
-            return parse_ratings(text, k, usage=usage)
-        except InvalidJudgeOutput as exc:
-            if choice.finish_reason == "length":
-                raise InvalidJudgeOutput(
-                    f"{exc} (the answer was cut at {self.max_output_tokens} tokens)",
-                    raw=exc.raw,
-                    usage=exc.usage,
-                ) from None
-            raise
+        return text, usage, choice.finish_reason
 
     # -- errors ------------------------------------------------------------------------
 

@@ -20,7 +20,14 @@ from __future__ import annotations
 import re
 import string
 
-from annotation.judges.base import CompletionRating, JudgeItem, JudgeResult, Usage
+from annotation.judges.base import (
+    CompletionRating,
+    FatalJudgeError,
+    JudgeItem,
+    JudgeResult,
+    TextResult,
+    Usage,
+)
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ANSWER_IS = re.compile(r"(?:the answer is|answer:)\s*\(?([A-Z])\b\)?", re.IGNORECASE)
@@ -119,3 +126,17 @@ class OracleJudge:
             f"The known answer is {truth!r}." if truth else "No known answer: correctness 0."
         )
         return JudgeResult(ratings=ratings, reasoning=reasoning, raw="", usage=Usage())
+
+    def answer(self, item: JudgeItem) -> TextResult:
+        """The known answer, in the form the seed sets train on ("The answer is X.")."""
+        truth = known_answer(item)
+        if truth is None:
+            raise FatalJudgeError(f"the oracle knows no answer to prompt {item.key}")
+        if item.choices and truth in item.choices:
+            return TextResult(f"The answer is {LETTERS[item.choices.index(truth)]}.")
+        return TextResult(truth[:1].upper() + truth[1:] + ".")
+
+    def complete(
+        self, prompt: str, image: bytes | None = None, image_mime: str = "image/png"
+    ) -> TextResult:
+        raise FatalJudgeError("the oracle only answers questions with a known answer")

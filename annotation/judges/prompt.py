@@ -16,6 +16,23 @@ def prompt_versions() -> list[str]:
     return sorted(p.stem for p in PROMPT_DIR.glob("v*.txt"))
 
 
+def render_answer_prompt(item: JudgeItem, version: str = "v1") -> str:
+    """The judge answering the question itself (seed 001's "Gemini answer" SFT baseline)."""
+    path = PROMPT_DIR / f"answer_{version}.txt"
+    if not path.is_file():
+        raise ValueError(f"no answer prompt for version {version!r}")
+    extras = []
+    if item.hint:
+        extras.append(f"CONTEXT:\n{item.hint}")
+    if item.choices:
+        options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices))
+        extras.append(f"OPTIONS:\n{options}")
+    note = " End with 'The answer is X.', X being the letter of the option." if item.choices else ""
+    return path.read_text().format(
+        question=item.question, extras="\n".join(extras), choice_note=note
+    )
+
+
 @cache
 def _template(version: str) -> str:
     path = PROMPT_DIR / f"{version}.txt"

@@ -24,6 +24,7 @@ from annotation.judges.base import (
     Judge,
     JudgeItem,
     JudgeResult,
+    TextResult,
     TransientJudgeError,
     Usage,
 )
@@ -54,7 +55,7 @@ class RunLimits:
 @dataclass
 class ItemOutcome:
     item: JudgeItem
-    result: JudgeResult | None
+    result: JudgeResult | TextResult | None
     error: str = ""
     raw: str = ""
     attempts: int = 0
@@ -137,7 +138,7 @@ def backoff_delay(attempt: int, limits: RunLimits, retry_after: float | None) ->
 
 
 def rate_one(
-    judge: Judge,
+    call: Callable[[JudgeItem], JudgeResult | TextResult],
     item: JudgeItem,
     limits: RunLimits,
     limiter: RateLimiter,
@@ -151,7 +152,7 @@ def rate_one(
         estimated = estimate_tokens(item)
         limiter.acquire(estimated)
         try:
-            result = judge.rate(item)
+            result = call(item)
         except TransientJudgeError as exc:
             limiter.settle(estimated, 0)
             transient += 1
@@ -198,8 +199,11 @@ def run_items(
     price: Callable[[Usage], float] = lambda usage: 0.0,
     should_stop: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], None] = time.sleep,
+    call: Callable[[JudgeItem], JudgeResult | TextResult] | None = None,
 ) -> RunSummary:
-    """Rate every item (until stopped or over budget); return what it cost."""
+    """Rate every item (until stopped or over budget); return what it cost. `call` replaces
+    `judge.rate` (the judge answering instead of rating)."""
+    call = call or judge.rate
     limits.validate()
     limiter = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute, sleep=sleep)
     summary = RunSummary()
@@ -229,7 +233,7 @@ def run_items(
                     exhausted = True
                     break
                 summary.submitted += 1
-                in_flight.add(pool.submit(rate_one, judge, item, limits, limiter, price, sleep))
+                in_flight.add(pool.submit(rate_one, call, item, limits, limiter, price, sleep))
             if not in_flight:
                 break
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)

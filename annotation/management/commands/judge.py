@@ -29,6 +29,12 @@ class Command(BaseCommand):
         parser.add_argument("--max-cost", type=float, help="stop when the cost reaches this (USD)")
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
         parser.add_argument("--enqueue", action="store_true", help="queue it on the judge queue")
+        parser.add_argument(
+            "--mode",
+            default="rate",
+            choices=["rate", "answer"],
+            help="rate the completions, or have the judge answer each question itself",
+        )
 
     def handle(self, *args, **o):
         source = checkpoint = None
@@ -63,6 +69,7 @@ class Command(BaseCommand):
                     max_cost_usd=o["max_cost"],
                 ),
                 timeout_s=o["timeout"],
+                mode=o["mode"],
                 enqueue=o["enqueue"],
             )
         except ValueError as exc:

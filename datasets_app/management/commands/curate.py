@@ -2,6 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.services import judge_config_from_spec
 from datasets_app import versions
 from datasets_app.curation import STRATEGIES
 from datasets_app.models import Source
@@ -39,6 +40,12 @@ class Command(BaseCommand):
         parser.add_argument("--kinds", default="judge,user,resolution,import")
         parser.add_argument("--combine", default="mean", choices=["mean", "precedence"])
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--answer-judge", help="judge spec whose own answers judge_answer_sft trains on"
+        )
+        parser.add_argument(
+            "--rewrite-judge", help="judge spec that rewrites long answers (scienceqa_reformatted)"
+        )
 
     def handle(self, *args, **o):
         sources = []
@@ -57,6 +64,8 @@ class Command(BaseCommand):
                 )
             )
         try:
+            answer = o["answer_judge"] and judge_config_from_spec(o["answer_judge"])
+            rewrite = o["rewrite_judge"] and judge_config_from_spec(o["rewrite_judge"])
             version = versions.dataset_version_build(
                 name=o["name"],
                 strategy=o["strategy"],
@@ -69,6 +78,8 @@ class Command(BaseCommand):
                 },
                 selection=selection,
                 seed=o["seed"],
+                answer_judge_id=answer.pk if answer else None,
+                rewrite_judge_id=rewrite.pk if rewrite else None,
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
