@@ -1,6 +1,7 @@
 from django import forms
 from django.conf import settings
 
+from annotation.models import JudgeConfig
 from datasets_app.imports import FORMATS
 from datasets_app.models import Prompt, Source
 from datasets_app.services import UPLOAD_SUFFIXES
@@ -73,6 +74,16 @@ class VersionForm(forms.Form):
     source = forms.ModelChoiceField(Source.objects.order_by("name"), required=False)
     split = forms.ChoiceField(choices=[("", "any split"), *Prompt.Split.choices], required=False)
     seed = forms.IntegerField(initial=0)
+    answer_judge = forms.ModelChoiceField(
+        JudgeConfig.objects.order_by("name"),
+        required=False,
+        help_text="judge_answer_sft: whose own answers to train on (judge --mode answer)",
+    )
+    rewrite_judge = forms.ModelChoiceField(
+        JudgeConfig.objects.order_by("name"),
+        required=False,
+        help_text="scienceqa_reformatted: the judge that rewrites long answers",
+    )
 
     def __init__(self, *args, **kwargs):
         from datasets_app.curation import STRATEGIES
@@ -104,4 +115,6 @@ class VersionForm(forms.Form):
                 "split": d.get("split") or "",
             },
             "seed": d["seed"],
+            "answer_judge_id": d["answer_judge"].pk if d.get("answer_judge") else None,
+            "rewrite_judge_id": d["rewrite_judge"].pk if d.get("rewrite_judge") else None,
         }

@@ -187,12 +187,13 @@ def curation_preview(
     selection: dict[str, Any],
     checkpoint_ids: list[int] | None = None,
     seed: int = 0,
-    rewrite: Callable[[str], str] | None = None,
+    rewrite_judge_id: int | None = None,
     answer_judge_id: int | None = None,
 ) -> tuple[CurationResult, dict[int, int]]:
     """Run a recipe without saving it: the rows and the source of each prompt."""
     get_strategy(strategy)
     run_params = dict(params or {})
+    rewrite = _rewriter(rewrite_judge_id)
     if rewrite is not None:
         run_params["rewrite"] = rewrite
     prompts = list(
@@ -243,7 +244,6 @@ def dataset_version_build(
         raise ValueError("a dataset needs a name")
     rater_selection = rater_selection or {}
     selection = selection or {}
-    rewrite = _rewriter(rewrite_judge_id)
     result, source_of = curation_preview(
         strategy=strategy,
         params=params,
@@ -252,13 +252,13 @@ def dataset_version_build(
         selection=selection,
         checkpoint_ids=checkpoint_ids,
         seed=seed,
-        rewrite=rewrite,
+        rewrite_judge_id=rewrite_judge_id,
         answer_judge_id=answer_judge_id,
     )
     if not result.rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in result.dropped.items()) or "no prompts"
         raise ValueError(f"the recipe makes no rows ({reasons})")
-    given = {**(params or {}), **({"rewrite": rewrite} if rewrite else {})}
+    given = {**(params or {}), **({"rewrite": str} if rewrite_judge_id else {})}
     # The rewrite function itself cannot be stored; the selection records its judge.
     recorded = {k: v for k, v in resolve_params(strategy, given).items() if not callable(v)}
     with transaction.atomic():
