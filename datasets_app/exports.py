@@ -27,6 +27,7 @@ from datasets_app.export import (
     ExportItem,
     dataset_card,
     read_dpo_parquet,
+    read_sft_parquet,
     write_dpo_parquet,
     write_nemo_jsonl,
     write_sft_parquet,
@@ -222,54 +223,65 @@ def export_files(version: DatasetVersion) -> list[tuple[str, str]]:
 # --- importing preference files back -------------------------------------------------------
 
 
-def preference_import(*, path: str | Path, source_name: str, user: Any = None) -> dict[str, int]:
-    """A DPO parquet (ours, or any in the TRL layout) becomes prompts, two completions each,
-    and an imported pick: what `human_pick` reads, so imported and local sets mix.
+def preference_import(
+    *, path: str | Path, source_name: str, fmt: str = "dpo", user: Any = None
+) -> dict[str, int]:
+    """Import an exported (or any TRL-layout) parquet back.
 
+    `dpo`: each pair becomes a prompt, two completions and an imported pick, which
+    `human_pick` reads, so imported and local sets mix. `sft`: a prompt and its answer (a
+    SteerLM label, if any, kept in the completion's sampling record).
     All-or-nothing: every row is read and every image checked before anything is written.
     """
     path = Path(path)
-    if Source.objects.filter(name=source_name).exclude(kind=Source.Kind.DPO).exists():
-        raise ValueError(f"source {source_name!r} exists and is not a preference import")
+    if fmt not in (Source.Kind.DPO, Source.Kind.SFT):
+        raise ValueError(f"unknown format {fmt!r}; use dpo or sft")
+    if Source.objects.filter(name=source_name).exclude(kind=fmt).exists():
+        raise ValueError(f"source {source_name!r} exists and holds another kind of import")
     limits = import_limits()
     rows, errors = [], []
-    with tempfile.TemporaryDirectory(prefix="studio-prefs-") as staging:
-        for n, pair in enumerate(read_dpo_parquet(path), start=1):
+    records = (
+        ((r.question, [r.chosen, r.rejected], r.image, r.extra, "") for r in read_dpo_parquet(path))
+        if fmt == Source.Kind.DPO
+        else ((r.question, [r.response], r.image, r.extra, r.label) for r in read_sft_parquet(path))
+    )
+    with tempfile.TemporaryDirectory(prefix="studio-answers-") as staging:
+        for n, (question, answers, data, extra, label) in enumerate(records, start=1):
             image = None
-            if pair.image is not None:
+            if data is not None:
                 try:
-                    image = validate_image(pair.image, limits)
+                    image = validate_image(data, limits)
                 except ImageRejected as exc:
                     errors.append(f"row {n}: {exc}")
                     continue
                 staged = Path(staging) / image.sha256
                 if not staged.exists():
                     staged.write_bytes(image.data)
-            if not pair.question.strip() or not pair.chosen.strip() or not pair.rejected.strip():
-                errors.append(f"row {n}: the prompt, chosen or rejected text is empty")
+            if not question.strip() or not all(a.strip() for a in answers):
+                errors.append(f"row {n}: the prompt or an answer is empty")
                 continue
-            rows.append((pair, image))
+            rows.append((question, answers, image, extra, label))
         if errors:
             first = "; ".join(errors[:5])
             raise ValueError(f"{len(errors)} rows are invalid, nothing was imported: {first}")
-        return _write_pairs(rows, path, source_name, Path(staging), user)
+        return _write_answers(rows, path, source_name, fmt, Path(staging), user)
 
 
-def _write_pairs(rows: list, path: Path, source_name: str, staging: Path, user: Any) -> dict:
+def _write_answers(
+    rows: list, path: Path, source_name: str, fmt: str, staging: Path, user: Any
+) -> dict:
     created = duplicates = 0
     with transaction.atomic():
         source, _ = Source.objects.get_or_create(
-            name=source_name, defaults={"kind": Source.Kind.DPO, "created_by": user}
+            name=source_name, defaults={"kind": fmt, "created_by": user}
         )
         checkpoint, _ = Checkpoint.objects.get_or_create(
             name=f"imported:{source_name}"[:200],
             defaults={"model_path": "(imported answers)", "notes": f"answers from {path.name}"},
         )
-        for pair, image in rows:
+        for question, answers, image, extra, label in rows:
             key = hashlib.sha256(
-                "\x1f".join(
-                    [image.sha256 if image else "", pair.question, pair.chosen, pair.rejected]
-                ).encode()
+                "\x1f".join([image.sha256 if image else "", question, *answers, label]).encode()
             ).hexdigest()
             if Prompt.objects.filter(source=source, content_hash=key).exists():
                 duplicates += 1
@@ -286,17 +298,24 @@ def _write_pairs(rows: list, path: Path, source_name: str, staging: Path, user: 
                 image_sha256=image.sha256 if image else "",
                 image_width=image.width if image else None,
                 image_height=image.height if image else None,
-                question=pair.question,
+                question=question,
                 content_hash=key,
-                metadata={k: v for k, v in pair.extra.items() if isinstance(v, str | int | float)},
+                metadata={k: v for k, v in extra.items() if isinstance(v, str | int | float)},
             )
-            chosen = Completion.objects.create(
-                prompt=prompt, checkpoint=checkpoint, text=pair.chosen, sample_index=0
-            )
-            rejected = Completion.objects.create(
-                prompt=prompt, checkpoint=checkpoint, text=pair.rejected, sample_index=1
-            )
-            PairPick.objects.create(prompt=prompt, source=source, chosen=chosen, rejected=rejected)
+            completions = [
+                Completion.objects.create(
+                    prompt=prompt,
+                    checkpoint=checkpoint,
+                    text=text,
+                    sample_index=i,
+                    sampling={"steerlm_label": label} if label else {},
+                )
+                for i, text in enumerate(answers)
+            ]
+            if fmt == Source.Kind.DPO:
+                PairPick.objects.create(
+                    prompt=prompt, source=source, chosen=completions[0], rejected=completions[1]
+                )
             created += 1
         source.file_name = str(path)
         source.rows_total = len(rows)

@@ -136,3 +136,20 @@ def test_export_command_and_the_download_job(version, client, curator, tmp_path)
     page = client.get(reverse("datasets_app:version", args=[version.pk])).content.decode()
     assert "train.parquet</a>" in page and version.export_path in page
     assert DatasetVersion.objects.get().export_path.startswith("exports/pairs/v1-")
+
+
+def test_an_sft_export_imports_back_with_its_answers(version, tmp_path):
+    source = version.sources.first()
+    sft = versions.dataset_version_build(
+        name="best", strategy="rejection_sampling", selection={"source_id": source.pk}
+    )
+    exports.dataset_version_export(version=sft, out_dir=tmp_path / "sft")
+    call_command(
+        "import_prompts", str(tmp_path / "sft" / "train.parquet"), source="sft-back", format="sft"
+    )
+    imported = Completion.objects.filter(prompt__source__name="sft-back")
+    assert imported.count() == sft.rows.filter(split="train").count()
+    assert set(imported.values_list("text", flat=True)) == set(
+        sft.rows.filter(split="train").values_list("chosen", flat=True)
+    )
+    assert not PairPick.objects.filter(source__name="sft-back").exists()

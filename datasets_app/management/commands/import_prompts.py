@@ -10,14 +10,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", help="a .parquet/.jsonl/.csv file or an image folder")
         parser.add_argument("--source", required=True, help="name of the source to import into")
-        parser.add_argument("--format", default="prompts", choices=[*FORMATS, "dpo"])
+        parser.add_argument("--format", default="prompts", choices=[*FORMATS, "dpo", "sft"])
         parser.add_argument(
             "--skip-bad", action="store_true", help="import the valid rows, report the rest"
         )
 
     def handle(self, *args, **opts):
-        if opts["format"] == "dpo":
-            return self._preferences(opts)
+        if opts["format"] in ("dpo", "sft"):
+            return self._answers(opts)
         try:
             outcome = services.prompts_import(
                 path=opts["file"],
@@ -42,16 +42,18 @@ class Command(BaseCommand):
         if outcome.report_name:
             self.stdout.write(f"report: {outcome.report_name}")
 
-    def _preferences(self, opts):
+    def _answers(self, opts):
         from datasets_app.exports import preference_import
 
         try:
-            counts = preference_import(path=opts["file"], source_name=opts["source"])
+            counts = preference_import(
+                path=opts["file"], source_name=opts["source"], fmt=opts["format"]
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             self.style.SUCCESS(
-                f"{opts['source']}: {counts['created']} preference pairs imported, "
+                f"{opts['source']}: {counts['created']} {opts['format']} rows imported, "
                 f"{counts['duplicates']} already present"
             )
         )
