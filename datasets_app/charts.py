@@ -47,5 +47,7 @@ def bars_svg(
 
 def histogram_svg(histogram: Mapping[str, list], title: str, colour: str = "#3056d3") -> str:
     edges, counts = histogram.get("edges", []), histogram.get("counts", [])
-    labels = [f"{edges[i]:g}" for i in range(len(counts))]
+    # Whole numbers once the range is wide: decimals crowd a 35-pixel bar label.
+    wide = bool(edges) and edges[-1] - edges[0] > 10
+    labels = [f"{round(edges[i])}" if wide else f"{edges[i]:.3g}" for i in range(len(counts))]
     return bars_svg(labels, counts, title, colour)
