@@ -32,6 +32,7 @@ PURE_CORE = [
     "datasets_app.curation",
     "datasets_app.export",
     "datasets_app.charts",
+    "training.recipes",
 ]
 
 

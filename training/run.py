@@ -1,0 +1,195 @@
+"""The training runner: `python -m training.run CONFIG.json`.
+
+Reads a TrainConfig from JSON, validates it before anything heavy is imported, trains with
+the recipe it names, and reports through OUTPUT_DIR/metrics.jsonl, one JSON object a line:
+
+- {"event": "started", "time", "recipe", "resumed_from", "config"}
+- {"event": "metrics", "time", "step", "epoch", "loss", "learning_rate", "tokens_per_s", ...}
+  one per Trainer log: TRL's keys as logged (DPO: rewards/chosen, rewards/rejected,
+  rewards/margins, rewards/accuracies, ...), evaluation keys prefixed "eval_"
+- {"event": "ref_logps", "split", "rows", "cached", "seconds", "path"} (DPO)
+- {"event": "heartbeat", "time", "step"} at least every heartbeat_s seconds, from a thread
+  (a TrainerCallback only runs between steps), so that loading, reference log-probs, long
+  steps and evaluations show the job is alive too
+- {"event": "finished", "time", "step", "final_dir", "train", "eval"} and exit code 0, or
+  {"event": "failed", "time", "error", "traceback"} and exit code 1 (2 for a bad config)
+
+The job supervisor runs this as a subprocess (Celery's prefork workers cannot start
+DataLoader workers; the config's default is 0 of them anyway) and may stop it with SIGTERM,
+which is reported as a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from training.recipes.config import ConfigError, TrainConfig, last_checkpoint
+
+METRICS_FILE = "metrics.jsonl"
+EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: the supervisor stopped the job."""
+
+
+class MetricsLog:
+    """Appends JSON lines to OUTPUT_DIR/metrics.jsonl (flushed each line, so a reader sees
+    progress at once) and writes heartbeats from a daemon thread."""
+
+    def __init__(self, path: Path, heartbeat_s: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self._heartbeat_s = heartbeat_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.step = lambda: 0  # replaced by the metrics callback's step once it exists
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, default=str)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def event(self, name: str, **fields: Any) -> None:
+        self.write({"event": name, "time": time.time(), **fields})
+
+    def start_heartbeat(self) -> None:
+        def beat() -> None:
+            while not self._stop.wait(self._heartbeat_s):
+                self.event("heartbeat", step=self.step())
+
+        self._thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._file.close()
+
+
+def load_config(path: str) -> TrainConfig:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    return TrainConfig.from_dict(data)
+
+
+def check_output_dir(config: TrainConfig) -> None:
+    """A fresh run needs a folder no earlier run trained in (their checkpoints and metrics
+    would mix); a resumed run must train the same thing as the run that wrote it."""
+    saved = Path(config.output_dir) / "train_config.json"
+    if not saved.is_file():
+        return
+    if not config.resume:
+        raise ConfigError(
+            f"{config.output_dir} holds an earlier run: set resume=true to continue it, "
+            "or choose a new output_dir"
+        )
+    before = TrainConfig.from_dict(json.loads(saved.read_text())).training_identity()
+    now = config.training_identity()
+    changed = sorted(k for k in now if before.get(k) != now[k])
+    if changed:
+        raise ConfigError(f"resume with a different config: {', '.join(changed)} changed")
+
+
+def train(config: TrainConfig, log: MetricsLog) -> int:
+    """Run the recipe; the caller has validated the config and opened the log."""
+    resumed_from = last_checkpoint(config.output_dir) if config.resume else None
+    check_output_dir(config)
+    Path(config.output_dir, "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    log.event(
+        "started",
+        recipe=config.recipe,
+        pid=os.getpid(),
+        resumed_from=str(resumed_from) if resumed_from else None,
+        config=config.to_dict(),
+    )
+    log.start_heartbeat()
+    from training.recipes import common  # transformers: seconds of imports, after "started"
+
+    callback = common.MetricsCallback(log.write)
+    log.step = lambda: callback.global_step
+    if config.recipe == "dpo":
+        from training.recipes import dpo
+
+        result = dpo.main(config, callbacks=[callback], report=log.write)
+    else:  # "sft" and "steerlm" (validate() allows nothing else)
+        from training.recipes import sft
+
+        result = sft.main(config, callbacks=[callback], report=log.write)
+    log.event(
+        "finished",
+        step=result.global_step,
+        final_dir=str(result.final_dir),
+        train=result.train_metrics,
+        eval=result.eval_metrics,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m training.run CONFIG.json", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    # As config/settings.py: a hub name must fail at once without network, not retry.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    try:
+        config = load_config(argv[0]).resolved()
+    except ConfigError as exc:  # no output_dir to report to: stderr only
+        _report_failure(None, exc, argv[0])
+        return EXIT_BAD_CONFIG
+    try:
+        log = MetricsLog(Path(config.output_dir) / METRICS_FILE, config.heartbeat_s)
+    except OSError as exc:
+        _report_failure(None, exc, argv[0])
+        return EXIT_BAD_CONFIG
+    try:
+        config.validate()
+    except ConfigError as exc:
+        _report_failure(log, exc, argv[0])
+        log.close()
+        return EXIT_BAD_CONFIG
+
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return train(config, log)
+    except (Exception, KeyboardInterrupt) as exc:  # every failure: a `failed` event, exit != 0
+        _report_failure(log, exc, argv[0])
+        return EXIT_BAD_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        log.close()
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"stopped by signal {signum}")
+
+
+def _report_failure(log: MetricsLog | None, exc: BaseException, config_path: str) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    print(f"training failed ({config_path}): {error}", file=sys.stderr)
+    if log is not None:
+        log.event("failed", error=error, traceback=traceback.format_exc(limit=20))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
