@@ -7,7 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+from annotation.judges.base import ATTRIBUTES
+
 # Seed 001 picks chosen/rejected by the sum of these three.
 PAIR_ATTRIBUTES = ("helpfulness", "correctness", "coherence")
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-# HelpSteer order: the attribute string and every table use it.
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-SCORE_MIN, SCORE_MAX = 0, 4
+# The HelpSteer attributes and scale, defined once in the judge core.
+from annotation.judges.base import ATTRIBUTES, SCORE_MAX, SCORE_MIN
 
 
 class Completion(models.Model):

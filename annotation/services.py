@@ -257,6 +257,8 @@ class _JudgeJob:
             "cost_usd": m.get("cost_usd", 0.0),
         }
         self.failed_items: list[dict[str, Any]] = list(m.get("failed_items", []))
+        # Completions this judge has rated already, read once (a rerun skips them all).
+        self.rated: set[int] = set()
 
     def save_metrics(self) -> None:
         self.job.metrics = {
@@ -267,24 +269,30 @@ class _JudgeJob:
         }
         self.job.save(update_fields=["metrics"])
 
-    def advance(self) -> None:
+    def advance(self, *, force: bool = True) -> None:
         try:
-            self.run.advance(force=True)
+            self.run.advance(force=force)
         except JobCancelled:
             self.cancelled = True
 
-    def items_to_call(
-        self, groups: Iterator[tuple[Prompt, list[Completion]]]
-    ) -> Iterator[JudgeItem]:
+    def load_rated(self, groups: list[Group]) -> None:
+        ids = [c.pk for _, completions in groups for c in completions]
+        for start in range(0, len(ids), 900):  # under SQLite's parameter limit
+            self.rated.update(
+                Rating.objects.filter(
+                    judge=self.config, completion_id__in=ids[start : start + 900]
+                ).values_list("completion_id", flat=True)
+            )
+
+    def items_to_call(self, groups: Iterator[Group]) -> Iterator[JudgeItem]:
         """Skip what is rated, answer from the cache what was paid for, yield the rest."""
         config = self.config
         for prompt, completions in groups:
             if self.cancelled:
                 return
-            rated = Rating.objects.filter(judge=config, completion__in=completions).count()
-            if rated == len(completions):
+            if all(c.pk in self.rated for c in completions):
                 self.metrics["skipped"] += 1
-                self.advance()
+                self.advance(force=False)  # throttled: a rerun skips thousands
                 continue
             item = _item(prompt, completions)
             key = item_cache_key(
@@ -383,7 +391,7 @@ class _AnswerJob(_JudgeJob):
             key = _answer_key(self.config, item)
             if JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK).exists():
                 self.metrics["skipped"] += 1
-                self.advance()
+                self.advance(force=False)
                 continue
             self.pending[item.key] = (prompt, [], key)
             yield item
@@ -433,6 +441,8 @@ def judge_run(*, job_id: int) -> None:
                 _groups(spec["prompt_ids"], spec.get("checkpoint_id"), spec["k_per_call"])
             )
         job_progress(run.job, done=0, total=len(groups))
+        if not answering:
+            state.load_rated(groups)
         if config.provider not in ("oracle", "local") and price_for(config.model) is None:
             run.log(f"no price is known for {config.model}: its cost shows as 0")
         try:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
 
 def _setup(var_dir: str, database_url: str) -> None:
@@ -76,6 +75,8 @@ def _make_prompts(n: int, k: int, tag: str) -> int:
 
 
 def _payload(item_completion_ids: list[int]) -> dict:
+    from annotation.judges.base import ATTRIBUTES
+
     return {
         "scores": {str(c): dict.fromkeys(ATTRIBUTES, 2) for c in item_completion_ids},
         "best": item_completion_ids[0],

@@ -247,15 +247,25 @@ def test_judges_share_one_client_across_threads(provider: Provider) -> None:
         make_item(key=f"k{i}", completions=(f"answer {i}", f"other {i}", f"third {i}"))
         for i in range(24)
     ]
-    started = time.monotonic()
+    lock, in_flight, most = threading.Lock(), [0], [0]
+
+    def rate(item: JudgeItem) -> JudgeResult:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            return judge.rate(item)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(judge.rate, items))
-    elapsed = time.monotonic() - started
+        results = list(pool.map(rate, items))
 
     for item, result in zip(items, results, strict=True):
         assert_expected(result, item.completions)
     assert provider.server.calls == 24
-    assert elapsed < 24 * 0.05  # the calls really overlapped
+    assert most[0] > 1  # the calls really shared the client at the same time
 
 
 # -- transient errors: 429, 5xx, timeouts, dropped connections ------------------------------------
@@ -286,12 +296,10 @@ def test_a_hang_past_the_timeout_is_transient_and_quick(provider: Provider) -> N
     provider.server.hang_s = 2.0
     provider.server.push_faults("hang")
     judge = provider.judge(timeout_s=0.5)
-    started = time.monotonic()
-    with pytest.raises(TransientJudgeError):
+    with pytest.raises(TransientJudgeError) as caught:
         judge.rate(make_item())
-    elapsed = time.monotonic() - started
 
-    assert 0.4 < elapsed < 1.5
+    assert "Timeout" in str(caught.value)  # the client gave up; the server had not answered
     assert provider.server.calls == 1
 
 
@@ -432,9 +440,10 @@ def test_stop_does_not_wait_for_a_hang() -> None:
     caller.start()
     while server.calls == 0:
         time.sleep(0.01)
-    started = time.monotonic()
-    server.stop()
-    assert time.monotonic() - started < 2.0
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=10)  # a guard against hanging the suite, not a measurement
+    assert not stopper.is_alive()
     caller.join(timeout=5)
     assert not caller.is_alive()
     assert errors and isinstance(errors[0], TransientJudgeError)

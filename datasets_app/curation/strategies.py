@@ -141,9 +141,7 @@ def _pair(
 
 
 def _as_scores(scores: CombinedScores | None) -> Scores:
-    # Means are floats; the row fields are typed with types.Scores (int). See the report on
-    # types.py: the values are stored as they are.
-    return cast(Scores, dict(scores or {}))
+    return dict(scores or {})
 
 
 def _by_id(prompts: Sequence[RatedPrompt]) -> list[RatedPrompt]:
@@ -151,6 +149,31 @@ def _by_id(prompts: Sequence[RatedPrompt]) -> list[RatedPrompt]:
 
 
 # --- DPO pairs ----------------------------------------------------------------------------
+
+
+def _pairs_by_sum(
+    prompts: Sequence[RatedPrompt],
+    selection: RaterSelection,
+    p: Mapping[str, Any],
+    rejected_for: Callable[[RatedPrompt, list[Any]], tuple[Any | None, str]],
+) -> CurationResult:
+    """The loop both score-sum strategies share: rank each prompt's completions, take the
+    best as chosen, and let `rejected_for` pick the rejected one (or say why there is none)."""
+    rows: list[PreferenceRow] = []
+    dropped: Counter[str] = Counter()
+    for prompt in _by_id(prompts):
+        ranked = _ranked(prompt, selection, p)
+        if len(ranked) < 2:
+            dropped["fewer than 2 rated completions"] += 1
+            continue
+        best = ranked[0]
+        rejected, reason = rejected_for(prompt, ranked)
+        if rejected is None:
+            dropped[reason] += 1
+            continue
+        margin = float(round(best.total - rejected.total, 6))
+        rows.append(_pair(prompt, best, rejected, margin, selection.describe()))
+    return CurationResult(rows=rows, kind="dpo", dropped=dict(dropped))
 
 
 def best_vs_random_gap(
@@ -162,24 +185,17 @@ def best_vs_random_gap(
 ) -> CurationResult:
     """Seed 001: chosen = the best sum, rejected = a random other one at least `gap` lower."""
     p = resolve_params("best_vs_random_gap", params)
-    rows: list[PreferenceRow] = []
-    dropped: Counter[str] = Counter()
-    for prompt in _by_id(prompts):
-        ranked = _ranked(prompt, selection, p)
-        if len(ranked) < 2:
-            dropped["fewer than 2 rated completions"] += 1
-            continue
+
+    def random_lower(prompt: RatedPrompt, ranked: list[Any]) -> tuple[Any | None, str]:
         best = ranked[0]
         lower = [s for s in ranked[1:] if round(best.total - s.total, 6) >= p["gap"]]
         if not lower:
-            dropped[f"no pair with gap >= {p['gap']:g}"] += 1
-            continue
+            return None, f"no pair with gap >= {p['gap']:g}"
         # Reproducible sampling for a dataset, not security.
         rng = random.Random(f"{seed}:{prompt.prompt_id}")  # noqa: S311
-        rejected = rng.choice(sorted(lower, key=lambda s: s.completion.completion_id))
-        margin = float(round(best.total - rejected.total, 6))
-        rows.append(_pair(prompt, best, rejected, margin, selection.describe()))
-    return CurationResult(rows=rows, kind="dpo", dropped=dict(dropped))
+        return rng.choice(sorted(lower, key=lambda s: s.completion.completion_id)), ""
+
+    return _pairs_by_sum(prompts, selection, p, random_lower)
 
 
 def best_vs_worst(
@@ -191,21 +207,14 @@ def best_vs_worst(
 ) -> CurationResult:
     """Seed 003: the best and the worst by sum; prompts where they tie are dropped."""
     p = resolve_params("best_vs_worst", params)
-    rows: list[PreferenceRow] = []
-    dropped: Counter[str] = Counter()
-    for prompt in _by_id(prompts):
-        ranked = _ranked(prompt, selection, p)
-        if len(ranked) < 2:
-            dropped["fewer than 2 rated completions"] += 1
-            continue
-        best = ranked[0]
-        worst = min(ranked, key=lambda s: (s.total, s.completion.completion_id))
-        margin = float(round(best.total - worst.total, 6))
-        if margin == 0:
-            dropped["best and worst tie"] += 1
-            continue
-        rows.append(_pair(prompt, best, worst, margin, selection.describe()))
-    return CurationResult(rows=rows, kind="dpo", dropped=dict(dropped))
+
+    def worst(prompt: RatedPrompt, ranked: list[Any]) -> tuple[Any | None, str]:
+        lowest = min(ranked, key=lambda s: (s.total, s.completion.completion_id))
+        if round(ranked[0].total - lowest.total, 6) == 0:
+            return None, "best and worst tie"
+        return lowest, ""
+
+    return _pairs_by_sum(prompts, selection, p, worst)
 
 
 def human_pick(

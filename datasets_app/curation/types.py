@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+# The HelpSteer order, defined once in the judge core; re-exported for the strategies.
+from annotation.judges.base import ATTRIBUTES as ATTRIBUTES
+
 Scores = dict[str, float]  # means of several raters are fractional
 
 
