@@ -44,7 +44,8 @@ class Checkpoint(models.Model):
 
 
 class TrainingJob(models.Model):
-    """A fine-tune launched from a dataset version. Filled by the training issue."""
+    """A fine-tune launched from a dataset version: the config it runs with, where its
+    outputs go, and (through `job`) its state, metrics and log."""
 
     class Recipe(models.TextChoices):
         SFT = "sft", "SFT"
@@ -59,7 +60,15 @@ class TrainingJob(models.Model):
     dataset_version = models.ForeignKey(
         "datasets_app.DatasetVersion", on_delete=models.PROTECT, related_name="training_jobs"
     )
-    config = models.JSONField(default=dict, blank=True)
+    config = models.JSONField(
+        default=dict, blank=True, help_text="the TrainConfig, less the paths set at run time"
+    )
+    gpus = models.PositiveSmallIntegerField(default=1)
+    zero = models.CharField(max_length=20, blank=True, help_text="DeepSpeed ZeRO stage, if any")
+    evaluations = models.JSONField(
+        default=list, blank=True, help_text="evaluations to launch on the checkpoint at the end"
+    )
+    dataset_checksum = models.CharField(max_length=64, blank=True)
     job = models.OneToOneField(
         "workers.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="training"
     )
@@ -72,6 +81,9 @@ class TrainingJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(gpus__gte=1), name="trainingjob_gpus_min_1")
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.recipe})"

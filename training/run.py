@@ -7,6 +7,7 @@ the recipe it names, and reports through OUTPUT_DIR/metrics.jsonl, one JSON obje
 - {"event": "metrics", "time", "step", "epoch", "loss", "learning_rate", "tokens_per_s", ...}
   one per Trainer log: TRL's keys as logged (DPO: rewards/chosen, rewards/rejected,
   rewards/margins, rewards/accuracies, ...), evaluation keys prefixed "eval_"
+- {"event": "train_begin", "time", "step", "max_steps"} when the Trainer starts (or resumes)
 - {"event": "ref_logps", "split", "rows", "cached", "seconds", "path"} (DPO)
 - {"event": "heartbeat", "time", "step"} at least every heartbeat_s seconds, from a thread
   (a TrainerCallback only runs between steps), so that loading, reference log-probs, long
@@ -16,7 +17,8 @@ the recipe it names, and reports through OUTPUT_DIR/metrics.jsonl, one JSON obje
 
 The job supervisor runs this as a subprocess (Celery's prefork workers cannot start
 DataLoader workers; the config's default is 0 of them anyway) and may stop it with SIGTERM,
-which is reported as a failure.
+which is reported as a failure. With STUDIO_SUPERVISOR_PID set, the run also stops itself
+(an "orphaned" event, then "failed") when that process dies.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from typing import Any
 from training.recipes.config import ConfigError, TrainConfig, last_checkpoint
 
 METRICS_FILE = "metrics.jsonl"
+# Set by the job supervisor to its own pid: the run stops itself when that process dies.
+SUPERVISOR_PID_ENV = "STUDIO_SUPERVISOR_PID"
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
 
@@ -64,10 +68,22 @@ class MetricsLog:
     def event(self, name: str, **fields: Any) -> None:
         self.write({"event": name, "time": time.time(), **fields})
 
-    def start_heartbeat(self) -> None:
+    def start_heartbeat(self, *, supervisor_pid: int | None = None) -> None:
+        """Heartbeats every heartbeat_s; with supervisor_pid, also stop this run (SIGTERM to
+        itself) within a second of the supervisor dying: the run has its own process group,
+        so nothing else would stop it holding the GPU for a job already marked failed."""
+        tick = min(self._heartbeat_s, 1.0)
+
         def beat() -> None:
-            while not self._stop.wait(self._heartbeat_s):
-                self.event("heartbeat", step=self.step())
+            last = time.monotonic()
+            while not self._stop.wait(tick):
+                if supervisor_pid is not None and os.getppid() != supervisor_pid:
+                    self.event("orphaned", supervisor_pid=supervisor_pid)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                if time.monotonic() - last >= self._heartbeat_s:
+                    last = time.monotonic()
+                    self.event("heartbeat", step=self.step())
 
         self._thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
         self._thread.start()
@@ -77,6 +93,13 @@ class MetricsLog:
         if self._thread is not None:
             self._thread.join()
         self._file.close()
+
+
+def metrics_file_name() -> str:
+    """metrics.jsonl for the main process; under `accelerate launch` the other ranks write
+    their own file, so that the supervisor reads one run's steps once."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    return METRICS_FILE if rank == 0 else f"metrics.rank{rank}.jsonl"
 
 
 def load_config(path: str) -> TrainConfig:
@@ -117,7 +140,8 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
         resumed_from=str(resumed_from) if resumed_from else None,
         config=config.to_dict(),
     )
-    log.start_heartbeat()
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    log.start_heartbeat(supervisor_pid=int(supervisor) if supervisor else None)
     from training.recipes import common  # transformers: seconds of imports, after "started"
 
     callback = common.MetricsCallback(log.write)
@@ -154,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         _report_failure(None, exc, argv[0])
         return EXIT_BAD_CONFIG
     try:
-        log = MetricsLog(Path(config.output_dir) / METRICS_FILE, config.heartbeat_s)
+        log = MetricsLog(Path(config.output_dir) / metrics_file_name(), config.heartbeat_s)
     except OSError as exc:
         _report_failure(None, exc, argv[0])
         return EXIT_BAD_CONFIG

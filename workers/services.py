@@ -42,6 +42,7 @@ def selftest_run(*, job_id: int) -> None:
 RESUMABLE_TASKS = {
     Job.Kind.GENERATION: "workers.tasks.generation.run_generation",
     Job.Kind.JUDGING: "workers.tasks.judging.run_judging",
+    Job.Kind.TRAINING: "workers.tasks.training.run_training",  # from the last checkpoint
 }
 
 

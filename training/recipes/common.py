@@ -73,7 +73,11 @@ def load_model(config: TrainConfig, *, device: str, dtype: str) -> LoadedPolicy:
     """
     from training.modeling import load_policy
 
-    policy = load_policy(config.model_path, device=device, dtype=dtype)
+    policy = load_policy(
+        config.model_path, adapter_path=config.base_adapter, device=device, dtype=dtype
+    )
+    if config.base_adapter is not None:
+        policy.model = policy.model.merge_and_unload()
     names = [name for name, _ in policy.model.named_parameters()]
     for part in (VISION_TOWER, PROJECTOR, LANGUAGE_MODEL):
         if not any(f".{part}." in f".{name}" for name in names):
@@ -305,6 +309,15 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.global_step = state.global_step
+        # max_steps is known only now (epochs x batches); the supervisor's ETA needs it.
+        self._write(
+            {
+                "event": "train_begin",
+                "time": time.time(),
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+            }
+        )
         self._tokens_at = (time.monotonic(), 0.0)  # TRL's token count restarts with train()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -144,6 +144,10 @@ class TrainConfig:
     # Without eval_file: hold out this fraction of train_file for evaluation (0: no eval).
     eval_fraction: float = 0.0
     preset: str | None = None  # the PRESETS entry applied by from_dict, kept for the record
+    # A LoRA adapter (an earlier run's final/) merged into model_path before training: DPO on
+    # an SFT adapter trains, and takes as its reference, the SFT policy. The new adapter then
+    # only applies on top of that merge, so such a LoRA run must write final/merged.
+    base_adapter: str | None = None
 
     # --- Which weights train -------------------------------------------------------------
     finetune: str = "lora"  # "lora" (an adapter on the language model) or "full"
@@ -250,6 +254,7 @@ class TrainConfig:
             model_path=model_path,
             train_file=str(absolute(self.train_file)),
             eval_file=absolute(self.eval_file),
+            base_adapter=absolute(self.base_adapter),
             output_dir=str(absolute(self.output_dir)),
             ref_logps_cache_dir=absolute(self.ref_logps_cache_dir),
             dataset_kind=self.dataset_kind or dataset_kind_from_card(self.train_file),
@@ -259,8 +264,12 @@ class TrainConfig:
         """The fields that define what is learnt: a resumed run must match them."""
         return {k: v for k, v in self.to_dict().items() if k not in RUN_CONTROL_FIELDS}
 
-    def validate(self) -> None:
-        """Raise ConfigError listing every problem; touches only the file system."""
+    def validate(self, *, data_files: bool = True) -> None:
+        """Raise ConfigError listing every problem; touches only the file system.
+
+        data_files=False skips the checks of train_file and eval_file, for a job whose data
+        is exported when it starts (dataset_kind must then be given).
+        """
         errors = self._type_errors()
         if errors:  # the range checks below assume the types are right
             raise ConfigError("; ".join(errors))
@@ -280,6 +289,11 @@ class TrainConfig:
                 errors.append(f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
             if not self.lora_target_modules:
                 errors.append("lora_target_modules is empty")
+            if self.base_adapter is not None and not self.merge_adapter:
+                errors.append(
+                    "a LoRA run on top of base_adapter must set merge_adapter=true: the new "
+                    "adapter applies to the merged model only, not to model_path"
+                )
         elif self.merge_adapter:
             errors.append(
                 "merge_adapter applies to LoRA runs only (finetune='full' has no adapter)"
@@ -340,9 +354,11 @@ class TrainConfig:
             if self.ref_batch_size is not None and self.ref_batch_size < 1:
                 errors.append(f"ref_batch_size must be at least 1, not {self.ref_batch_size}")
 
-        errors += self._file_errors()
+        errors += self._file_errors(data_files=data_files)
         if self.recipe in RECIPES and not any("train_file" in e for e in errors):
-            kind = self.dataset_kind or dataset_kind_from_card(self.train_file)
+            kind = self.dataset_kind or (
+                dataset_kind_from_card(self.train_file) if data_files else None
+            )
             expected = RECIPES[self.recipe]
             if kind is None:
                 errors.append(
@@ -358,9 +374,9 @@ class TrainConfig:
             raise ConfigError("; ".join(errors))
 
     # ----------------------------------------------------------------------------------
-    def _file_errors(self) -> list[str]:
+    def _file_errors(self, *, data_files: bool = True) -> list[str]:
         errors = []
-        for name in ("train_file", "eval_file"):
+        for name in ("train_file", "eval_file") if data_files else ():
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 errors.append(f"{name} {path} does not exist")
@@ -368,6 +384,10 @@ class TrainConfig:
             errors.append("give eval_file or eval_fraction, not both")
         if not 0 <= self.eval_fraction < 1:
             errors.append(f"eval_fraction must be in [0, 1), not {self.eval_fraction}")
+        if self.base_adapter is not None:
+            adapter = Path(self.base_adapter).expanduser()
+            if not (adapter / "adapter_config.json").is_file():
+                errors.append(f"base_adapter {self.base_adapter} is not a LoRA adapter folder")
         model = Path(self.model_path).expanduser()
         if model.exists() or not _looks_like_hub_id(self.model_path):
             if not model.is_dir():

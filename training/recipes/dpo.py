@@ -100,7 +100,7 @@ def main(
                 processor,
                 dataset,
                 dataset_file=path,
-                reference_path=config.model_path,
+                reference_path=reference_name(config),
                 cache_dir=ref_dir,
                 batch_size=config.ref_batch_size or config.per_device_eval_batch_size,
                 max_image_pixels=config.max_image_pixels,
@@ -138,3 +138,11 @@ def main(
         callbacks=[common.SaveConfigCallback(config), *callbacks],
     )
     return common.train_and_save(trainer, config, processor)
+
+
+def reference_name(config: TrainConfig) -> str:
+    """What the reference is, for the log-prob cache key: the checkpoint and any adapter
+    merged into it (two runs on one base with different adapters have different refs)."""
+    if config.base_adapter is None:
+        return config.model_path
+    return f"{config.model_path}+{config.base_adapter}"

@@ -1,0 +1,508 @@
+"""Training jobs: launch checks, the supervised runner, metrics in the Job, checkpoints,
+cancel, a killed worker and resume. Real runs of `python -m training.run` on the tiny LLaVA.
+
+The data is the shapes world in the database: for every ScienceQA-format prompt, one
+completion per option ("The answer is B."), rated by the oracle judge through a judging job,
+then curated with `best_vs_worst` (DPO: correct vs a wrong answer) or `rejection_sampling`
+(SFT: the correct answer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from annotation import services as judging
+from annotation.models import Completion, JudgeConfig
+from datasets_app import versions
+from datasets_app.models import DatasetVersion
+from datasets_app.services import prompts_import
+from datasets_app.shapes import make_shapes
+from training import trainings
+from training.models import Checkpoint, TrainingJob
+from training.recipes.config import last_checkpoint
+from training.supervisor import (
+    ACCELERATE_CONFIGS,
+    ZERO_STAGES,
+    MetricsTail,
+    TrainingProgress,
+    launch_command,
+    supervise,
+)
+from workers.jobs import job_request_cancel, jobs_fail_stale
+from workers.models import Job
+from workers.services import job_resume
+
+ROOT = Path(__file__).resolve().parent.parent
+LETTERS = "ABCDEFGH"
+# Small, fast and stable on a 2-core CPU (see tests/test_recipes.py for why one thread).
+FAST = {
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 32,
+    "device": "cpu",
+    "torch_threads": 1,
+    "heartbeat_s": 1.0,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture
+def roots(settings, tmp_path):
+    settings.CHECKPOINT_ROOT = tmp_path / "checkpoints"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return tmp_path
+
+
+@pytest.fixture
+def base(tiny_dir) -> Checkpoint:
+    return Checkpoint.objects.create(name="tiny-base", model_path=str(tiny_dir))
+
+
+def shapes_versions(tmp_path: Path, base: Checkpoint, *, n: int) -> dict[str, DatasetVersion]:
+    """A DPO version (best_vs_worst) and an SFT version (rejection_sampling) of n images."""
+    make_shapes(tmp_path / "shapes", n=n, seed=11)
+    source = prompts_import(
+        path=tmp_path / "shapes" / "scienceqa.parquet", source_name="shapes", fmt="scienceqa"
+    ).source
+    rows = [
+        Completion(
+            prompt=prompt,
+            checkpoint=base,
+            text=f"The answer is {LETTERS[i]}.",
+            template="zero_shot_mc",  # the user turn shows the lettered options
+            sample_index=i,
+        )
+        for prompt in source.prompts.all()
+        for i in range(len(prompt.choices))
+    ]
+    Completion.objects.bulk_create(rows)
+    oracle = JudgeConfig.objects.create(name="oracle", provider="oracle")
+    job = judging.judge_launch(
+        judge_config=oracle, selection={"source_id": source.pk}, k_per_call=8, enqueue=False
+    )
+    judging.judge_run(job_id=job.pk)
+    assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCEEDED
+    selection = {"source_id": source.pk}
+    return {
+        "dpo": versions.dataset_version_build(
+            name="shapes-dpo",
+            strategy="best_vs_worst",
+            selection=selection,
+            filters={"eval_fraction": 0.2},
+        ),
+        "sft": versions.dataset_version_build(
+            name="shapes-sft",
+            strategy="rejection_sampling",
+            selection=selection,
+            filters={"eval_fraction": 0.2},
+        ),
+    }
+
+
+@pytest.fixture
+def small_versions(db, roots, base):
+    return shapes_versions(roots, base, n=20)
+
+
+def metrics_events(training: TrainingJob) -> list[dict]:
+    path = Path(training.output_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------
+# Launch: everything is checked before GPU time
+
+
+def test_launch_queues_a_gpu_job_with_the_validated_config(small_versions, base, staff_user):
+    training = trainings.training_launch(
+        recipe="dpo",
+        dataset_version=small_versions["dpo"],
+        base_checkpoint=base,
+        preset="seed001_dpo",
+        overrides={"learning_rate": 1e-4, "loss_type": "ipo"},
+        user=staff_user,
+        enqueue=False,
+    )
+    assert training.job.queue == "gpu" and training.job.status == Job.Status.QUEUED
+    assert training.job.kind == Job.Kind.TRAINING
+    config = training.config
+    assert (config["lora_r"], config["beta"]) == (128, 0.1)  # from the preset
+    assert config["learning_rate"] == 1e-4 and config["loss_type"] == ["ipo"]  # overrides win
+    assert config["model_path"] == str(base.model_path)
+    assert training.dataset_checksum == small_versions["dpo"].checksum
+    assert training.code_version and training.output_dir.startswith(str(roots_of(training)))
+
+
+def roots_of(training: TrainingJob) -> Path:
+    from django.conf import settings
+
+    return Path(settings.CHECKPOINT_ROOT)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "kind", "overrides", "message"),
+    [
+        ("dpo", "sft", {}, "recipe 'dpo' trains on a 'dpo' dataset version"),
+        ("sft", "dpo", {}, "recipe 'sft' trains on a 'sft' dataset version"),
+        ("sft", "sft", {"lora_r": 0}, "lora_r must be at least 1"),
+        ("dpo", "dpo", {"learning_rate": -1.0}, "learning_rate must be positive"),
+        ("dpo", "dpo", {"lora_rank": 8}, "unknown config keys: lora_rank"),
+        ("dpo", "dpo", {"output_dir": "/tmp/x"}, "set by the site"),
+        ("dpo", "dpo", {"loss_type": "nope"}, "unknown DPO loss_type"),
+    ],
+)
+def test_bad_launches_are_refused_and_change_nothing(
+    small_versions, base, recipe, kind, overrides, message
+):
+    with pytest.raises(ValueError, match=message):
+        trainings.training_launch(
+            recipe=recipe,
+            dataset_version=small_versions[kind],
+            base_checkpoint=base,
+            overrides=overrides,
+            enqueue=False,
+        )
+    assert not TrainingJob.objects.exists() and not Job.objects.filter(kind="training").exists()
+
+
+def test_an_empty_version_and_a_missing_base_are_refused(small_versions, base):
+    empty = DatasetVersion.objects.create(
+        name="empty", kind="dpo", status="ready", strategy="best_vs_worst"
+    )
+    with pytest.raises(ValueError, match="has no training rows"):
+        trainings.training_launch(
+            recipe="dpo", dataset_version=empty, base_checkpoint=base, enqueue=False
+        )
+    gone = Checkpoint.objects.create(name="gone", model_path="/nowhere/llava")
+    with pytest.raises(ValueError, match="model_path /nowhere/llava does not exist"):
+        trainings.training_launch(
+            recipe="dpo", dataset_version=small_versions["dpo"], base_checkpoint=gone
+        )
+    assert not TrainingJob.objects.exists()
+
+
+def test_training_on_a_lora_checkpoint_merges_it_first(small_versions, base, roots):
+    adapter = roots / "checkpoints" / "sft-run" / "final"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    sft = Checkpoint.objects.create(
+        name="sft", kind="trained", model_path=base.model_path, adapter_path=str(adapter),
+        parent=base,
+    )  # fmt: skip
+    training = trainings.training_launch(
+        recipe="dpo", dataset_version=small_versions["dpo"], base_checkpoint=sft, enqueue=False
+    )
+    assert training.config["base_adapter"] == str(adapter)
+    assert training.config["merge_adapter"] is True
+
+
+def test_overrides_parse_json_values_and_refuse_junk():
+    assert trainings.parse_overrides(["lora_r=8", 'loss_type=["ipo","sft"]', "x=abc"]) == {
+        "lora_r": 8,
+        "loss_type": ["ipo", "sft"],
+        "x": "abc",
+    }
+    assert trainings.parse_overrides("beta=0.2\n\n# comment\nmerge_adapter=true") == {
+        "beta": 0.2,
+        "merge_adapter": True,
+    }
+    with pytest.raises(ValueError, match="key=value"):
+        trainings.parse_overrides(["lora_r"])
+
+
+# ---------------------------------------------------------------------------------------
+# The supervisor, without a model
+
+
+def test_launch_commands_for_one_gpu_several_and_zero():
+    assert launch_command("c.json", python="py") == ["py", "-m", "training.run", "c.json"]
+    multi = launch_command("c.json", gpus=4, python="py")
+    assert multi[:5] == ["py", "-m", "accelerate.commands.launch", "--num_processes", "4"]
+    assert "--multi_gpu" in multi and multi[-3:] == ["--module", "training.run", "c.json"]
+    zero = launch_command("c.json", gpus=2, zero="zero3_offload", python="py")
+    assert str(ACCELERATE_CONFIGS / "deepspeed_zero3_offload.yaml") in zero
+    with pytest.raises(ValueError, match="unknown zero stage"):
+        launch_command("c.json", zero="zero9")
+
+
+@pytest.mark.parametrize("zero", sorted(ZERO_STAGES))
+def test_shipped_deepspeed_configs_load_in_accelerate(zero):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ACCELERATE_CONFIGS / ZERO_STAGES[zero]))
+    assert config.distributed_type == "DEEPSPEED"
+    stage = config.deepspeed_config["zero_stage"]
+    assert stage == (2 if zero == "zero2" else 3)
+    offload = config.deepspeed_config["offload_optimizer_device"]
+    assert offload == ("cpu" if zero.endswith("offload") else "none")
+
+
+def test_metrics_tail_reads_whole_lines_only(tmp_path):
+    path = tmp_path / "m.jsonl"
+    tail = MetricsTail(path)
+    assert tail.read() == []
+    path.write_text('{"event": "a"}\n{"event": "b"')
+    assert tail.read() == [{"event": "a"}]
+    with path.open("a") as f:
+        f.write('}\nnot json\n{"event": "c"}\n')
+    assert tail.read() == [{"event": "b"}, {"event": "c"}]
+    assert MetricsTail(path, from_end=True).read() == []
+
+
+def test_progress_folds_events_into_curves_eta_and_a_resume():
+    p = TrainingProgress()
+    p.feed({"event": "started", "time": 0.0, "resumed_from": None})
+    p.feed({"event": "train_begin", "time": 10.0, "step": 0, "max_steps": 100})
+    for step in (10, 20, 30):
+        p.feed({"event": "metrics", "time": 10.0 + step, "step": step, "loss": 1 / step,
+                "rewards/margins": step / 100, "epoch": step / 100})  # fmt: skip
+    p.feed({"event": "metrics", "time": 41.0, "step": 30, "eval_loss": 0.5, "epoch": 0.3})
+    assert [x["step"] for x in p.history] == [10, 20, 30]
+    assert p.eval_latest == {"eval_loss": 0.5}
+    assert p.steps_per_s() == pytest.approx(30 / 31)  # the heartbeat-free last time is 41
+    assert p.eta_s() == pytest.approx(70 / (30 / 31))
+    # resumed from checkpoint-20: the points after it were trained again
+    restored = TrainingProgress.from_dict(json.loads(json.dumps(p.to_dict())))
+    restored.feed({"event": "train_begin", "time": 100.0, "step": 20, "max_steps": 100})
+    assert [x["step"] for x in restored.history] == [10, 20]
+    assert restored.eval_history == []
+
+
+SCRIPT = """
+import json, os, subprocess, sys, time
+out = sys.argv[1]
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(os.path.join(out, "pids"), "w") as f:
+    f.write(f"{os.getpid()} {child.pid}")
+with open(os.path.join(out, "metrics.jsonl"), "a") as m:
+    for step in range(1, 1000):
+        m.write(json.dumps({"event": "metrics", "time": time.time(), "step": step, "loss": 1.0}) + "\\n")
+        m.flush()
+        time.sleep(0.05)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers; read its state
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_cancel_stops_the_whole_process_group(tmp_path):
+    seen: list[dict] = []
+    script = tmp_path / "fake_runner.py"
+    script.write_text(SCRIPT)
+    outcome = supervise(
+        [sys.executable, str(script), str(tmp_path)],
+        metrics_path=tmp_path / "metrics.jsonl",
+        log_path=tmp_path / "runner.log",
+        on_events=seen.extend,
+        should_stop=lambda: len(seen) >= 5,
+        poll_s=0.1,
+        grace_s=5,
+    )
+    assert outcome.stopped and outcome.returncode != 0
+    leader, child = map(int, (tmp_path / "pids").read_text().split())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(leader) and not _alive(child)
+    assert [e["step"] for e in seen[:5]] == [1, 2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------------------------
+# Real runs on the tiny model
+
+
+def _launch(version, base, recipe, **overrides):
+    return trainings.training_launch(
+        recipe=recipe,
+        dataset_version=version,
+        base_checkpoint=base,
+        overrides={**FAST, **overrides},
+        enqueue=False,
+    )
+
+
+@pytest.fixture
+def learn_versions(db, roots, base):
+    return shapes_versions(roots, base, n=150)
+
+
+@pytest.mark.slow
+def test_a_dpo_job_learns_the_shapes_preferences_and_registers_a_checkpoint(learn_versions, base):
+    training = _launch(
+        learn_versions["dpo"], base, "dpo",
+        learning_rate=5e-3, max_steps=40, eval_steps=20, logging_steps=5,
+        lr_scheduler_type="cosine", warmup_ratio=0.05,
+    )  # fmt: skip
+    trainings.training_run(job_id=training.job_id, poll_s=0.2)
+    job = Job.objects.get(pk=training.job_id)
+    assert job.status == Job.Status.SUCCEEDED, (job.error, job.log_tail)
+    progress = job.metrics["training"]
+    assert (job.progress_done, job.progress_total) == (40, 40)
+    assert len(progress["history"]) == 8 and "rewards/margins" in progress["history"][-1]
+    final_eval = progress["eval_latest"]
+    assert final_eval["eval_rewards/accuracies"] > 0.6, final_eval
+    assert final_eval["eval_rewards/margins"] > 0, final_eval
+    assert [r["split"] for r in progress["ref_logps"]] == ["train", "eval"]
+
+    checkpoint = Checkpoint.objects.get(training_job=training)
+    assert checkpoint.parent == base and checkpoint.kind == "trained"
+    assert checkpoint.config["dataset_checksum"] == learn_versions["dpo"].checksum
+    assert checkpoint.config["code_version"] == training.code_version
+    assert checkpoint.config["train_config"]["max_steps"] == 40
+    adapter = Path(trainings.checkpoint_location(checkpoint.adapter_path))
+    assert (adapter / "adapter_config.json").is_file()
+    assert job.metrics["checkpoint_id"] == checkpoint.pk
+
+    # usable at once: generation loads base + adapter
+    from training import services
+    from training.generation import SamplingParams
+
+    gen = services.generation_launch(
+        checkpoint=checkpoint,
+        selection={"source_id": learn_versions["dpo"].sources.first().pk, "limit": 2},
+        params=SamplingParams(k=1, temperature=0.0, max_new_tokens=4),
+        enqueue=False,
+    )
+    services.generation_run(job_id=gen.pk)
+    assert Completion.objects.filter(checkpoint=checkpoint).count() == 2
+
+
+@pytest.mark.slow
+def test_an_sft_job_lowers_eval_loss(learn_versions, base):
+    training = _launch(
+        learn_versions["sft"], base, "sft",
+        learning_rate=3e-3, max_steps=30, eval_steps=10, logging_steps=5,
+    )  # fmt: skip
+    trainings.training_run(job_id=training.job_id, poll_s=0.2)
+    job = Job.objects.get(pk=training.job_id)
+    assert job.status == Job.Status.SUCCEEDED, (job.error, job.log_tail)
+    losses = [p["eval_loss"] for p in job.metrics["training"]["eval_history"]]
+    assert len(losses) == 3 and losses[-1] < losses[0], losses
+
+
+def _worker_env(tmp_path: Path) -> dict[str, str]:
+    s = connection.settings_dict
+    assert connection.vendor == "sqlite" or s["HOST"], "a database other processes can reach"
+    url = (
+        f"sqlite:///{s['NAME']}"
+        if connection.vendor == "sqlite"
+        else f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+    )
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "CHECKPOINT_ROOT": str(settings.CHECKPOINT_ROOT),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "VAR_DIR": str(tmp_path / "worker-var"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _start_worker(job_id: int, tmp_path: Path) -> subprocess.Popen:
+    """The task body in its own process, as a Celery worker runs it."""
+    code = (
+        "import django; django.setup(); from training import trainings; "
+        f"trainings.training_run(job_id={job_id}, poll_s=0.2)"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_worker_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "worker.log").open("wb"),
+    )
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _runner_pid(training: TrainingJob) -> int:
+    started = [e for e in metrics_events(training) if e["event"] == "started"]
+    return started[-1]["pid"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_marks_the_job_and_resume_finishes_from_the_last_checkpoint(
+    roots, base, tmp_path
+):
+    small = shapes_versions(roots, base, n=20)
+    training = _launch(small["sft"], base, "sft", max_steps=12, save_steps=4, logging_steps=2)
+    worker = _start_worker(training.job_id, tmp_path)
+    _wait(lambda: last_checkpoint(training.output_dir) is not None, 240, "a checkpoint")
+    runner = _runner_pid(training)
+    worker.send_signal(signal.SIGKILL)  # the worker dies; nobody tells the job
+    worker.wait()
+    _wait(lambda: not _alive(runner), 10, "the orphaned runner to stop itself")
+    saved = last_checkpoint(training.output_dir)
+    assert saved is not None
+
+    job = Job.objects.get(pk=training.job_id)
+    assert job.status == Job.Status.RUNNING  # until the reaper sees the stale heartbeat
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    assert jobs_fail_stale(now=timezone.now() + timedelta(hours=1)) == 1
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED and "heartbeat" in job.error
+
+    job_resume(job=job)  # queued again; run it here as the next worker would
+    trainings.training_run(job_id=job.pk, poll_s=0.2)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, (job.error, job.log_tail)
+    events = metrics_events(training)
+    started = [e for e in events if e["event"] == "started"]
+    assert started[-1]["resumed_from"] == str(saved)
+    begin = [e for e in events if e["event"] == "train_begin"][-1]
+    assert begin["step"] == int(saved.name.split("-")[1]) > 0
+    assert [e for e in events if e["event"] == "finished"][-1]["step"] == 12
+    assert job.progress_done == 12
+    assert Checkpoint.objects.filter(training_job=training).count() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_cancel_stops_the_training_subprocess(roots, base, tmp_path):
+    small = shapes_versions(roots, base, n=20)
+    training = _launch(small["sft"], base, "sft", max_steps=10_000, save_steps=0)
+    worker = _start_worker(training.job_id, tmp_path)
+    try:
+        _wait(lambda: Job.objects.get(pk=training.job_id).progress_done >= 2, 240, "training steps")
+        runner = _runner_pid(training)
+        job_request_cancel(job=Job.objects.get(pk=training.job_id))
+        assert worker.wait(timeout=60) == 0  # the task ends normally: the job is cancelled
+    finally:
+        worker.kill()
+    job = Job.objects.get(pk=training.job_id)
+    assert job.status == Job.Status.CANCELLED
+    assert not _alive(runner)
+    assert not Checkpoint.objects.filter(training_job=training).exists()
