@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
+from django.urls import reverse
 
 from annotation import services as judging
 from annotation.models import Completion, JudgeConfig
@@ -127,7 +129,9 @@ def metrics_events(training: TrainingJob) -> list[dict]:
 # Launch: everything is checked before GPU time
 
 
-def test_launch_queues_a_gpu_job_with_the_validated_config(small_versions, base, staff_user):
+def test_launch_queues_a_gpu_job_with_the_validated_config(
+    small_versions, base, staff_user, settings
+):
     training = trainings.training_launch(
         recipe="dpo",
         dataset_version=small_versions["dpo"],
@@ -144,13 +148,8 @@ def test_launch_queues_a_gpu_job_with_the_validated_config(small_versions, base,
     assert config["learning_rate"] == 1e-4 and config["loss_type"] == ["ipo"]  # overrides win
     assert config["model_path"] == str(base.model_path)
     assert training.dataset_checksum == small_versions["dpo"].checksum
-    assert training.code_version and training.output_dir.startswith(str(roots_of(training)))
-
-
-def roots_of(training: TrainingJob) -> Path:
-    from django.conf import settings
-
-    return Path(settings.CHECKPOINT_ROOT)
+    assert training.code_version
+    assert training.output_dir.startswith(str(settings.CHECKPOINT_ROOT))
 
 
 @pytest.mark.parametrize(
@@ -290,7 +289,8 @@ with open(os.path.join(out, "pids"), "w") as f:
     f.write(f"{os.getpid()} {child.pid}")
 with open(os.path.join(out, "metrics.jsonl"), "a") as m:
     for step in range(1, 1000):
-        m.write(json.dumps({"event": "metrics", "time": time.time(), "step": step, "loss": 1.0}) + "\\n")
+        record = {"event": "metrics", "time": time.time(), "step": step, "loss": 1.0}
+        m.write(json.dumps(record) + "\\n")
         m.flush()
         time.sleep(0.05)
 """
@@ -506,3 +506,89 @@ def test_cancel_stops_the_training_subprocess(roots, base, tmp_path):
     assert job.status == Job.Status.CANCELLED
     assert not _alive(runner)
     assert not Checkpoint.objects.filter(training_job=training).exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Pages and the command
+
+
+def test_the_launch_page_refuses_a_bad_config_and_launches_a_good_one(
+    client, staff_user, small_versions, base, monkeypatch
+):
+    sent = []
+    monkeypatch.setattr("workers.jobs.job_enqueue", lambda job, task, **kw: sent.append(job.pk))
+    monkeypatch.setattr("training.trainings.job_enqueue", lambda job, task: sent.append(job.pk))
+    client.force_login(staff_user)
+    url = reverse("training:training_new")
+    assert client.get(url).status_code == 200
+    form = {
+        "recipe": "dpo",
+        "dataset_version": small_versions["dpo"].pk,
+        "base_checkpoint": base.pk,
+        "preset": "seed003",
+        "overrides": "lora_r=0",
+        "gpus": 1,
+    }
+    page = client.post(url, form)
+    assert page.status_code == 200 and b"lora_r must be at least 1" in page.content
+    assert not TrainingJob.objects.exists() and not sent
+    page = client.post(url, {**form, "overrides": "max_steps=5\nbeta=0.2"})
+    training = TrainingJob.objects.get()
+    assert page.status_code == 302 and page.url == reverse("training:training", args=[training.pk])
+    assert training.config["beta"] == 0.2 and training.config["lora_r"] == 64  # seed003
+    assert sent == [training.job_id]
+
+
+def test_the_job_page_draws_curves_and_the_list_shows_lineage(
+    client, staff_user, small_versions, base
+):
+    training = _launch(small_versions["dpo"], base, "dpo")
+    progress = TrainingProgress()
+    progress.feed({"event": "train_begin", "time": 0.0, "step": 0, "max_steps": 40})
+    for step in (5, 10, 15):
+        values = {"loss": 0.7 - step / 100, "rewards/margins": step / 50}
+        progress.feed({"event": "metrics", "time": float(step), "step": step, **values})
+    job = training.job
+    job.metrics = {"training": progress.to_dict()}
+    job.progress_total, job.progress_done, job.status = 40, 15, Job.Status.RUNNING
+    job.save()
+    Checkpoint.objects.create(
+        name="child", kind="trained", model_path=base.model_path, adapter_path="runs/x/final",
+        parent=base, training_job=training,
+    )  # fmt: skip
+    client.force_login(staff_user)
+    page = client.get(reverse("training:training", args=[training.pk])).content.decode()
+    assert page.count('class="series"') >= 2 and "Reward margin" in page
+    assert "about 25 s left" in page and "step 15 / 40" in page
+    assert reverse("training:training_live", args=[training.pk]) in page  # polls while running
+    listing = client.get(reverse("training:trainings")).content.decode()
+    assert listing.index("tiny-base") < listing.index("child") and 'data-depth="1"' in listing
+    # the generic job page sends training jobs to their own page
+    assert client.get(reverse("workers:job", args=[job.pk])).url == page_url(training)
+
+
+def page_url(training: TrainingJob) -> str:
+    return reverse("training:training", args=[training.pk])
+
+
+def test_training_pages_are_for_staff_only(client, annotator, small_versions, base):
+    client.force_login(annotator)
+    assert client.get(reverse("training:training_new")).status_code in (302, 403)
+    assert client.get(reverse("training:trainings")).status_code in (302, 403)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the progress line reads the job from a thread
+def test_the_train_command_runs_here_and_refuses_bad_input(small_versions, base, capsys):
+    with pytest.raises(CommandError, match="no dataset version 'nope@1'"):
+        call_command("train", "--recipe", "dpo", "--dataset", "nope@1", "--base", base.name)
+    with pytest.raises(CommandError, match="recipe 'dpo' trains on a 'dpo' dataset version"):
+        call_command("train", "--recipe", "dpo", "--dataset", "shapes-sft@1", "--base", base.name)
+    args = ["--set", "max_steps=2", "--set", "logging_steps=1", "--set", "device=cpu"]
+    args += ["--set", "torch_threads=1", "--set", "lora_r=4", "--name", "cmd-run"]
+    call_command(
+        "train", "--recipe", "sft", "--dataset", "shapes-sft", "--base", "tiny-base", *args
+    )
+    out = capsys.readouterr().out
+    assert "checkpoint cmd-run registered" in out and "step 2/2" in out
+    assert Checkpoint.objects.get(name="cmd-run").parent == base

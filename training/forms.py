@@ -1,8 +1,11 @@
 from django import forms
 
-from datasets_app.models import Prompt, Source
+from datasets_app.models import DatasetVersion, Prompt, Source
 from training.generation import TEMPLATES, SamplingParams
 from training.models import Checkpoint
+from training.recipes.config import PRESETS
+from training.supervisor import ZERO_STAGES
+from training.trainings import parse_overrides
 
 
 class GenerationForm(forms.Form):
@@ -62,3 +65,36 @@ class GenerationForm(forms.Form):
             seed=d["seed"],
             template=d["template"],
         )
+
+
+class TrainingLaunchForm(forms.Form):
+    recipe = forms.ChoiceField(choices=[("sft", "SFT"), ("steerlm", "SteerLM"), ("dpo", "DPO")])
+    dataset_version = forms.ModelChoiceField(
+        DatasetVersion.objects.filter(status="ready").order_by("name", "-version"),
+        help_text="DPO trains on a DPO version; SFT on an SFT one; SteerLM on a SteerLM one",
+    )
+    base_checkpoint = forms.ModelChoiceField(Checkpoint.objects.order_by("name"))
+    preset = forms.ChoiceField(
+        choices=[("", "none (project defaults)"), *((p, p) for p in PRESETS)], required=False
+    )
+    overrides = forms.CharField(
+        widget=forms.Textarea(
+            attrs={"rows": 6, "placeholder": "learning_rate=5e-5\nmax_steps=200"}
+        ),
+        required=False,
+        max_length=10_000,
+        help_text="one key=value per line (TrainConfig fields); values are read as JSON",
+    )
+    gpus = forms.IntegerField(min_value=1, max_value=64, initial=1, label="GPUs")
+    zero = forms.ChoiceField(
+        choices=[("", "none"), *((z, z) for z in ZERO_STAGES)],
+        required=False,
+        label="DeepSpeed",
+    )
+    name = forms.CharField(required=False, max_length=150, help_text="default: recipe-dataset-time")
+
+    def clean_overrides(self) -> dict:
+        try:
+            return parse_overrides(self.cleaned_data["overrides"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_POST
 from config.access import staff_required
 from workers import selectors, services
 from workers.jobs import job_request_cancel
+from workers.models import Job
 
 
 @staff_required
@@ -28,6 +29,9 @@ def selftest(request):
 
 def job_detail(request, job_id: int):
     job = selectors.access_job(request.user, job_id)
+    training = getattr(job, "training", None) if job.kind == Job.Kind.TRAINING else None
+    if training is not None:  # its own page has the curves, ETA and checkpoint
+        return redirect("training:training", training_id=training.pk)
     return render(request, "workers/job_detail.html", {"job": job})
 
 
