@@ -1,6 +1,8 @@
 from django import forms
 
+from annotation.models import JudgeConfig
 from datasets_app.models import DatasetVersion, Prompt, Source
+from training.evaluation import TASKS
 from training.generation import TEMPLATES, SamplingParams
 from training.models import Checkpoint
 from training.recipes.config import PRESETS
@@ -98,3 +100,48 @@ class TrainingLaunchForm(forms.Form):
             return parse_overrides(self.cleaned_data["overrides"])
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
+
+
+class EvaluationForm(forms.Form):
+    checkpoint = forms.ModelChoiceField(Checkpoint.objects.order_by("name"))
+    task = forms.ChoiceField(choices=[(t, t) for t in TASKS])
+    data = forms.CharField(
+        max_length=500, help_text="path of a local file in the task's public format"
+    )
+    prompt = forms.CharField(
+        required=False, max_length=50, help_text="scienceqa: lmms (default), zero_shot or cot"
+    )
+    temperature = forms.FloatField(min_value=0, max_value=2, initial=0.0)
+    samples = forms.IntegerField(min_value=1, max_value=64, initial=1)
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, required=False)
+    limit = forms.IntegerField(min_value=1, required=False)
+    split = forms.CharField(required=False, max_length=50)
+    all_contexts = forms.BooleanField(required=False, help_text="scienceqa: not only IMG items")
+    judge = forms.ModelChoiceField(
+        JudgeConfig.objects.order_by("name"), required=False, help_text="for the judged tasks"
+    )
+
+    def spec(self) -> dict:
+        d = self.cleaned_data
+        return {
+            "task": d["task"],
+            "data": d["data"].strip(),
+            "prompt": d["prompt"] or None,
+            "temperature": d["temperature"],
+            "samples": d["samples"],
+            "max_new_tokens": d["max_new_tokens"],
+            "limit": d["limit"],
+            "split": d["split"] or None,
+            "all_contexts": d["all_contexts"],
+            "judge_id": d["judge"].pk if d["judge"] else None,
+        }
+
+
+class CompareForm(forms.Form):
+    checkpoints = forms.ModelMultipleChoiceField(Checkpoint.objects.order_by("name"))
+    tasks = forms.MultipleChoiceField(choices=[(t, t) for t in TASKS], initial=["scienceqa"])
+    baseline = forms.ModelChoiceField(
+        Checkpoint.objects.order_by("name"),
+        required=False,
+        help_text="differences are to this checkpoint (default: the first chosen)",
+    )

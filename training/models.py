@@ -90,15 +90,33 @@ class TrainingJob(models.Model):
 
 
 class EvaluationRun(models.Model):
-    """One task evaluated on one checkpoint. Filled by the evaluation issue."""
+    """One task evaluated on one checkpoint: the inputs that decide it, and its metrics."""
 
     checkpoint = models.ForeignKey(
         Checkpoint, on_delete=models.PROTECT, related_name="evaluation_runs"
     )
     task = models.CharField(max_length=50)
     data_path = models.CharField(max_length=500, blank=True)
+    data_sha256 = models.CharField(max_length=64, blank=True)
+    prompt = models.CharField(max_length=50, blank=True)
     params = models.JSONField(default=dict, blank=True)
+    judge = models.ForeignKey(
+        "annotation.JudgeConfig",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="evaluation_runs",
+    )
     metrics = models.JSONField(default=dict, blank=True)
+    item_count = models.PositiveIntegerField(default=0)
+    training_job = models.ForeignKey(
+        TrainingJob,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="evaluation_runs",
+        help_text="the training job that asked for this evaluation when it finished",
+    )
     job = models.OneToOneField(
         "workers.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluation"
     )
@@ -112,3 +130,32 @@ class EvaluationRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} on {self.checkpoint}"
+
+
+class EvaluationItem(models.Model):
+    """One evaluated item: what the policy saw and said, how it was read, and its score."""
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()
+    key = models.CharField(max_length=200)
+    subject = models.CharField(max_length=50, blank=True)
+    context = models.CharField(max_length=10, blank=True)
+    split = models.CharField(max_length=50, blank=True)
+    category = models.CharField(max_length=100, blank=True)
+    prompt = models.TextField()
+    answers = models.JSONField(default=list)
+    parsed = models.JSONField(default=list, blank=True)
+    gold = models.TextField(blank=True)
+    # Mean correctness over samples (scienceqa, pope) or the judge's score; None: unscored.
+    score = models.FloatField(null=True, blank=True)
+    record = models.JSONField(default=dict, blank=True, help_text="everything else the run kept")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "key"], name="evaluation_item_unique_key")
+        ]
+        indexes = [models.Index(fields=["run", "subject"]), models.Index(fields=["run", "score"])]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.key}"

@@ -205,7 +205,7 @@ def training_launch(
     if evaluations:
         from training.evaluations import evaluation_specs_check
 
-        evaluation_specs_check(evaluations)
+        evaluations = evaluation_specs_check(evaluations)
     with transaction.atomic():
         job = job_create(
             kind=Job.Kind.TRAINING,
@@ -425,7 +425,7 @@ def _launch_evaluations(training: TrainingJob, checkpoint: Checkpoint, user: Any
     from training.evaluations import evaluation_launch
 
     for spec in training.evaluations:
-        evaluation_launch(checkpoint=checkpoint, user=user, **spec)
+        evaluation_launch(checkpoint=checkpoint, user=user, training_job=training, **spec)
 
 
 def training_checkpoint(training: TrainingJob) -> Checkpoint | None:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import training_views, views
+from training import evaluation_views, training_views, views
 
 app_name = "training"
 urlpatterns = [
@@ -10,4 +10,7 @@ urlpatterns = [
     path("new/", training_views.training_new, name="training_new"),
     path("runs/<int:training_id>/", training_views.training_detail, name="training"),
     path("runs/<int:training_id>/live/", training_views.training_live, name="training_live"),
+    path("evaluations/", evaluation_views.evaluation_list, name="evaluations"),
+    path("evaluations/<int:run_id>/", evaluation_views.evaluation_detail, name="evaluation"),
+    path("compare/", evaluation_views.compare, name="compare"),
 ]

@@ -1,0 +1,41 @@
+"""Pure evaluation core (no Django): benchmark files in, per-item records and metrics out.
+
+`load_items` reads a local ScienceQA / POPE / open-ended / held-out file, `evaluate` asks a
+policy (any `generate` callable; `transformers_generate` for a checkpoint) and, for the judged
+tasks, a judge, and `bootstrap_diff` compares two runs item by item.
+"""
+
+from training.evaluation.data import TASKS, EvalItem, EvaluationError, load_items
+from training.evaluation.metrics import (
+    bootstrap_diff,
+    compute_metrics,
+    headline_metrics,
+    item_scores,
+    metric_value,
+)
+from training.evaluation.prompts import PROMPTS, render, render_review
+from training.evaluation.runner import (
+    EvaluationResult,
+    backend_generate,
+    evaluate,
+    transformers_generate,
+)
+
+__all__ = [
+    "PROMPTS",
+    "TASKS",
+    "EvalItem",
+    "EvaluationError",
+    "EvaluationResult",
+    "backend_generate",
+    "bootstrap_diff",
+    "compute_metrics",
+    "evaluate",
+    "headline_metrics",
+    "item_scores",
+    "load_items",
+    "metric_value",
+    "render",
+    "render_review",
+    "transformers_generate",
+]

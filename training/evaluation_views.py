@@ -1,0 +1,104 @@
+"""Staff pages for evaluations: launch and list, one run's items, the comparison."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.safestring import mark_safe
+
+from config.access import staff_required
+from datasets_app.charts import bars_svg
+from training import evaluations
+from training.evaluation.metrics import flatten_metrics
+from training.forms import CompareForm, EvaluationForm
+from training.models import EvaluationRun
+
+ITEMS_PER_PAGE = 50
+
+
+@staff_required
+def evaluation_list(request):
+    form = EvaluationForm(request.POST or None, initial=request.GET.dict())
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = evaluations.evaluation_launch(
+                checkpoint=form.cleaned_data["checkpoint"], user=request.user, **form.spec()
+            )
+        except ValueError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("training:evaluation", run_id=run.pk)
+    runs = EvaluationRun.objects.select_related("checkpoint", "job").order_by("-created_at")[:100]
+    return render(request, "training/evaluation_list.html", {"form": form, "runs": runs})
+
+
+@staff_required
+def evaluation_detail(request, run_id: int):
+    run = get_object_or_404(EvaluationRun.objects.select_related("checkpoint", "job"), pk=run_id)
+    items = run.items.all()
+    wrong = request.GET.get("wrong") == "1"
+    subject = request.GET.get("subject", "")
+    context = request.GET.get("context", "")
+    if wrong:
+        items = items.filter(score__lt=1)
+    if subject:
+        items = items.filter(subject=subject)
+    if context:
+        items = items.filter(context=context)
+    page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
+    subjects = sorted(set(run.items.exclude(subject="").values_list("subject", flat=True)))
+    contexts = sorted(set(run.items.exclude(context="").values_list("context", flat=True)))
+    context_data = {
+        "run": run,
+        "page": page,
+        "filters": {"wrong": wrong, "subject": subject, "context": context},
+        "subjects": subjects,
+        "contexts": contexts,
+        "metric_rows": flatten_metrics(run.metrics),
+    }
+    return render(request, "training/evaluation_detail.html", context_data)
+
+
+@staff_required
+def compare(request):
+    form = CompareForm(request.GET or None)
+    tables, charts = [], []
+    if form.is_valid():
+        # Oldest first: base, then what was trained from it, as the lineage goes.
+        checkpoints = sorted(form.cleaned_data["checkpoints"], key=lambda c: (c.created_at, c.pk))
+        tables = evaluations.evaluation_compare(
+            checkpoints=checkpoints,
+            tasks=form.cleaned_data["tasks"],
+            baseline=form.cleaned_data["baseline"],
+        )
+        for table in tables:
+            for index, (metric, _) in enumerate(_first_metrics(table)):
+                values = [
+                    (row["metrics"][index][1] or 0.0) if row["metrics"] else 0.0
+                    for row in table["rows"]
+                ]
+                labels = short_labels([row["checkpoint"].name for row in table["rows"]])
+                title = f"{table['task']}: {metric}"
+                charts.append(mark_safe(bars_svg(labels, values, title)))  # noqa: S308
+    return render(
+        request, "training/compare.html", {"form": form, "tables": tables, "charts": charts}
+    )
+
+
+def short_labels(names: list[str]) -> list[str]:
+    """Names without the prefix they share up to a '-' ("loop-1-base" -> "base"), so that
+    chart labels fit under their bars."""
+    if len(names) < 2:
+        return names
+    prefix = os.path.commonprefix(names)  # noqa: RUF071 - text, not paths
+    cut = prefix.rfind("-") + 1
+    return [name[cut:] or name for name in names]
+
+
+def _first_metrics(table: dict) -> list[tuple[str, object]]:
+    for row in table["rows"]:
+        if row["metrics"]:
+            return row["metrics"]
+    return []

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from training import evaluations
+
+
+@shared_task(name="workers.tasks.evaluation.run_evaluation", time_limit=48 * 3600)
+def run_evaluation(job_id: int) -> None:
+    evaluations.evaluation_run(job_id=job_id)
