@@ -6,7 +6,9 @@ reference log-probs, on the same config and data, in one run.
    write for the same job (load_dataset, from_pretrained, DPOTrainer(...).train(),
    save_model), both as subprocesses timed from outside, both with on-the-fly reference
    log-probs (the only kind TRL offers for vision data). Overhead = (runner - bare) /
-   runner wall time; the target is <= 10%.
+   runner wall time; the target is <= 10%. Also the runner under the job supervisor
+   (training/supervisor.py: its own process group, metrics tailed and folded each second),
+   i.e. a training job less its database writes.
 2. Precomputed reference: the runner with `precompute_ref_logps` on (a cold cache) against
    off; the train time of the DPO epochs with and without the reference forward, and the
    saving excluding and including the one-off precompute.
@@ -132,6 +134,37 @@ def run_runner(work: Path, name: str, base: dict, precompute: bool) -> dict:
     }
 
 
+def run_supervised(work: Path, name: str, base: dict) -> float:
+    """The runner as a training job runs it: under the supervisor (own process group,
+    metrics tailed every second and folded into the job's progress), minus the database."""
+    from training.supervisor import TrainingProgress, launch_command, supervise
+
+    out = work / name
+    config = {**base, "output_dir": str(out), "precompute_ref_logps": False}
+    cfg = work / f"{name}.json"
+    cfg.write_text(json.dumps(config))
+    progress = TrainingProgress()
+
+    def fold(events: list[dict]) -> None:
+        for event in events:
+            progress.feed(event)
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.perf_counter()
+    outcome = supervise(
+        launch_command(cfg),
+        metrics_path=out / "metrics.jsonl",
+        log_path=out / "runner.log",
+        on_events=fold,
+        should_stop=lambda: False,
+        env=env,
+    )
+    seconds = time.perf_counter() - start
+    if outcome.returncode != 0 or not progress.final:
+        raise SystemExit(f"supervised run failed: {(out / 'runner.log').read_text()[-3000:]}")
+    return seconds
+
+
 def run_bare(work: Path, name: str, base: dict, threads: int | None) -> float:
     from training.recipes.common import language_model_targets
     from training.recipes.config import LANGUAGE_MODEL_LINEAR
@@ -188,13 +221,15 @@ def main() -> None:
             "device": args.device,
             "torch_threads": threads,
         }
-        runner, bare, precomputed = [], [], []
-        for i in range(args.repeats):  # interleaved, so that load drifts hit all three alike
+        runner, bare, precomputed, supervised = [], [], [], []
+        for i in range(args.repeats):  # interleaved, so that load drifts hit them all alike
             bare.append(run_bare(work, f"bare-{i}", base, threads))
             runner.append(run_runner(work, f"runner-{i}", base, precompute=False))
+            supervised.append(run_supervised(work, f"job-{i}", base))
             precomputed.append(run_runner(work, f"pre-{i}", base, precompute=True))
 
     runner_wall = statistics.median(r["wall"] for r in runner)
+    supervised_wall = statistics.median(supervised)
     bare_wall = statistics.median(bare)
     on_the_fly = statistics.median(r["train"] for r in runner)
     pre_train = statistics.median(r["train"] for r in precomputed)
@@ -212,6 +247,10 @@ def main() -> None:
                 "bare_trl_wall_s": round(bare_wall, 2),
                 "runner_wall_s": round(runner_wall, 2),
                 "runner_overhead_fraction": round((runner_wall - bare_wall) / runner_wall, 4),
+                "supervised_job_wall_s": round(supervised_wall, 2),
+                "supervised_overhead_fraction": round(
+                    (supervised_wall - bare_wall) / supervised_wall, 4
+                ),
                 "overhead_target": 0.10,
                 "dpo_train_s_on_the_fly_ref": round(on_the_fly, 2),
                 "dpo_train_s_precomputed_ref": round(pre_train, 2),

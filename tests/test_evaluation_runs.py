@@ -19,7 +19,7 @@ from training import evaluations
 from training.models import Checkpoint, EvaluationItem, EvaluationRun
 from workers.models import Job
 
-pytestmark = [pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db, pytest.mark.db_backend]
 
 
 @pytest.fixture
@@ -178,3 +178,15 @@ def test_a_training_job_can_ask_for_evaluations(shapes, base, settings, tmp_path
     (run,) = EvaluationRun.objects.filter(checkpoint=checkpoint)
     assert run.training_job == training and run.params["limit"] == 4
     assert run.job.queue == "gpu" and run.job.status == Job.Status.QUEUED
+
+
+def test_evaluation_lines_parse_for_the_form_and_the_command():
+    from training.evaluations import parse_evaluation_specs
+
+    text = 'scienceqa /d/sqa.parquet split="test" limit=200\n\n# a comment\npope /d/pope.parquet'
+    assert parse_evaluation_specs(text) == [
+        {"task": "scienceqa", "data": "/d/sqa.parquet", "split": "test", "limit": 200},
+        {"task": "pope", "data": "/d/pope.parquet"},
+    ]
+    with pytest.raises(ValueError, match="TASK DATA"):
+        parse_evaluation_specs("scienceqa")

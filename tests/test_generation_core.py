@@ -208,3 +208,33 @@ def test_generated_text_loses_nul_characters():
     from training.generation.core import clean_text
 
     assert clean_text(" a\x00b \n") == "ab"
+
+
+STEER = "helpfulness:4,correctness:4,coherence:4,complexity:1,verbosity:1"
+
+
+def test_steered_generation_opens_the_assistant_turn_with_the_label(tiny_policy):
+    from training.generation.core import chat_text
+
+    plain = SamplingParams(k=2, temperature=0.9, max_new_tokens=8, seed=1)
+    steered = SamplingParams(k=2, temperature=0.9, max_new_tokens=8, seed=1, steer=STEER)
+    request = _requests(1)[0]
+    processor = tiny_policy.processor
+    assert chat_text(processor, request, steered) == chat_text(processor, request, plain) + (
+        STEER + "\n"
+    )
+    backend = TransformersBackend(tiny_policy)
+    label_tokens = len(processor.tokenizer(STEER + "\n", add_special_tokens=False).input_ids)
+    assert backend.prompt_tokens(request, steered) >= backend.prompt_tokens(request, plain) + (
+        label_tokens - 1  # the newline may merge with the template's last token
+    )
+    out = _run(tiny_policy, steered, requests=[request])
+    assert len(out[request.key]) == 2 and out != _run(tiny_policy, plain, requests=[request])
+    # the label is part of what decides a sample; no label leaves the old hashes alone
+    assert steered.config_hash != plain.config_hash
+    assert "steer" not in plain.sample_config()
+
+
+def test_a_malformed_steering_label_is_refused():
+    with pytest.raises(ValueError, match="bad SteerLM label part"):
+        SamplingParams(steer="helpfulness:9").validate()

@@ -43,6 +43,7 @@ from workers.jobs import job_request_cancel, jobs_fail_stale
 from workers.models import Job
 from workers.services import job_resume
 
+pytestmark = [pytest.mark.db_backend]
 ROOT = Path(__file__).resolve().parent.parent
 LETTERS = "ABCDEFGH"
 # Small, fast and stable on a 2-core CPU (see tests/test_recipes.py for why one thread).
@@ -532,6 +533,8 @@ def test_the_launch_page_refuses_a_bad_config_and_launches_a_good_one(
     page = client.post(url, form)
     assert page.status_code == 200 and b"lora_r must be at least 1" in page.content
     assert not TrainingJob.objects.exists() and not sent
+    page = client.post(url, {**form, "overrides": "max_steps=5", "evaluations": "scienceqa"})
+    assert b"TASK DATA" in page.content and not TrainingJob.objects.exists()
     page = client.post(url, {**form, "overrides": "max_steps=5\nbeta=0.2"})
     training = TrainingJob.objects.get()
     assert page.status_code == 302 and page.url == reverse("training:training", args=[training.pk])

@@ -25,6 +25,13 @@ class GenerationForm(forms.Form):
     top_p = forms.FloatField(min_value=0.01, max_value=1, initial=1.0)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=256)
     seed = forms.IntegerField(initial=0)
+    steer = forms.CharField(
+        required=False,
+        max_length=200,
+        label="SteerLM attributes",
+        help_text="for a SteerLM checkpoint: e.g. helpfulness:4,correctness:4,coherence:4,"
+        "complexity:2,verbosity:1 opens each answer",
+    )
     backend = forms.ChoiceField(
         choices=[("auto", "auto"), ("transformers", "transformers"), ("vllm", "vllm")],
         initial="auto",
@@ -66,6 +73,7 @@ class GenerationForm(forms.Form):
             max_new_tokens=d["max_new_tokens"],
             seed=d["seed"],
             template=d["template"],
+            steer=d.get("steer") or "",
         )
 
 
@@ -94,6 +102,23 @@ class TrainingLaunchForm(forms.Form):
         label="DeepSpeed",
     )
     name = forms.CharField(required=False, max_length=150, help_text="default: recipe-dataset-time")
+    evaluations = forms.CharField(
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": "scienceqa var/shapes/scienceqa.parquet split=test"}
+        ),
+        required=False,
+        max_length=10_000,
+        help_text="run on the checkpoint when training ends: one 'TASK DATA [key=value ...]' "
+        "per line",
+    )
+
+    def clean_evaluations(self) -> list[dict]:
+        from training.evaluations import parse_evaluation_specs
+
+        try:
+            return parse_evaluation_specs(self.cleaned_data["evaluations"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_overrides(self) -> dict:
         try:

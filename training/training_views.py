@@ -35,6 +35,7 @@ def training_new(request):
                 gpus=d["gpus"],
                 zero=d["zero"] or None,
                 name=d["name"],
+                evaluations=d["evaluations"],
                 user=request.user,
             )
         except ValueError as exc:

@@ -149,6 +149,16 @@ def _conversation(request: GenerationRequest, template: str) -> list[dict[str, A
     return [{"role": "user", "content": content}]
 
 
+def chat_text(processor: Any, request: GenerationRequest, params: SamplingParams) -> str:
+    """The prompt text up to where the model writes: the chat template with its generation
+    prompt, and for steered SteerLM generation the attribute string and its newline (the
+    layout the SteerLM recipe trained on: the label opens the assistant turn)."""
+    text = processor.apply_chat_template(
+        _conversation(request, params.template), add_generation_prompt=True
+    )
+    return f"{text}{params.steer}\n" if params.steer else text
+
+
 class TransformersBackend:
     """`model.generate` on the loaded policy; bf16 on GPU (as loaded), float32 on CPU."""
 
@@ -159,9 +169,7 @@ class TransformersBackend:
         self._image_tokens: int | None = None
 
     def _text(self, request: GenerationRequest, params: SamplingParams) -> str:
-        return self.policy.processor.apply_chat_template(
-            _conversation(request, params.template), add_generation_prompt=True
-        )
+        return chat_text(self.policy.processor, request, params)
 
     def prompt_tokens(self, request: GenerationRequest, params: SamplingParams) -> int:
         processor = self.policy.processor
@@ -284,10 +292,7 @@ class VllmBackend:
         inputs = []
         sampling = []
         for r in requests:
-            text = self.processor.apply_chat_template(
-                _conversation(r, params.template), add_generation_prompt=True
-            )
-            item: dict[str, Any] = {"prompt": text}
+            item: dict[str, Any] = {"prompt": chat_text(self.processor, r, params)}
             if r.image is not None:
                 item["multi_modal_data"] = {"image": r.image.convert("RGB")}
             inputs.append(item)

@@ -26,6 +26,9 @@ class SamplingParams:
     max_new_tokens: int = 256
     seed: int = 0
     template: str = "plain"
+    # SteerLM: the attribute string ("helpfulness:4,correctness:4,...") the assistant turn
+    # starts with, as the model was trained; the model writes on from there.
+    steer: str = ""
 
     def validate(self) -> None:
         from training.generation.templates import TEMPLATES
@@ -42,6 +45,10 @@ class SamplingParams:
             raise ValueError(
                 f"max_new_tokens must be between 1 and 8192, not {self.max_new_tokens}"
             )
+        if self.steer:
+            from datasets_app.curation.strategies import parse_steerlm_label
+
+            parse_steerlm_label(self.steer)  # ValueError names the bad part
         if self.template not in TEMPLATES:
             names = ", ".join(sorted(TEMPLATES))
             raise ValueError(f"unknown prompt template {self.template!r}; templates are {names}")
@@ -54,6 +61,8 @@ class SamplingParams:
         """
         d = asdict(self)
         del d["k"], d["template"]
+        if not d["steer"]:
+            del d["steer"]  # unsteered samples keep the hashes they had before steering existed
         return d
 
     @property

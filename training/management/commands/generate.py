@@ -33,6 +33,12 @@ class Command(BaseCommand):
         parser.add_argument("--max-new-tokens", type=int, default=256)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--template", default="plain", choices=sorted(TEMPLATES))
+        parser.add_argument(
+            "--steer",
+            default="",
+            help="SteerLM checkpoints: the attribute string each answer opens with, e.g. "
+            "helpfulness:4,correctness:4,coherence:4,complexity:2,verbosity:1",
+        )
         parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm"])
         parser.add_argument("--token-budget", type=int)
         parser.add_argument("--enqueue", action="store_true", help="queue it on the gpu queue")
@@ -58,6 +64,7 @@ class Command(BaseCommand):
             max_new_tokens=o["max_new_tokens"],
             seed=o["seed"],
             template=o["template"],
+            steer=o["steer"],
         )
         try:
             job = services.generation_launch(

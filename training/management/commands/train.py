@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from datasets_app.exports import dataset_version_by_spec
 from training import trainings
+from training.evaluations import parse_evaluation_specs
 from training.management.commands.generate import _by_name_or_id
 from training.models import Checkpoint
 from training.recipes.config import PRESETS, RECIPES
@@ -32,12 +33,20 @@ class Command(BaseCommand):
         parser.add_argument("--gpus", type=int, default=1)
         parser.add_argument("--zero", choices=sorted(ZERO_STAGES))
         parser.add_argument("--name", default="", help="run and checkpoint name")
+        parser.add_argument(
+            "--evaluate",
+            action="append",
+            default=[],
+            metavar="'TASK DATA [key=value ...]'",
+            help="an evaluation to run on the checkpoint when training ends (repeatable)",
+        )
         parser.add_argument("--enqueue", action="store_true", help="queue it on the gpu queue")
 
     def handle(self, *args, **o):
         base = _by_name_or_id(Checkpoint, o["base"], "checkpoint")
         try:
             version = dataset_version_by_spec(o["dataset"])
+            evaluations = parse_evaluation_specs(o["evaluate"])
             training = trainings.training_launch(
                 recipe=o["recipe"],
                 dataset_version=version,
@@ -47,6 +56,7 @@ class Command(BaseCommand):
                 gpus=o["gpus"],
                 zero=o["zero"],
                 name=o["name"],
+                evaluations=evaluations,
                 enqueue=o["enqueue"],
             )
         except ValueError as exc:
