@@ -7,7 +7,7 @@ reference log-probs, on the same config and data, in one run.
    save_model), both as subprocesses timed from outside, both with on-the-fly reference
    log-probs (the only kind TRL offers for vision data). Overhead = (runner - bare) /
    runner wall time; the target is <= 10%. Also the runner under the job supervisor
-   (training/supervisor.py: its own process group, metrics tailed and folded each second),
+   (workers/supervisor.py: its own process group, metrics tailed and folded each second),
    i.e. a training job less its database writes.
 2. Precomputed reference: the runner with `precompute_ref_logps` on (a cold cache) against
    off; the train time of the DPO epochs with and without the reference forward, and the
@@ -137,7 +137,8 @@ def run_runner(work: Path, name: str, base: dict, precompute: bool) -> dict:
 def run_supervised(work: Path, name: str, base: dict) -> float:
     """The runner as a training job runs it: under the supervisor (own process group,
     metrics tailed every second and folded into the job's progress), minus the database."""
-    from training.supervisor import TrainingProgress, launch_command, supervise
+    from training.runs import TrainingProgress, launch_command
+    from workers.supervisor import supervise
 
     out = work / name
     config = {**base, "output_dir": str(out), "precompute_ref_logps": False}

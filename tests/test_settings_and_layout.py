@@ -33,7 +33,8 @@ PURE_CORE = [
     "datasets_app.export",
     "datasets_app.charts",
     "training.recipes",
-    "training.supervisor",
+    "training.runs",
+    "workers.supervisor",
     "training.evaluation",
 ]
 

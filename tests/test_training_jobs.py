@@ -31,17 +31,11 @@ from datasets_app.shapes import make_shapes
 from training import trainings
 from training.models import Checkpoint, TrainingJob
 from training.recipes.config import last_checkpoint
-from training.supervisor import (
-    ACCELERATE_CONFIGS,
-    ZERO_STAGES,
-    MetricsTail,
-    TrainingProgress,
-    launch_command,
-    supervise,
-)
+from training.runs import ACCELERATE_CONFIGS, ZERO_STAGES, TrainingProgress, launch_command
 from workers.jobs import job_request_cancel, jobs_fail_stale
 from workers.models import Job
 from workers.services import job_resume
+from workers.supervisor import MetricsTail, supervise
 
 pytestmark = [pytest.mark.db_backend]
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from training.evaluation import TASKS
 from training.generation import TEMPLATES, SamplingParams
 from training.models import Checkpoint
 from training.recipes.config import PRESETS
-from training.supervisor import ZERO_STAGES
+from training.runs import ZERO_STAGES
 from training.trainings import parse_overrides
 
 

@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from training.recipes.config import ConfigError, TrainConfig, last_checkpoint
+from workers.supervisor import SUPERVISOR_PID_ENV
 
 METRICS_FILE = "metrics.jsonl"
-# Set by the job supervisor to its own pid: the run stops itself when that process dies.
-SUPERVISOR_PID_ENV = "STUDIO_SUPERVISOR_PID"
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
 

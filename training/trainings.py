@@ -34,10 +34,11 @@ from training.recipes.config import (
     TrainConfig,
 )
 from training.run import EXIT_BAD_CONFIG, METRICS_FILE
+from training.runs import ZERO_STAGES, TrainingProgress, launch_command
 from training.services import checkpoint_location
-from training.supervisor import ZERO_STAGES, TrainingProgress, launch_command, supervise
 from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_running
 from workers.models import Job
+from workers.supervisor import supervise
 
 # Set by the site from the launch form: a user's overrides may not change them.
 MANAGED_KEYS = frozenset(
@@ -59,24 +60,20 @@ HEARTBEAT_WRITE_S = 10.0
 
 def code_version() -> str:
     """The git commit the site runs (with -dirty for local changes), or "unknown"."""
-    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit

@@ -6,7 +6,7 @@ from training.evaluations import parse_evaluation_specs
 from training.management.commands.generate import _by_name_or_id
 from training.models import Checkpoint
 from training.recipes.config import PRESETS, RECIPES
-from training.supervisor import ZERO_STAGES
+from training.runs import ZERO_STAGES
 from workers.models import Job
 from workers.progress import run_here_with_progress
 
