@@ -55,6 +55,7 @@ def test_staff_launches_a_generation_job_on_the_gpu_queue(
         "max_new_tokens": 64,
         "seed": 0,
         "template": "cot_thought",
+        "steer": "",
     }
     assert job.params["prompt_ids"] == sorted(job.params["prompt_ids"])
 
