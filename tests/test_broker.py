@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from tests.conftest import free_port
+from tests.processes import database_url
 from workers.models import Job
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
@@ -42,19 +42,11 @@ def redis_url(tmp_path):
     server.wait(10)
 
 
-def _database_url() -> str:
-    """The URL of the test database this process uses, for the subprocesses."""
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
-
-
 def _env(redis_url: str, tmp_path: Path) -> dict[str, str]:
     return {
         **os.environ,
         "REDIS_URL": redis_url,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "VAR_DIR": str(tmp_path / "var"),
         "PYTHONUNBUFFERED": "1",
     }

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.urls import reverse
 
 from annotation import services as judging
@@ -28,6 +27,7 @@ from datasets_app import versions
 from datasets_app.models import DatasetVersion
 from datasets_app.services import prompts_import
 from datasets_app.shapes import make_shapes
+from tests.processes import database_url
 from training import trainings
 from training.models import Checkpoint, TrainingJob
 from training.recipes.config import last_checkpoint
@@ -397,18 +397,11 @@ def test_an_sft_job_lowers_eval_loss(learn_versions, base):
 
 
 def _worker_env(tmp_path: Path) -> dict[str, str]:
-    s = connection.settings_dict
-    assert connection.vendor == "sqlite" or s["HOST"], "a database other processes can reach"
-    url = (
-        f"sqlite:///{s['NAME']}"
-        if connection.vendor == "sqlite"
-        else f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
-    )
     from django.conf import settings
 
     return {
         **os.environ,
-        "DATABASE_URL": url,
+        "DATABASE_URL": database_url(),
         "CHECKPOINT_ROOT": str(settings.CHECKPOINT_ROOT),
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "VAR_DIR": str(tmp_path / "worker-var"),
@@ -561,11 +554,8 @@ def test_the_job_page_draws_curves_and_the_list_shows_lineage(
     listing = client.get(reverse("training:trainings")).content.decode()
     assert listing.index("tiny-base") < listing.index("child") and 'data-depth="1"' in listing
     # the generic job page sends training jobs to their own page
-    assert client.get(reverse("workers:job", args=[job.pk])).url == page_url(training)
-
-
-def page_url(training: TrainingJob) -> str:
-    return reverse("training:training", args=[training.pk])
+    job_page = client.get(reverse("workers:job", args=[job.pk]))
+    assert job_page.url == reverse("training:training", args=[training.pk])
 
 
 def test_training_pages_are_for_staff_only(client, annotator, small_versions, base):

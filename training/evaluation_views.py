@@ -6,7 +6,7 @@ import os
 
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 
 from config.access import staff_required
 from datasets_app.charts import bars_svg
@@ -48,8 +48,8 @@ def evaluation_detail(request, run_id: int):
     if context:
         items = items.filter(context=context)
     page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
-    subjects = sorted(set(run.items.exclude(subject="").values_list("subject", flat=True)))
-    contexts = sorted(set(run.items.exclude(context="").values_list("context", flat=True)))
+    subjects = _distinct(run, "subject")
+    contexts = _distinct(run, "context")
     context_data = {
         "run": run,
         "page": page,
@@ -73,18 +73,16 @@ def compare(request):
             tasks=form.cleaned_data["tasks"],
             baseline=form.cleaned_data["baseline"],
         )
-        for table in tables:
-            for index, (metric, _) in enumerate(_first_metrics(table)):
-                values = [
-                    (row["metrics"][index][1] or 0.0) if row["metrics"] else 0.0
-                    for row in table["rows"]
-                ]
-                labels = short_labels([row["checkpoint"].name for row in table["rows"]])
-                title = f"{table['task']}: {metric}"
-                charts.append(mark_safe(bars_svg(labels, values, title)))  # noqa: S308
+        charts = _charts(tables)
     return render(
         request, "training/compare.html", {"form": form, "tables": tables, "charts": charts}
     )
+
+
+def _distinct(run: EvaluationRun, field: str) -> list[str]:
+    """The values of `field` among the run's items, for a filter menu (one query)."""
+    values = run.items.exclude(**{field: ""}).order_by(field).values_list(field, flat=True)
+    return list(values.distinct())
 
 
 def short_labels(names: list[str]) -> list[str]:
@@ -97,8 +95,16 @@ def short_labels(names: list[str]) -> list[str]:
     return [name[cut:] or name for name in names]
 
 
-def _first_metrics(table: dict) -> list[tuple[str, object]]:
-    for row in table["rows"]:
-        if row["metrics"]:
-            return row["metrics"]
-    return []
+def _charts(tables: list[dict]) -> list[SafeString]:
+    """A bar chart per task and headline metric, one bar per checkpoint (0 where missing)."""
+    charts = []
+    for table in tables:
+        labels = short_labels([row["checkpoint"].name for row in table["rows"]])
+        for index, metric in enumerate(table["metric_names"]):
+            values = [
+                (row["values"][index] if "values" in row else None) or 0.0 for row in table["rows"]
+            ]
+            title = f"{table['task']}: {metric}"
+            # bars_svg escapes every label and number it writes.
+            charts.append(mark_safe(bars_svg(labels, values, title)))  # noqa: S308
+    return charts

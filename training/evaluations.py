@@ -8,7 +8,7 @@ item as an `EvaluationItem`, and the comparison of checkpoints with bootstrap in
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from training.evaluation import (
     transformers_generate,
 )
 from training.evaluation.prompts import prompt_name
-from training.evaluation.runner import JUDGE_TASKS, MAX_SAMPLES
+from training.evaluation.runner import JUDGE_TASKS
+from training.generation import SamplingParams
 from training.modeling import ModelLoadError, load_policy_cached
 from training.models import Checkpoint, EvaluationItem, EvaluationRun, TrainingJob
 from training.services import checkpoint_location
@@ -79,18 +80,19 @@ class EvaluationSpec:
             self.prompt = prompt_name(self.task, self.prompt or None)
         except EvaluationError as exc:
             errors.append(str(exc))
-        if not 0 <= self.temperature <= 2:
-            errors.append(f"temperature must be between 0 and 2, not {self.temperature}")
-        if not 1 <= self.samples <= MAX_SAMPLES:
-            errors.append(f"samples must be between 1 and {MAX_SAMPLES}, not {self.samples}")
-        if self.temperature == 0 and self.samples > 1:
-            errors.append("temperature 0 is greedy: several samples would all be the same")
         if self.limit is not None and self.limit < 1:
             errors.append(f"limit must be at least 1, not {self.limit}")
         if self.max_new_tokens is None:
             self.max_new_tokens = _max_new_tokens(self.task, self.prompt or "")
-        elif not 1 <= self.max_new_tokens <= 8192:
-            errors.append(f"max_new_tokens must be between 1 and 8192, not {self.max_new_tokens}")
+        try:  # the sampling rules of generation, which the run goes through
+            SamplingParams(
+                k=self.samples,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
+                seed=self.seed,
+            ).validate()
+        except ValueError as exc:
+            errors.append(str(exc).replace("k must", "samples must", 1))
         if self.task in JUDGE_TASKS:
             if self.judge_id is None:
                 errors.append(f"{self.task} needs a judge")
@@ -112,17 +114,11 @@ class EvaluationSpec:
         return self
 
     def params(self) -> dict[str, Any]:
-        return {
-            "temperature": self.temperature,
-            "samples": self.samples,
-            "max_new_tokens": self.max_new_tokens,
-            "limit": self.limit,
-            "all_contexts": self.all_contexts,
-            "split": self.split,
-            "seed": self.seed,
-        }
+        """What the run stores as its parameters (task, file, prompt and judge have columns)."""
+        return {k: v for k, v in asdict(self).items() if k not in RUN_COLUMNS}
 
 
+RUN_COLUMNS = ("task", "data", "prompt", "judge_id")
 SPEC_KEYS = frozenset(f.name for f in fields(EvaluationSpec))
 
 
@@ -162,15 +158,7 @@ def evaluation_specs_check(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             spec = _spec(dict(values))
         except ValueError as exc:
             raise ValueError(f"evaluation {i}: {exc}") from None
-        out.append(
-            {
-                "task": spec.task,
-                "data": spec.data,
-                "prompt": spec.prompt,
-                "judge_id": spec.judge_id,
-                **spec.params(),
-            }
-        )
+        out.append(asdict(spec))
     return out
 
 
@@ -345,6 +333,28 @@ BREAKDOWNS = {
 }
 
 
+def _breakdown(rows: list[dict[str, Any]], key: str, label: str, metric: str) -> dict | None:
+    """One breakdown table: the groups any run reports under `key`, a row per checkpoint."""
+    groups: list[str] = []
+    for row in rows:
+        for group in row["run"].metrics.get(key) or {} if row["run"] else {}:
+            if group not in groups:
+                groups.append(group)
+    if not groups:
+        return None
+    cells = [
+        (
+            row["checkpoint"].name,
+            [
+                metric_value(row["run"].metrics, f"{key}.{g}.{metric}") if row["run"] else None
+                for g in groups
+            ],
+        )
+        for row in rows
+    ]
+    return {"label": label, "metric": metric, "groups": groups, "rows": cells}
+
+
 def evaluation_compare(
     *,
     checkpoints: list[Checkpoint],
@@ -352,53 +362,45 @@ def evaluation_compare(
     baseline: Checkpoint | None = None,
     n_resamples: int = 1000,
 ) -> list[dict[str, Any]]:
-    """Per task: each checkpoint's headline metrics, its difference to the baseline on the
-    items both scored with a paired bootstrap 95% interval, and the per-group breakdowns."""
+    """Per task: each checkpoint's headline metrics (`values`, in the order of
+    `metric_names`), its difference to the baseline on the items both scored with a paired
+    bootstrap 95% interval, and the per-group breakdowns."""
     baseline = baseline or (checkpoints[0] if checkpoints else None)
     runs = latest_runs(checkpoints, tasks)
+    scores: dict[int, dict[str, float]] = {}  # one items query per run
+
+    def scores_of(run: EvaluationRun) -> dict[str, float]:
+        if run.pk not in scores:
+            scores[run.pk] = _scores(run)
+        return scores[run.pk]
+
     tables = []
     for task in tasks:
+        names = headline_metrics(task)
         base_run = runs.get((baseline.pk, task)) if baseline else None
-        base_scores = _scores(base_run) if base_run else {}
         rows = []
         for checkpoint in checkpoints:
             run = runs.get((checkpoint.pk, task))
-            row: dict[str, Any] = {"checkpoint": checkpoint, "run": run, "metrics": []}
+            row: dict[str, Any] = {"checkpoint": checkpoint, "run": run}
             if run is not None:
-                row["metrics"] = [(m, metric_value(run.metrics, m)) for m in headline_metrics(task)]
+                row["values"] = [metric_value(run.metrics, m) for m in names]
                 row["n"] = run.item_count
                 row["parse_failures"] = run.metrics.get("parse_failures")
-                scores = _scores(run)
-                if base_run is not None and run.pk != base_run.pk and scores and base_scores:
-                    row["diff"] = bootstrap_diff(base_scores, scores, n_resamples=n_resamples)
+                if base_run is not None and run.pk != base_run.pk:
+                    mine, theirs = scores_of(run), scores_of(base_run)
+                    if mine and theirs:
+                        row["diff"] = bootstrap_diff(theirs, mine, n_resamples=n_resamples)
             rows.append(row)
-        breakdowns = []
-        for key, label, metric in BREAKDOWNS.get(task, ()):
-            groups: list[str] = []
-            for row in rows:
-                for group in (row["run"].metrics.get(key) or {}) if row["run"] else {}:
-                    if group not in groups:
-                        groups.append(group)
-            if groups:
-                cells = [
-                    (
-                        row["checkpoint"].name,
-                        [
-                            metric_value(row["run"].metrics, f"{key}.{g}.{metric}")
-                            if row["run"]
-                            else None
-                            for g in groups
-                        ],
-                    )
-                    for row in rows
-                ]
-                breakdowns.append(
-                    {"label": label, "metric": metric, "groups": groups, "rows": cells}
-                )
+        breakdowns = [
+            table
+            for key, label, metric in BREAKDOWNS.get(task, ())
+            if (table := _breakdown(rows, key, label, metric)) is not None
+        ]
         tables.append(
             {
                 "task": task,
                 "baseline": baseline,
+                "metric_names": names,
                 "rows": rows,
                 "breakdowns": breakdowns,
             }

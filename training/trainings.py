@@ -36,7 +36,14 @@ from training.recipes.config import (
 from training.run import EXIT_BAD_CONFIG, METRICS_FILE
 from training.runs import ZERO_STAGES, TrainingProgress, launch_command
 from training.services import checkpoint_location
-from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_running
+from workers.jobs import (
+    JobCancelled,
+    JobFailed,
+    job_create,
+    job_enqueue,
+    job_log_append,
+    job_running,
+)
 from workers.models import Job
 from workers.supervisor import supervise
 
@@ -311,9 +318,7 @@ class _Recorder:
         job.progress_done = min(p.step, job.progress_total)
         job.heartbeat_at = timezone.now()
         self._last_heartbeat = job.heartbeat_at.timestamp()
-        stamp = job.heartbeat_at.strftime("%H:%M:%S")
-        if lines:
-            job.log_tail = (job.log_tail + "".join(f"[{stamp}] {x}\n" for x in lines))[-8000:]
+        job_log_append(job, lines)
         job.save(
             update_fields=["metrics", "progress_total", "progress_done", "heartbeat_at", "log_tail"]
         )

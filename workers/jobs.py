@@ -96,9 +96,15 @@ def job_claim(job_id: int, *, resumable: bool = False) -> Job | None:
     return None
 
 
-def job_log(job: Job, line: str) -> None:
+def job_log_append(job: Job, lines: list[str]) -> None:
+    """Add time-stamped lines to the job's log tail in memory; the caller saves the row."""
     stamp = timezone.now().strftime("%H:%M:%S")
-    job.log_tail = (job.log_tail + f"[{stamp}] {line}\n")[-LOG_TAIL_CHARS:]
+    added = "".join(f"[{stamp}] {line}\n" for line in lines)
+    job.log_tail = (job.log_tail + added)[-LOG_TAIL_CHARS:]
+
+
+def job_log(job: Job, line: str) -> None:
+    job_log_append(job, [line])
     job.save(update_fields=["log_tail"])
 
 

@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation import services
 from annotation.judges.runner import RunLimits
+from config.commands import object_by_name_or_id
 from datasets_app.models import Source
 from training.models import Checkpoint
 from workers.models import Job
@@ -37,15 +38,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **o):
-        source = checkpoint = None
-        if o["source"]:
-            source = Source.objects.filter(name=o["source"]).first()
-            if source is None:
-                raise CommandError(f"no source named {o['source']!r}")
-        if o["checkpoint"]:
-            checkpoint = Checkpoint.objects.filter(name=o["checkpoint"]).first()
-            if checkpoint is None:
-                raise CommandError(f"no checkpoint named {o['checkpoint']!r}")
+        source = object_by_name_or_id(Source, o["source"], "source") if o["source"] else None
+        checkpoint = (
+            object_by_name_or_id(Checkpoint, o["checkpoint"], "checkpoint")
+            if o["checkpoint"]
+            else None
+        )
         try:
             config = services.judge_config_from_spec(
                 o["judge"],

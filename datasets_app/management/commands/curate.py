@@ -3,6 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.services import judge_config_from_spec
+from config.commands import object_by_name_or_id
 from datasets_app import versions
 from datasets_app.curation import STRATEGIES
 from datasets_app.models import Source
@@ -48,12 +49,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **o):
-        sources = []
-        for name in o["source"]:
-            source = Source.objects.filter(name=name).first()
-            if source is None:
-                raise CommandError(f"no source named {name!r}")
-            sources.append(source)
+        sources = [object_by_name_or_id(Source, name, "source") for name in o["source"]]
         selection = {"split": o["split"]}
         if len(sources) == 1:
             selection["source_id"] = sources[0].pk

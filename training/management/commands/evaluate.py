@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import JudgeConfig
+from config.commands import object_by_name_or_id
 from training import evaluations
 from training.evaluation import TASKS
 from training.evaluation.metrics import flatten_metrics
-from training.management.commands.generate import _by_name_or_id
 from training.models import Checkpoint
 from workers.models import Job
 from workers.progress import run_here_with_progress
@@ -33,8 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--enqueue", action="store_true", help="queue it on the gpu queue")
 
     def handle(self, *args, **o):
-        checkpoint = _by_name_or_id(Checkpoint, o["checkpoint"], "checkpoint")
-        judge = _by_name_or_id(JudgeConfig, o["judge"], "judge") if o["judge"] else None
+        checkpoint = object_by_name_or_id(Checkpoint, o["checkpoint"], "checkpoint")
+        judge = object_by_name_or_id(JudgeConfig, o["judge"], "judge") if o["judge"] else None
         try:
             run = evaluations.evaluation_launch(
                 checkpoint=checkpoint,

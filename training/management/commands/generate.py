@@ -1,20 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from config.commands import object_by_name_or_id
 from datasets_app.models import Source
 from training import services
 from training.generation import TEMPLATES, SamplingParams
 from training.models import Checkpoint
 from workers.models import Job
 from workers.progress import run_here_with_progress
-
-
-def _by_name_or_id(model, value: str, what: str):
-    found = model.objects.filter(name=value).first()
-    if found is None and value.isdigit():
-        found = model.objects.filter(pk=int(value)).first()
-    if found is None:
-        raise CommandError(f"no {what} named {value!r}")
-    return found
 
 
 class Command(BaseCommand):
@@ -44,8 +36,8 @@ class Command(BaseCommand):
         parser.add_argument("--enqueue", action="store_true", help="queue it on the gpu queue")
 
     def handle(self, *args, **o):
-        checkpoint = _by_name_or_id(Checkpoint, o["checkpoint"], "checkpoint")
-        source = _by_name_or_id(Source, o["source"], "source") if o["source"] else None
+        checkpoint = object_by_name_or_id(Checkpoint, o["checkpoint"], "checkpoint")
+        source = object_by_name_or_id(Source, o["source"], "source") if o["source"] else None
         try:
             ids = [int(x) for x in o["prompt_ids"].split(",") if x.strip()]
         except ValueError:

@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from config.commands import object_by_name_or_id
 from datasets_app.exports import dataset_version_by_spec
 from training import trainings
 from training.evaluations import parse_evaluation_specs
-from training.management.commands.generate import _by_name_or_id
 from training.models import Checkpoint
 from training.recipes.config import PRESETS, RECIPES
 from training.runs import ZERO_STAGES
@@ -43,7 +43,7 @@ class Command(BaseCommand):
         parser.add_argument("--enqueue", action="store_true", help="queue it on the gpu queue")
 
     def handle(self, *args, **o):
-        base = _by_name_or_id(Checkpoint, o["base"], "checkpoint")
+        base = object_by_name_or_id(Checkpoint, o["base"], "checkpoint")
         try:
             version = dataset_version_by_spec(o["dataset"])
             evaluations = parse_evaluation_specs(o["evaluate"])
