@@ -3,6 +3,7 @@ from django import forms
 from annotation.judges.prompt import prompt_versions
 from annotation.judges.runner import RunLimits
 from annotation.models import JudgeConfig
+from annotation.selectors import judge_config_choices
 from datasets_app.models import Prompt, Source
 from training.models import Checkpoint
 
@@ -72,7 +73,11 @@ class CampaignForm(forms.Form):
     show_judge_suggestions = forms.BooleanField(
         required=False, help_text="show a judge's scores as hints (they anchor people)"
     )
-    suggestion_judge = forms.ModelChoiceField(JudgeConfig.objects.order_by("name"), required=False)
+    suggestion_judge = forms.ModelChoiceField(JudgeConfig.objects.none(), required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["suggestion_judge"].queryset = judge_config_choices()
 
     def service_kwargs(self) -> dict:
         d = self.cleaned_data

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import mimetypes
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +35,69 @@ Group = tuple[Prompt, list[Completion]]
 MAX_FAILURES_SHOWN = 50
 
 
+# Model names as the providers spell them: "gpt-4o-mini", "ft:gpt-4o-mini:org::id",
+# "models/gemini-2.5-flash", a vLLM served name such as "llava-hf/llava-1.5-7b-hf".
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def judge_config_check(*, provider: str, model: str, base_url: str = "") -> None:
+    """Refuse, with a message for the user, a judge that cannot be called from here: an
+    unknown provider, a missing or odd model name, no API key, a base URL that is not
+    http(s), a local checkpoint whose config does not load. Runs before a configuration is
+    saved and before a job is queued, so that a refused judge leaves nothing behind."""
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown judge provider {provider!r}; use {', '.join(PROVIDERS)}")
+    if provider != "oracle" and not model:
+        raise ValueError(f"the {provider} judge needs a model: {provider}:MODEL")
+    if base_url and provider not in ("gemini", "openai"):
+        raise ValueError("a base URL is only for gemini and openai judges")
+    if base_url and not re.match(r"^https?://[^\s/]+", base_url):
+        raise ValueError(f"the base URL {base_url!r} is not an http(s) URL")
+    if provider == "local":
+        _local_judge_check(model)
+    elif provider in ("gemini", "openai"):
+        if not _MODEL_NAME.match(model):
+            raise ValueError(
+                f"{model!r} is not a model name: letters, digits and . _ : / @ + - only"
+            )
+        if provider == "gemini" and not settings.GEMINI_API_KEY:
+            raise ValueError("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set in the environment")
+        if provider == "openai" and not settings.OPENAI_API_KEY:
+            raise ValueError(
+                "OPENAI_API_KEY is not set in the environment "
+                "(an OpenAI-compatible server at a base URL takes any text, but needs one)"
+            )
+
+
+def _local_judge_check(model: str) -> None:
+    """A folder (absolute, or under CHECKPOINT_ROOT) with a config.json that transformers
+    loads without a network; or a hub id that the hub (or its cache) knows."""
+    from training.services import checkpoint_location
+
+    location = Path(checkpoint_location(model))
+    if location.is_dir():
+        if not (location / "config.json").is_file():
+            raise ValueError(f"local judge: {model} has no config.json")
+        _load_model_config(str(location), model, local_files_only=True)
+    elif _HUB_ID.match(model) and not location.exists():
+        _load_model_config(model, model, local_files_only=False)
+    else:
+        raise ValueError(f"local judge: no checkpoint folder {model}")
+
+
+def _load_model_config(location: str, model: str, *, local_files_only: bool) -> None:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(location, local_files_only=local_files_only)
+    except (OSError, ValueError, KeyError) as exc:
+        # OSError: no such folder or hub id (offline: not in the cache); ValueError /
+        # KeyError: a config.json that is not JSON or names an unknown model type.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"local judge: the config of {model} does not load: {reason}") from None
+
+
 def judge_config_get_or_create(
     *,
     provider: str,
@@ -41,27 +106,31 @@ def judge_config_get_or_create(
     temperature: float = 0.0,
     base_url: str = "",
 ) -> JudgeConfig:
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown judge provider {provider!r}; use {', '.join(PROVIDERS)}")
+    """The configuration for these settings. A new one is saved only once the judge is
+    known to be callable (`judge_config_check`); an existing one is returned as it is (a
+    lookup, e.g. of whose ratings or answers to curate, needs no key), and `judge_launch`
+    checks it again before any job."""
     if provider == "oracle":
         model = model or "rules-v1"
-    if not model:
-        raise ValueError(f"a {provider} judge needs a model")
     if prompt_version not in prompt_versions():
         raise ValueError(f"unknown prompt version {prompt_version!r}; have {prompt_versions()}")
     if not 0 <= temperature <= 2:
         raise ValueError("judge temperature must be between 0 and 2")
+    fields = {
+        "provider": provider,
+        "model": model,
+        "prompt_version": prompt_version,
+        "temperature": temperature,
+        "base_url": base_url,
+    }
+    existing = JudgeConfig.objects.filter(**fields).first()
+    if existing is not None:
+        return existing
+    judge_config_check(provider=provider, model=model, base_url=base_url)
     name = f"{provider}:{model} {prompt_version} T={temperature:g}"
     if base_url:
         name += f" @{base_url}"
-    config, _ = JudgeConfig.objects.get_or_create(
-        provider=provider,
-        model=model,
-        prompt_version=prompt_version,
-        temperature=temperature,
-        base_url=base_url,
-        defaults={"name": name[:200]},
-    )
+    config, _ = JudgeConfig.objects.get_or_create(**fields, defaults={"name": name[:200]})
     return config
 
 
@@ -135,7 +204,11 @@ def judge_launch(
         raise ValueError("K per call must be between 1 and 32")
     if mode not in (JudgeCall.Mode.RATE, JudgeCall.Mode.ANSWER):
         raise ValueError(f"unknown judging mode {mode!r}; use rate or answer")
-    build_judge(judge_config, timeout_s=timeout_s)  # refuse a missing key now
+    # Refuse a judge that cannot be called (a key unset since, a folder gone) before a job.
+    judge_config_check(
+        provider=judge_config.provider, model=judge_config.model, base_url=judge_config.base_url
+    )
+    build_judge(judge_config, timeout_s=timeout_s)
     prompt_ids = prompt_selection_ids(**selection)
     if mode == JudgeCall.Mode.RATE:
         with_completions = Completion.objects.all()
@@ -245,6 +318,10 @@ class _JudgeJob:
     def __init__(self, run: Any, config: JudgeConfig) -> None:
         self.run, self.job, self.config = run, run.job, config
         self.pending: dict[str, tuple[Prompt, list[Completion], str]] = {}
+        # Calls in flight by cache key, with the groups of the same content waiting on them:
+        # POPE repeats an image and question across splits, and two identical calls at
+        # once would pay twice and then break the one-answer-per-key constraint.
+        self.followers: dict[str, list[tuple[Prompt, list[Completion]]]] = {}
         self.cancelled = False
         m = self.job.metrics
         self.metrics = {
@@ -310,11 +387,16 @@ class _JudgeJob:
                 self.save_metrics()
                 self.advance()
                 continue
+            if key in self.followers:
+                self.followers[key].append((prompt, completions))
+                continue
+            self.followers[key] = []
             self.pending[item.key] = (prompt, completions, key)
             yield item
 
     def record(self, outcome: ItemOutcome) -> None:
         prompt, completions, key = self.pending.pop(outcome.item.key)
+        followers = self.followers.pop(key, [])
         call = JudgeCall(
             judge=self.config,
             prompt=prompt,
@@ -333,10 +415,21 @@ class _JudgeJob:
                 call.result = _result_json(outcome.result)
                 call.save()
                 _write_ratings(self.config, completions, call.result, self.job)
+                for _, same in followers:
+                    _write_ratings(self.config, same, call.result, self.job)
             else:
                 call.status = JudgeCall.Status.FAILED
                 call.error = outcome.error
                 call.save()
+        for follower, _ in followers:  # counted before _count saves the metrics
+            if outcome.result is not None:
+                self.metrics["cache_hits"] += 1
+            else:
+                self.metrics["failures"] += 1
+                self.failed_items.append(
+                    {"prompt": follower.pk, "call": call.pk, "error": outcome.error[:300]}
+                )
+            self.advance(force=False)
         self._count(outcome, prompt.pk, call.pk)
 
     def _count(self, outcome: ItemOutcome, prompt_id: int, call_id: int | None) -> None:
@@ -389,15 +482,19 @@ class _AnswerJob(_JudgeJob):
                 return
             item = _item(prompt, [])
             key = _answer_key(self.config, item)
-            if JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK).exists():
+            answered = JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK)
+            # The same content in flight counts as answered: curation finds answers by key.
+            if key in self.followers or answered.exists():
                 self.metrics["skipped"] += 1
                 self.advance(force=False)
                 continue
+            self.followers[key] = []
             self.pending[item.key] = (prompt, [], key)
             yield item
 
     def record(self, outcome: ItemOutcome) -> None:
         prompt, _, key = self.pending.pop(outcome.item.key)
+        self.followers.pop(key, None)
         ok = outcome.result is not None
         JudgeCall.objects.create(
             judge=self.config,
@@ -503,18 +600,21 @@ def judge_rewriter(config: JudgeConfig) -> Callable[[str], str]:
     return rewrite
 
 
-def judge_answers(*, judge_id: int, prompt_ids: list[int]) -> dict[int, str]:
-    """The judge's own answers to these prompts (the latest of each)."""
-    answers: dict[int, str] = {}
-    for prompt_id, result in (
+def judge_answers(*, config: JudgeConfig, prompts: list[Prompt]) -> dict[int, str]:
+    """The judge's own answer to each prompt, found by the content hash of the call.
+
+    An answer job asks once per content: prompts with the same image, question and truth
+    (POPE repeats them across categories, two sources may share items) share one JudgeCall,
+    which names only the first of them. The key is the one the job computes, so every
+    prompt whose content was answered gets the answer; not by judge id either, so a
+    configuration identical to one that already answered finds the answer and pays nothing.
+    """
+    keys = {prompt.pk: _answer_key(config, _item(prompt, [])) for prompt in prompts}
+    found = dict(
         JudgeCall.objects.filter(
-            judge_id=judge_id,
+            cache_key__in=set(keys.values()),
             mode=JudgeCall.Mode.ANSWER,
             status=JudgeCall.Status.OK,
-            prompt_id__in=prompt_ids,
-        )
-        .order_by("created_at")
-        .values_list("prompt_id", "result")
-    ):
-        answers[prompt_id] = result.get("answer", "")
-    return answers
+        ).values_list("cache_key", "result")
+    )
+    return {pk: found[key].get("answer", "") for pk, key in keys.items() if key in found}

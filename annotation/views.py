@@ -24,7 +24,8 @@ def agreement_page(request):
 
 @staff_required
 def judge_launch(request):
-    form = JudgeForm(request.POST or None)
+    # A generation job links here with ?checkpoint=&source= to judge what it made.
+    form = JudgeForm(request.POST or None, initial=request.GET.dict())
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
@@ -34,6 +35,10 @@ def judge_launch(request):
                 temperature=d["temperature"],
                 base_url=d["base_url"].strip(),
             )
+        except ValueError as exc:  # a judge that cannot be called: nothing was saved
+            form.add_error("judge", str(exc))
+            return render(request, "annotation/judge_launch.html", {"form": form})
+        try:
             job = services.judge_launch(
                 judge_config=config,
                 selection=form.selection(),

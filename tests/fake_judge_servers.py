@@ -30,7 +30,10 @@ wait in `retry-after-ms` (OpenAI) or the RetryInfo detail (Gemini), and counts i
 Constructor options (all keyword-only; each is also a writable attribute on a running
 server): `retry_after` (seconds, default 1), `hang_s` (default 5), `latency_s` (default 0),
 `rate_limit_per_s` (default None: no limit), `api_key` (default None: any key is accepted;
-else another key gets 401 from OpenAI, 400 API_KEY_INVALID from Gemini), `model_version`;
+else another key gets 401 from OpenAI, 400 API_KEY_INVALID from Gemini), `model_version`,
+`schema_answers` (default False; True: answer every request that sends a JSON schema with a
+random instance of that very schema, seeded by the request's number, as a server with
+constrained decoding would, whatever the prompt says; `schema_instance` makes them);
 FakeOpenAIServer also takes `reject_max_tokens` (answer 400 to `max_tokens`, as OpenAI's
 reasoning models do). Counters: `calls` (every HTTP request), `violations`, `requests`
 (a list of RecordedRequest), `pending_faults`; `reset()` clears them and the fault queue.
@@ -46,6 +49,7 @@ import contextlib
 import hashlib
 import json
 import math
+import random
 import re
 import socket
 import threading
@@ -54,7 +58,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self
 
-from annotation.judges.base import ATTRIBUTES
+from annotation.judges.base import ATTRIBUTES, response_key
 
 FAULTS = frozenset(
     {
@@ -101,17 +105,83 @@ def rating_answer(responses: list[str], fault: str | None = None) -> str:
     """The JSON text a judge model would answer, optionally broken the way `fault` says."""
     if fault == "not_json":
         return PROSE_ANSWER
-    ratings: list[dict[str, Any]] = [
-        {"response": n, "reasoning": f"Response {n} was read carefully.", **expected_scores(text)}
-        for n, text in enumerate(responses, start=1)
-    ]
-    if fault == "missing_completion":
-        ratings = ratings[:-1]
-    elif fault == "score_7" and ratings:
-        ratings[0]["helpfulness"] = 7
-    elif fault == "score_high" and ratings:
-        ratings[0]["correctness"] = "high"
-    return json.dumps({"reasoning": "Compared every response with the image.", "ratings": ratings})
+    answer: dict[str, Any] = {"reasoning": "Compared every response with the image."}
+    for n, text in enumerate(responses, start=1):
+        answer[response_key(n)] = {
+            "reasoning": f"Response {n} was read carefully.",
+            **expected_scores(text),
+        }
+    if fault == "missing_completion" and responses:
+        del answer[response_key(len(responses))]
+    elif fault == "score_7" and responses:
+        answer[response_key(1)]["helpfulness"] = 7
+    elif fault == "score_high" and responses:
+        answer[response_key(1)]["correctness"] = "high"
+    return json.dumps(answer)
+
+
+# What `schema_instance` knows; any other keyword is an error, so that a schema the fake
+# cannot honour fails a test instead of being half obeyed.
+_INSTANCE_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "description",
+        "title",
+        "minimum",
+        "maximum",
+        "minItems",
+        "maxItems",
+    }
+)
+_SAMPLE_TEXTS = ("", " ", "ok", "Looked at the image: the second one is wrong.", "naïve\n«quoted»")
+
+
+def schema_instance(schema: Any, rng: random.Random) -> Any:
+    """A random instance of a JSON schema, as a server with constrained decoding writes one:
+    everything the schema allows is fair (empty strings, any integer where no range or enum
+    is given, any array length within the stated bounds, properties in schema order)."""
+    if not isinstance(schema, dict):
+        raise ValueError(f"not a schema: {schema!r}")
+    unknown = sorted(set(schema) - _INSTANCE_KEYWORDS)
+    if unknown:
+        raise ValueError(f"the fake server cannot generate {unknown}")
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema.get("type")
+    if kind == "object":
+        required = set(schema.get("required", []))
+        instance = {
+            name: schema_instance(sub, rng)
+            for name, sub in schema.get("properties", {}).items()
+            if name in required or rng.random() < 0.5
+        }
+        extra = schema.get("additionalProperties", True)
+        if extra is not False and rng.random() < 0.5:
+            instance[f"extra_{rng.randrange(1000)}"] = (
+                schema_instance(extra, rng) if isinstance(extra, dict) else rng.randrange(10)
+            )
+        return instance
+    if kind == "array":
+        low = schema.get("minItems", 0)
+        high = schema.get("maxItems", low + 5)
+        items = schema.get("items", {})
+        return [schema_instance(items, rng) for _ in range(rng.randint(low, high))]
+    if kind == "integer":
+        return rng.randint(schema.get("minimum", -1000), schema.get("maximum", 1000))
+    if kind == "number":
+        return rng.uniform(schema.get("minimum", -1000.0), schema.get("maximum", 1000.0))
+    if kind == "string":
+        return rng.choice(_SAMPLE_TEXTS)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    raise ValueError(f"the fake server cannot generate type {kind!r}")
 
 
 def free_answer(prompt: str, fault: str | None = None) -> str:
@@ -190,8 +260,10 @@ class _FakeServer:
         rate_limit_per_s: float | None = None,
         api_key: str | None = None,
         model_version: str = "fake-judge-1",
+        schema_answers: bool = False,
     ) -> None:
         self.retry_after = retry_after
+        self.schema_answers = schema_answers
         self.hang_s = hang_s
         self.latency_s = latency_s
         self.api_key = api_key  # when set, any other key is refused as the real API would
@@ -398,8 +470,14 @@ class _FakeServer:
             self._send_error(handler, refusal[0], secret=secret, message=refusal[1])
             return
         responses = responses_in_prompt(prompt)
-        # A prompt without responses to rate asks for free text (an answer or a rewrite).
-        answer = rating_answer(responses, fault) if responses else free_answer(prompt, fault)
+        schema = self._schema_of(body)
+        if self.schema_answers and schema is not None and fault is None:
+            # Seeded by the request's number: a rerun of a test sees the same answers.
+            answer = json.dumps(schema_instance(schema, random.Random(number)))
+        elif responses:
+            answer = rating_answer(responses, fault)
+        else:  # a prompt without responses to rate asks for free text (answer or rewrite)
+            answer = free_answer(prompt, fault)
         usage = (
             max(1, len(prompt) // 4) + IMAGE_TOKENS * len(images),
             max(1, len(answer) // 4),
@@ -420,6 +498,10 @@ class _FakeServer:
         return None
 
     def _is_route(self, method: str, path: str) -> bool:
+        raise NotImplementedError
+
+    def _schema_of(self, body: Any) -> Any:
+        """The JSON schema the request asks the answer to follow, or None."""
         raise NotImplementedError
 
     def _content_of(self, body: Any) -> tuple[str, list[tuple[str, bytes]]]:
@@ -528,6 +610,12 @@ class FakeOpenAIServer(_FakeServer):
     def _is_route(self, method: str, path: str) -> bool:
         return method == "POST" and path.split("?", 1)[0] == "/v1/chat/completions"
 
+    def _schema_of(self, body: Any) -> Any:
+        response_format = body.get("response_format") if isinstance(body, dict) else None
+        if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+            return None
+        return (response_format.get("json_schema") or {}).get("schema")
+
     def _secret_of(self, handler: _Handler) -> str | None:
         value = handler.headers.get("Authorization", "")
         return value.removeprefix("Bearer ").strip() or None
@@ -607,6 +695,10 @@ class FakeGeminiServer(_FakeServer):
 
     def _is_route(self, method: str, path: str) -> bool:
         return method == "POST" and self._PATH.match(path.split("?", 1)[0]) is not None
+
+    def _schema_of(self, body: Any) -> Any:
+        config = body.get("generationConfig") if isinstance(body, dict) else None
+        return config.get("responseJsonSchema") if isinstance(config, dict) else None
 
     def _secret_of(self, handler: _Handler) -> str | None:
         value = handler.headers.get("x-goog-api-key")

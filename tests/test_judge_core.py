@@ -19,11 +19,12 @@ from annotation.judges.base import (
     extract_json,
     parse_ratings,
     ratings_schema,
+    response_key,
 )
 from annotation.judges.cache import item_cache_key
 from annotation.judges.oracle import OracleJudge
 from annotation.judges.pricing import cost_usd
-from annotation.judges.prompt import render_judge_prompt
+from annotation.judges.prompt import answer_layout, render_judge_prompt
 from annotation.judges.runner import RateLimiter, RunLimits, backoff_delay, run_items
 
 ITEM = JudgeItem(
@@ -40,21 +41,20 @@ ITEM = JudgeItem(
 
 
 def answer(k: int, **override) -> str:
-    entries = [
-        {"response": n, "reasoning": f"r{n}", **dict.fromkeys(ATTRIBUTES, n % 5)}
-        for n in range(1, k + 1)
-    ]
-    body = {"reasoning": "Compared them.", "ratings": entries}
+    body: dict = {"reasoning": "Compared them."}
+    for n in range(1, k + 1):
+        body[response_key(n)] = {"reasoning": f"r{n}", **dict.fromkeys(ATTRIBUTES, n % 5)}
     body.update(override)
     return json.dumps(body)
 
 
-def test_a_complete_answer_parses_in_order():
-    raw = json.dumps(
-        {"reasoning": "x", "ratings": list(reversed(json.loads(answer(3))["ratings"]))}
-    )
+def test_a_complete_answer_parses_in_the_order_of_the_responses():
+    # Keys in any order: JSON objects are unordered, the property name is the number.
+    body = json.loads(answer(3))
+    raw = json.dumps({key: body[key] for key in reversed(body)} | {"reasoning": "x"})
     result = parse_ratings(raw, 3, usage=Usage(10, 5))
     assert [r.helpfulness for r in result.ratings] == [1, 2, 3]
+    assert [r.reasoning for r in result.ratings] == ["r1", "r2", "r3"]
     assert result.usage == Usage(10, 5) and result.reasoning == "x"
 
 
@@ -63,11 +63,14 @@ def test_a_complete_answer_parses_in_order():
     [
         ("I think response 1 is best.", "not JSON"),
         (answer(2), "responses 3 of 3 are not rated"),
+        (answer(4), "rates response 4 of 3"),
+        (answer(3, response_2=[2, 2, 2, 2, 2]), "response 2: the rating is not an object"),
         (answer(3).replace('"helpfulness": 3', '"helpfulness": 7'), "outside 0-4"),
         (answer(3).replace('"helpfulness": 3', '"helpfulness": "high"'), "not an integer"),
         (answer(3).replace('"helpfulness": 3', '"helpfulness": 3.0'), "not an integer"),
         (answer(3).replace('"helpfulness": 3', '"helpfulness": true'), "not an integer"),
         (answer(3).replace(', "verbosity": 3', ""), "verbosity is None"),
+        (answer(3).replace('"reasoning": "r1"', '"reasoning": 1'), "reasoning is not text"),
         (json.dumps([1, 2]), "not a JSON object"),
     ],
 )
@@ -77,12 +80,12 @@ def test_anything_incomplete_is_invalid_and_keeps_the_raw_answer(raw, message):
     assert caught.value.raw == raw
 
 
-def test_reasoning_is_required():
+def test_empty_reasoning_is_accepted_since_no_schema_both_providers_take_can_forbid_it():
     raw = json.dumps(
-        {"reasoning": "", "ratings": [{"response": 1, **dict.fromkeys(ATTRIBUTES, 2)}]}
+        {"reasoning": "", "response_1": {"reasoning": " ", **dict.fromkeys(ATTRIBUTES, 2)}}
     )
-    with pytest.raises(InvalidJudgeOutput, match="no reasoning"):
-        parse_ratings(raw, 1)
+    result = parse_ratings(raw, 1)
+    assert result.reasoning == "" and result.ratings[0].reasoning == ""
 
 
 def test_json_is_found_inside_prose_and_fences():
@@ -91,12 +94,14 @@ def test_json_is_found_inside_prose_and_fences():
     assert extract_json(f'Ratings {inner} -- done "}}"') == json.loads(inner)
 
 
-def test_schema_asks_for_reasoning_before_scores():
+def test_schema_asks_for_reasoning_before_scores_and_every_response_once():
     schema = ratings_schema(4)
-    assert list(schema["properties"]) == ["reasoning", "ratings"]
-    entry = schema["properties"]["ratings"]["items"]["properties"]
-    assert list(entry)[:2] == ["response", "reasoning"]
-    assert schema["properties"]["ratings"]["minItems"] == 4
+    assert list(schema["properties"]) == ["reasoning", *(f"response_{n}" for n in range(1, 5))]
+    assert schema["required"] == list(schema["properties"])
+    assert schema["additionalProperties"] is False
+    entry = schema["properties"]["response_1"]
+    assert list(entry["properties"]) == ["reasoning", *ATTRIBUTES]
+    assert entry["properties"]["helpfulness"] == {"type": "integer", "enum": [0, 1, 2, 3, 4]}
 
 
 def test_prompt_v1_carries_the_guide_the_question_and_every_response():
@@ -104,9 +109,20 @@ def test_prompt_v1_carries_the_guide_the_question_and_every_response():
     for word in ("HELPFULNESS", "CORRECTNESS", "COHERENCE", "COMPLEXITY", "VERBOSITY"):
         assert word in text
     assert "RESPONSE 3:\nThere are many" in text and "B. 3" in text
-    assert "with one entry for each of the 3 responses" in text
+    assert "one entry for each of the 3 responses" in text
     with pytest.raises(ValueError, match="unknown judge prompt version"):
         render_judge_prompt(ITEM, "v9")
+
+
+def test_the_layout_the_prompt_shows_is_an_answer_the_validator_takes():
+    for k in (1, 2, 3, 5):
+        item = JudgeItem(key="p", question="q", completions=tuple(f"c{n}" for n in range(k)))
+        text = render_judge_prompt(item, "v1")
+        layout = answer_layout(k)
+        assert layout in text and '"ratings"' not in text
+        assert f'"response_{k}"' in layout and f'"response_{k + 1}"' not in layout
+        if k <= 2:  # short enough to be shown whole: it parses as it stands
+            assert len(parse_ratings(layout, k).ratings) == k
 
 
 def test_oracle_scores_the_right_answer_high_and_the_wrong_one_low():

@@ -174,3 +174,37 @@ def test_the_judge_answers_questions_itself_and_reruns_pay_nothing(
     )
     services.judge_run(job_id=again.pk)
     assert fake_openai.calls == 6
+
+
+def test_prompts_of_the_same_content_in_flight_together_share_one_call(
+    openai_judge, fake_openai, shapes_source, tmp_path
+):
+    """POPE repeats an image and question; two sources may hold the same items. The second
+    of two identical items waits for the first call instead of paying again and then
+    breaking the one-answer-per-key constraint."""
+    from datasets_app.services import prompts_import
+    from datasets_app.shapes import make_shapes
+
+    make_shapes(tmp_path / "again", n=6, seed=4)  # the fixture's images and questions
+    twin = prompts_import(
+        path=tmp_path / "again" / "scienceqa.parquet", source_name="twin", fmt="scienceqa"
+    ).source
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    prompts = [p for s in (shapes_source, twin) for p in s.prompts.order_by("pk")]
+    Completion.objects.bulk_create(
+        Completion(prompt=p, checkpoint=checkpoint, text=f"Answer {i}.", sample_index=i)
+        for p in prompts
+        for i in range(2)
+    )
+    job = services.judge_launch(
+        judge_config=openai_judge,
+        selection={"prompt_ids": [p.pk for p in prompts]},
+        limits=RunLimits(concurrency=8),
+        enqueue=False,
+    )
+    services.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert fake_openai.calls == 6 and JudgeCall.objects.count() == 6
+    assert Rating.objects.count() == 24  # every completion of both sources
+    assert job.metrics["cache_hits"] == 6 and job.progress_done == 12

@@ -131,8 +131,9 @@ def test_cancel_stops_the_run_and_keeps_what_was_rated(shapes_source, completion
 
 
 def test_a_missing_api_key_is_refused_before_any_work(shapes_source, completions, settings):
-    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_API_KEY = "sk-test"
     config = services.judge_config_from_spec("openai:gpt-4o-mini")
+    settings.OPENAI_API_KEY = ""  # unset since the configuration was saved
     with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
         services.judge_launch(
             judge_config=config, selection={"source_id": shapes_source.pk}, enqueue=False
@@ -143,7 +144,8 @@ def test_a_missing_api_key_is_refused_before_any_work(shapes_source, completions
         call_command("judge", judge="gemini:gemini-2.5-flash", source="sqa")
 
 
-def test_judge_specs_are_checked():
+def test_judge_specs_are_checked(settings):
+    settings.OPENAI_API_KEY = "sk-test"
     with pytest.raises(ValueError, match="unknown judge provider"):
         services.judge_config_from_spec("claude:opus")
     with pytest.raises(ValueError, match="needs a model"):

@@ -2,9 +2,12 @@
 
 A judge sees one item (an image, a question and K completions) and returns, for each
 completion, the five HelpSteer scores (integers 0-4) with reasoning written first. The
-answer is JSON against `ratings_schema(k)`; `parse_ratings` accepts it only when every
-completion is rated with all five integer scores and reasoning is present: anything else
-raises `InvalidJudgeOutput`, and a partial rating is never returned.
+answer is JSON against `ratings_schema(k)`, and that schema states every rule
+`parse_ratings` checks: one required object per completion (`response_1` ... `response_K`),
+each with its reasoning text and five scores from 0-4. Anything else raises
+`InvalidJudgeOutput`, and a partial rating is never returned. Reasoning may be empty: no
+keyword that both OpenAI's strict mode and Gemini accept can require non-empty text, and a
+rule the schema cannot state would make a schema-conforming answer invalid.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Protocol
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 SCORE_MIN, SCORE_MAX = 0, 4
+SCORES = tuple(range(SCORE_MIN, SCORE_MAX + 1))
 
 
 class JudgeError(Exception):
@@ -131,29 +135,37 @@ class Judge(Protocol):
         ...
 
 
+def response_key(n: int) -> str:
+    """The property that holds the rating of the n-th (1-based) completion."""
+    return f"response_{n}"
+
+
 def ratings_schema(k: int) -> dict[str, Any]:
-    """JSON Schema of a judge's answer: overall reasoning first, then one entry per
-    completion with its own reasoning before its five scores."""
-    entry = {
-        "type": "object",
-        "properties": {
-            "response": {"type": "integer", "description": "1-based number of the response"},
-            "reasoning": {"type": "string"},
-            **{
-                a: {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX}
-                for a in ATTRIBUTES
+    """JSON Schema of a judge's answer: overall reasoning first, then one required property
+    per completion, its own reasoning before its five scores.
+
+    Numbered properties rather than an array, so that "exactly K, each once" is in the
+    schema itself (strict mode may refuse minItems/maxItems), and an `enum` for the 0-4
+    scale (integer ranges are refused by some strict-mode servers). Only keywords that
+    OpenAI's strict mode and Gemini's `response_json_schema` both accept, every property
+    required and no other allowed, so the same schema goes to both."""
+    if k < 1:
+        raise ValueError("a judge call rates at least one completion")
+    properties: dict[str, Any] = {"reasoning": {"type": "string"}}
+    for n in range(1, k + 1):
+        properties[response_key(n)] = {
+            "type": "object",
+            "properties": {
+                "reasoning": {"type": "string"},
+                **{a: {"type": "integer", "enum": list(SCORES)} for a in ATTRIBUTES},
             },
-        },
-        "required": ["response", "reasoning", *ATTRIBUTES],
-        "additionalProperties": False,
-    }
+            "required": ["reasoning", *ATTRIBUTES],
+            "additionalProperties": False,
+        }
     return {
         "type": "object",
-        "properties": {
-            "reasoning": {"type": "string"},
-            "ratings": {"type": "array", "items": entry, "minItems": k, "maxItems": k},
-        },
-        "required": ["reasoning", "ratings"],
+        "properties": properties,
+        "required": list(properties),
         "additionalProperties": False,
     }
 
@@ -215,43 +227,37 @@ def parse_ratings(raw: str, k: int, *, usage: Usage | None = None) -> JudgeResul
         raise InvalidJudgeOutput(str(exc), raw=raw, usage=usage) from None
 
 
+_RESPONSE_KEY = re.compile(r"^response_(\d+)$")
+
+
 def _validated(data: Any, raw: str, k: int, usage: Usage) -> JudgeResult:
     if not isinstance(data, dict):
         raise InvalidJudgeOutput("the answer is not a JSON object", raw=raw)
-    entries = data.get("ratings")
-    if not isinstance(entries, list):
-        raise InvalidJudgeOutput("the answer has no list of ratings", raw=raw)
-    by_number: dict[int, dict[str, Any]] = {}
-    for position, entry in enumerate(entries, start=1):
-        if not isinstance(entry, dict):
-            raise InvalidJudgeOutput(f"rating {position} is not an object", raw=raw)
-        number = entry.get("response", position)
-        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= k:
-            raise InvalidJudgeOutput(f"rating {position} names response {number!r}", raw=raw)
-        if number in by_number:
-            raise InvalidJudgeOutput(f"response {number} is rated twice", raw=raw)
-        by_number[number] = entry
-    missing = [n for n in range(1, k + 1) if n not in by_number]
+    extra = sorted(
+        int(m.group(1))
+        for m in map(_RESPONSE_KEY.match, data)
+        if m and not 1 <= int(m.group(1)) <= k
+    )
+    if extra:
+        raise InvalidJudgeOutput(f"the answer rates response {extra[0]} of {k}", raw=raw)
+    missing = [n for n in range(1, k + 1) if response_key(n) not in data]
     if missing:
         names = ", ".join(map(str, missing))
         raise InvalidJudgeOutput(f"responses {names} of {k} are not rated", raw=raw)
-    overall = data.get("reasoning")
     ratings = []
     for n in range(1, k + 1):
-        entry = by_number[n]
+        entry = data[response_key(n)]
+        if not isinstance(entry, dict):
+            raise InvalidJudgeOutput(f"response {n}: the rating is not an object", raw=raw)
         reasoning = entry.get("reasoning", "")
         if not isinstance(reasoning, str):
             raise InvalidJudgeOutput(f"response {n}: reasoning is not text", raw=raw)
         scores = {a: _score(entry.get(a), a, n, raw) for a in ATTRIBUTES}
         ratings.append(CompletionRating(**scores, reasoning=reasoning.strip()))
-    if not (isinstance(overall, str) and overall.strip()) and not all(r.reasoning for r in ratings):
-        raise InvalidJudgeOutput("the answer gives no reasoning", raw=raw)
-    return JudgeResult(
-        ratings=tuple(ratings),
-        reasoning=overall.strip() if isinstance(overall, str) else "",
-        raw=raw,
-        usage=usage,
-    )
+    overall = data.get("reasoning", "")
+    if not isinstance(overall, str):
+        raise InvalidJudgeOutput("the overall reasoning is not text", raw=raw)
+    return JudgeResult(ratings=tuple(ratings), reasoning=overall.strip(), raw=raw, usage=usage)
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

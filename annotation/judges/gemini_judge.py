@@ -121,8 +121,8 @@ class GeminiJudge:
             temperature=self.temperature,
             max_output_tokens=self.max_output_tokens,
             response_mime_type="application/json",
-            # Plain JSON Schema (minimum/maximum/minItems included), sent as
-            # generationConfig.responseJsonSchema.
+            # The same JSON Schema the OpenAI judge sends (generationConfig.responseJsonSchema):
+            # its keywords are in the subset Gemini documents for this field.
             response_json_schema=ratings_schema(k),
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,

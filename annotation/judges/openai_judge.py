@@ -7,7 +7,6 @@ The SDK's retries are off (`max_retries=0`): the runner owns rate limiting and r
 from __future__ import annotations
 
 import base64
-import copy
 from typing import Any
 
 import openai
@@ -31,36 +30,6 @@ from annotation.judges.prompt import render_judge_prompt
 SCHEMA_NAME = "helpsteer_ratings"
 # 408 (timeout), 409 (lock timeout) and 429 are the 4xx answers a later request can get past.
 _TRANSIENT_4XX = frozenset({408, 409, 429})
-# Keywords that strict structured outputs refused before OpenAI widened its subset (and that
-# Azure's older API versions still refuse). `parse_ratings` checks ranges and counts anyway.
-_STRICT_UNSUPPORTED = frozenset(
-    {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems"}
-)
-
-
-def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `schema` that strict mode accepts everywhere: an integer range becomes an
-    `enum` (always supported, so the 0-4 scale still constrains decoding); other range and
-    length keywords are dropped."""
-
-    def convert(node: Any) -> Any:
-        if isinstance(node, list):
-            return [convert(v) for v in node]
-        if not isinstance(node, dict):
-            return node
-        out = {k: convert(v) for k, v in node.items() if k not in _STRICT_UNSUPPORTED}
-        low, high = node.get("minimum"), node.get("maximum")
-        if (
-            node.get("type") == "integer"
-            and "enum" not in node
-            and isinstance(low, int)
-            and isinstance(high, int)
-            and 0 <= high - low <= 100
-        ):
-            out["enum"] = list(range(low, high + 1))
-        return out
-
-    return convert(copy.deepcopy(schema))
 
 
 class OpenAIJudge:
@@ -137,7 +106,8 @@ class OpenAIJudge:
                 "type": "json_schema",
                 "json_schema": {
                     "name": SCHEMA_NAME,
-                    "schema": strict_schema(ratings_schema(k)),
+                    # Already in strict mode's subset (see ratings_schema): sent as it is.
+                    "schema": ratings_schema(k),
                     "strict": True,
                 },
             },

@@ -1,12 +1,16 @@
 """The versioned judge prompt. A rating records the version it was made with; a new wording
-is a new file (v2.txt), never an edit of an old one."""
+is a new file (v2.txt), never an edit of an old one.
+
+The JSON layout the prompt shows is not part of the wording: it is filled in (`{layout}`)
+from `answer_layout`, next to the schema it describes, so that prompt and schema cannot
+disagree (the providers are sent the schema, which no prompt version records either)."""
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
 
-from annotation.judges.base import JudgeItem
+from annotation.judges.base import ATTRIBUTES, JudgeItem, response_key
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -14,6 +18,17 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 def prompt_versions() -> list[str]:
     return sorted(p.stem for p in PROMPT_DIR.glob("v*.txt"))
+
+
+def answer_layout(k: int) -> str:
+    """The JSON layout the prompt shows, the one `ratings_schema(k)` describes."""
+    scores = ", ".join(f'"{a}": 0' for a in ATTRIBUTES)
+    entry = f'{{"reasoning": "...", {scores}}}'
+    keys = [response_key(1)] if k == 1 else [response_key(1), response_key(k)]
+    entries = [f'"{key}": {entry}' for key in keys]
+    if k > 2:
+        entries.insert(1, "...")
+    return f'{{"reasoning": "...", {", ".join(entries)}}}'
 
 
 def render_answer_prompt(item: JudgeItem, version: str = "v1") -> str:
@@ -64,4 +79,5 @@ def render_judge_prompt(item: JudgeItem, version: str = "v1") -> str:
         extras="\n".join(extras) + ("\n" if extras else ""),
         responses=responses,
         reference_note=" and the reference answer" if reference else "",
+        layout=answer_layout(len(item.completions)),
     )

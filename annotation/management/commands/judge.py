@@ -2,8 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation import services
 from annotation.judges.runner import RunLimits
-from config.commands import object_by_name_or_id
-from datasets_app.models import Source
+from config.commands import add_source_argument, object_by_name_or_id, source_selection
 from training.models import Checkpoint
 from workers.models import Job
 from workers.progress import run_here_with_progress
@@ -16,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--judge", required=True, help="oracle | gemini:MODEL | openai:MODEL | local:PATH"
         )
-        parser.add_argument("--source", help="source name")
+        add_source_argument(parser)
         parser.add_argument("--split", default="")
         parser.add_argument("--checkpoint", help="only completions of this checkpoint (name)")
         parser.add_argument("--limit", type=int, help="at most this many prompts")
@@ -38,7 +37,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **o):
-        source = object_by_name_or_id(Source, o["source"], "source") if o["source"] else None
+        sources = source_selection(o["source"])
         checkpoint = (
             object_by_name_or_id(Checkpoint, o["checkpoint"], "checkpoint")
             if o["checkpoint"]
@@ -54,7 +53,7 @@ class Command(BaseCommand):
             job = services.judge_launch(
                 judge_config=config,
                 selection={
-                    "source_id": source.pk if source else None,
+                    **sources,
                     "split": o["split"],
                     "limit": o["limit"],
                 },
