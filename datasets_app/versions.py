@@ -16,6 +16,7 @@ from django.db.models import Max
 
 from annotation.models import ATTRIBUTES, Completion, JudgeConfig, PairPick, Rating
 from annotation.services import judge_answers, judge_rewriter
+from config.names import safe_name
 from datasets_app.curation import (
     CurationResult,
     Pick,
@@ -52,6 +53,7 @@ def rated_prompts(
     """The selected prompts with their completions, every rating and every pick, as plain
     data. The question is the user turn the completions answered (their prompt template)."""
     prompt_ids = prompt_selection_ids(**selection)
+    answer_judge = _answer_judge(answer_judge_id)
     for start in range(0, len(prompt_ids), CHUNK):
         chunk = prompt_ids[start : start + CHUNK]
         completions = Completion.objects.filter(prompt_id__in=chunk).order_by("id")
@@ -72,13 +74,12 @@ def rated_prompts(
             picks.setdefault(p["prompt_id"], []).append(
                 Pick(who, p["chosen_id"], p["rejected_id"], p["is_tie"])
             )
-        answers = (
-            judge_answers(judge_id=answer_judge_id, prompt_ids=chunk) if answer_judge_id else {}
-        )
         by_prompt: dict[int, list[dict]] = {}
         for c in rows:
             by_prompt.setdefault(c["prompt_id"], []).append(c)
-        for prompt in Prompt.objects.filter(pk__in=chunk).order_by("id"):
+        chunk_prompts = list(Prompt.objects.filter(pk__in=chunk).order_by("id"))
+        answers = judge_answers(config=answer_judge, prompts=chunk_prompts) if answer_judge else {}
+        for prompt in chunk_prompts:
             mine = by_prompt.get(prompt.pk, [])
             template = Counter(c["template"] for c in mine).most_common(1)
             question = render_prompt(
@@ -98,8 +99,18 @@ def rated_prompts(
                 hint=prompt.hint,
                 reference_answer=prompt.reference_answer,
                 has_image=bool(prompt.image),
+                split=prompt.split,
                 metadata={**prompt.metadata, **_answer(answers, prompt.pk)},
             )
+
+
+def _answer_judge(judge_id: int | None) -> JudgeConfig | None:
+    if judge_id is None:
+        return None
+    config = JudgeConfig.objects.filter(pk=judge_id).first()
+    if config is None:
+        raise ValueError(f"no judge #{judge_id} whose answers to train on")
+    return config
 
 
 def _answer(answers: dict[int, str], prompt_id: int) -> dict[str, str]:
@@ -239,9 +250,7 @@ def dataset_version_build(
 
     `answer_judge_id`: whose own answers `judge_answer_sft` trains on; `rewrite_judge_id`:
     which judge rewrites long responses for `scienceqa_reformatted`."""
-    name = name.strip()
-    if not name:
-        raise ValueError("a dataset needs a name")
+    name = safe_name(name, "dataset name")
     rater_selection = rater_selection or {}
     selection = selection or {}
     result, source_of = curation_preview(

@@ -336,6 +336,33 @@ def test_rejection_sampling():
     assert strict.dropped == {"best score below 12": 1}
 
 
+def test_rejection_sampling_keeps_no_wrong_answer_by_default():
+    """Issue 12 point 8: the best sum may be wrong; correctness >= 3 gates, the sum ranks."""
+    wrong_but_fluent = prompt(
+        6,
+        judged(61, s(4, 0, 4, 4, 4)),  # sum 8, correctness 0
+        judged(62, s(2, 3, 2)),  # sum 7, mostly correct: kept
+    )
+    all_wrong = prompt(7, judged(71, s(4, 2, 4)), judged(72, s(1, 0, 1)))
+    result = rejection_sampling([wrong_but_fluent, all_wrong], {}, JUDGE, seed=0)
+    assert [(r.prompt_id, r.completion_id) for r in result.rows] == [(6, 62)]
+    assert result.dropped == {"no completion with correctness >= 3": 1}
+    assert all(r.scores["correctness"] >= 3 for r in result.rows)
+    off = rejection_sampling(
+        [wrong_but_fluent, all_wrong], {"min_correctness": None}, JUDGE, seed=0
+    )
+    assert [r.completion_id for r in off.rows] == [61, 71]
+    both = rejection_sampling(
+        [wrong_but_fluent, P1], {"min_correctness": 4, "min_score": 11}, JUDGE, seed=0
+    )
+    assert [r.completion_id for r in both.rows] == [11]
+    assert both.dropped == {"best score below 11": 1}
+    assert resolve_params("rejection_sampling")["min_correctness"] == 3
+    for bad in (5, -1, "3", True):
+        with pytest.raises(ValueError, match="min_correctness must be a number from 0 to 4"):
+            resolve_params("rejection_sampling", {"min_correctness": bad})
+
+
 def test_steerlm_rows_labels_and_drops():
     half = RatedCompletion(15, "half", {"user:1": s(2, 3, 4, 1, 0), "user:2": s(3, 3, 4, 2, 0)})
     missing = RatedCompletion(16, "missing", {"judge:1": {"helpfulness": 4}})
@@ -630,6 +657,7 @@ def test_resolve_params_fills_the_defaults():
         "attributes": ["helpfulness", "correctness", "coherence"],
         "weights": None,
         "gap": 3,
+        "include_heldout": False,  # every strategy's
     }
 
 

@@ -206,3 +206,88 @@ def test_scienceqa_reformatted_rewrites_long_answers_through_a_judge_once(
     second = versions.dataset_version_build(**recipe)
     assert fake_openai.calls == calls  # the rewrites were kept
     assert first.checksum == second.checksum
+
+
+def test_prompts_that_share_a_judge_answer_all_get_their_row(shapes_source, tmp_path):
+    """Issue 12 point 7: the same items in two sources are answered once, under the first
+    prompt; the answers are found by the call's content hash, so both sources get rows."""
+    from annotation import services as judging
+    from annotation.models import JudgeCall
+    from datasets_app.services import prompts_import
+
+    copy = prompts_import(
+        path=tmp_path / "shapes" / "scienceqa.parquet", source_name="sqa-copy", fmt="scienceqa"
+    ).source
+    oracle = judging.judge_config_from_spec("oracle")
+    job = judging.judge_launch(
+        judge_config=oracle,
+        selection={"source_id": shapes_source.pk},
+        mode="answer",
+        enqueue=False,
+    )
+    judging.judge_run(job_id=job.pk)
+    again = judging.judge_launch(
+        judge_config=oracle, selection={"source_id": copy.pk}, mode="answer", enqueue=False
+    )
+    judging.judge_run(job_id=again.pk)  # every item is already answered: no new call
+    assert JudgeCall.objects.filter(mode="answer").count() == 6
+    both = list(shapes_source.prompts.values_list("id", flat=True)) + list(
+        copy.prompts.values_list("id", flat=True)
+    )
+    version = versions.dataset_version_build(
+        name="answers",
+        strategy="judge_answer_sft",
+        selection={"prompt_ids": both},
+        answer_judge_id=oracle.pk,
+    )
+    assert version.row_count == 12 and "no judge answer" not in version.stats["dropped"]
+    assert set(version.rows.values_list("prompt__source__name", flat=True)) == {"sqa", "sqa-copy"}
+    for row in version.rows.select_related("prompt"):
+        assert row.chosen == f"The answer is {'ABCD'[row.prompt.answer_index]}."
+
+
+def test_an_answer_to_other_content_is_not_used(shapes_source):
+    """An answer belongs to the content it was given: after the question changes, the old
+    answer is not the answer to it."""
+    from annotation import services as judging
+
+    oracle = judging.judge_config_from_spec("oracle")
+    job = judging.judge_launch(
+        judge_config=oracle, selection={"source_id": shapes_source.pk}, mode="answer", enqueue=False
+    )
+    judging.judge_run(job_id=job.pk)
+    changed = shapes_source.prompts.first()
+    changed.question = "A question the judge never saw?"
+    changed.save(update_fields=["question"])
+    version = versions.dataset_version_build(
+        name="answers",
+        strategy="judge_answer_sft",
+        selection={"source_id": shapes_source.pk},
+        answer_judge_id=oracle.pk,
+    )
+    assert version.row_count == 5 and version.stats["dropped"] == {"no judge answer": 1}
+    assert changed.pk not in set(version.rows.values_list("prompt_id", flat=True))
+
+
+def test_an_unknown_answer_judge_is_a_clear_error(shapes_source):
+    with pytest.raises(ValueError, match="no judge #999"):
+        versions.dataset_version_build(
+            name="answers",
+            strategy="judge_answer_sft",
+            selection={"source_id": shapes_source.pk},
+            answer_judge_id=999,
+        )
+
+
+def test_rejection_sampling_reports_prompts_with_no_good_enough_answer(rated, capsys):
+    """Issue 12 point 8: a prompt whose completions are all wrong gives no row, and the
+    build says how many there were."""
+    source, _ = rated
+    wrong = source.prompts.first()
+    Rating.objects.filter(completion__prompt=wrong).update(correctness=0)
+    call_command("curate", strategy="rejection_sampling", name="rs", source=[source.name])
+    version = DatasetVersion.objects.get(name="rs")
+    assert version.row_count == 5 and wrong.pk not in {r.prompt_id for r in version.rows.all()}
+    assert version.stats["dropped"] == {"no completion with correctness >= 3": 1}
+    assert version.params["min_correctness"] == 3
+    assert "dropped 1: no completion with correctness >= 3" in capsys.readouterr().out

@@ -3,7 +3,9 @@
 They run in a fixed order, whatever the order of the keys in `filters`: first the quality
 filters (dedupe, drop_ties, min_margin, min_chars, max_chars), then `subsample`, then
 `eval_fraction`, so that a subsample is drawn from rows that passed, and the split is made
-on what is kept. Dropped rows are counted by reason (rows, not prompts).
+on what is kept. Dropped rows are counted by reason (rows, not prompts). The rows come only
+from train-eligible prompts (run_strategy leaves held-out ones out), so "eval" is carved from
+those: a test or validation prompt is never moved into either split here.
 """
 
 from __future__ import annotations

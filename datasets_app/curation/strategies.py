@@ -13,6 +13,12 @@ combine="mean" (types.Scores says int; see raters.CombinedScores).
 
 Dropped prompts are counted by reason in CurationResult.dropped (for `steerlm`, dropped
 completions; for the filters, dropped rows).
+
+Held-out prompts (a prompt's own split is "test" or "validation") are for evaluation:
+`run_strategy`, which every entry point goes through, leaves them out of the pool before any
+strategy sees it, and counts them. `include_heldout` (COMMON_PARAMS, taken by every
+strategy and recorded with its parameters) is the only way to curate them, and then they
+are training prompts like the others.
 """
 
 from __future__ import annotations
@@ -285,8 +291,16 @@ def rejection_sampling(
     *,
     seed: int,
 ) -> CurationResult:
-    """Seed 001: the top completion per prompt (by sum, at least `min_score`) as SFT."""
+    """Seed 001: the top completion per prompt by score sum, among the good enough ones, as SFT.
+
+    Good enough: correctness at least `min_correctness` (default 3 of 4: "mostly correct"
+    on the HelpSteer scale; null turns it off) and, when `min_score` is set, a sum at least
+    that. Without a floor, a prompt whose samples are all wrong would teach its least bad
+    wrong answer. A prompt with rated completions but none good enough is dropped and
+    counted ("no completion with correctness >= 3", or "best score below N").
+    """
     p = resolve_params("rejection_sampling", params)
+    least = p["min_correctness"]
     rows: list[SftRow] = []
     dropped: Counter[str] = Counter()
     for prompt in _by_id(prompts):
@@ -294,10 +308,22 @@ def rejection_sampling(
         if not ranked:
             dropped["no rated completion"] += 1
             continue
-        best = ranked[0]
-        if p["min_score"] is not None and best.total < p["min_score"]:
+        if p["min_score"] is not None and ranked[0].total < p["min_score"]:
             dropped[f"best score below {p['min_score']:g}"] += 1
             continue
+        # The sum ranks, correctness gates: the best of the correct ones, not the best sum
+        # when that one is wrong. A completion not rated on correctness cannot pass.
+        good = [
+            s
+            for s in ranked
+            if (least is None or s.scores.get("correctness", -1) >= least)
+            and (p["min_score"] is None or s.total >= p["min_score"])
+        ]
+        if not good:
+            also = "" if p["min_score"] is None else f" and score >= {p['min_score']:g}"
+            dropped[f"no completion with correctness >= {least:g}{also}"] += 1
+            continue
+        best = good[0]
         rows.append(
             SftRow(
                 prompt_id=prompt.prompt_id,
@@ -546,9 +572,10 @@ STRATEGIES: dict[str, Strategy] = {
     ),
     "rejection_sampling": Strategy(
         rejection_sampling,
-        {**_SUM, "min_score": None},
+        {**_SUM, "min_score": None, "min_correctness": 3},
         "sft",
-        "SFT on the top completion per prompt by score sum (seed 001).",
+        "SFT on the top completion per prompt by score sum, among those with correctness >= "
+        "`min_correctness` (3) (seed 001).",
     ),
     "steerlm": Strategy(
         steerlm,
@@ -583,6 +610,14 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+# Parameters every strategy takes, on top of its own defaults.
+COMMON_PARAMS: dict[str, Any] = {
+    # Curate prompts whose own split is test or validation too (as training prompts).
+    "include_heldout": False,
+}
+HELD_OUT_REASON = "held-out prompt (test/validation split; include_heldout to curate it)"
+
+
 def get_strategy(name: str) -> Strategy:
     try:
         return STRATEGIES[name]
@@ -594,12 +629,16 @@ def get_strategy(name: str) -> Strategy:
 
 def resolve_params(name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The strategy's defaults updated with `params`, validated. Raises ValueError."""
-    defaults = get_strategy(name).defaults
+    own = get_strategy(name).defaults
+    defaults = {**own, **COMMON_PARAMS}
     params = params or {}
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        known = ", ".join(defaults) or "none"
-        raise ValueError(f"{name}: unknown parameter(s) {', '.join(unknown)}; known: {known}")
+        known = ", ".join(own) or "none"
+        raise ValueError(
+            f"{name}: unknown parameter(s) {', '.join(unknown)}; known: {known} "
+            f"(and {', '.join(COMMON_PARAMS)}, which every strategy takes)"
+        )
     resolved = {
         key: _check_param(name, key, value) for key, value in {**defaults, **params}.items()
     }
@@ -639,6 +678,14 @@ def _check_param(name: str, key: str, value: Any) -> Any:
         if value is not None and not is_number(value):
             raise bad("a number or null")
         return value
+    if key == "min_correctness":
+        if value is not None and (not is_number(value) or not 0 <= value <= 4):
+            raise bad("a number from 0 to 4, or null")
+        return value
+    if key == "include_heldout":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
     if key in ("subsample", "max_chars"):
         if (value is None and key == "subsample") or (is_int(value) and value >= 1):
             return value
@@ -668,15 +715,20 @@ def run_strategy(
 ) -> CurationResult:
     """Validate everything first, then run the strategy and the filters.
 
+    Held-out prompts are left out first (unless `include_heldout`), so that no strategy can
+    put them in a row, and the eval split (`eval_fraction`) is drawn among the rest.
     The rows come back in the canonical order (split, prompt, completion ids).
     """
     strategy = get_strategy(name)
     resolved = resolve_params(name, params)
     filters = dict(filters or {})
     check_filters(filters, strategy.kind)
-    result = strategy.function(prompts, resolved, selection, seed=seed)
+    pool = [p for p in prompts if resolved["include_heldout"] or p.split == "train"]
+    result = strategy.function(pool, resolved, selection, seed=seed)
     rows, filter_drops = apply_filters(result.rows, filters, seed)
     dropped = Counter(result.dropped)
+    if len(pool) < len(prompts):
+        dropped[HELD_OUT_REASON] += len(prompts) - len(pool)
     dropped.update(filter_drops)
     return CurationResult(rows=rows, kind=strategy.kind, dropped=dict(dropped))
 

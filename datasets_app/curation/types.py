@@ -44,6 +44,9 @@ class RatedPrompt:
     hint: str = ""
     reference_answer: str = ""
     has_image: bool = True
+    # The prompt's own split ("train", "validation", "test"): only "train" prompts are
+    # curated into a version unless the recipe says include_heldout (strategies.run_strategy).
+    split: str = "train"
     # ScienceQA extras (lecture, solution), the judge's own answer ("judge_answer"), ...
     metadata: dict[str, Any] = field(default_factory=dict)
 

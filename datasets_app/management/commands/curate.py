@@ -3,10 +3,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.services import judge_config_from_spec
-from config.commands import object_by_name_or_id
+from config.commands import add_source_argument, source_selection
 from datasets_app import versions
 from datasets_app.curation import STRATEGIES
-from datasets_app.models import Source
 
 
 def _value(text: str):
@@ -33,8 +32,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--strategy", required=True, choices=sorted(STRATEGIES))
         parser.add_argument("--name", required=True, help="dataset name (versions count up)")
-        parser.add_argument("--source", action="append", default=[], help="source name(s)")
+        add_source_argument(parser)
         parser.add_argument("--split", default="")
+        parser.add_argument(
+            "--include-heldout",
+            action="store_true",
+            help="curate test and validation prompts too, as training rows (recorded in the "
+            "version's parameters); without it they are left out",
+        )
         parser.add_argument("--param", action="append", default=[], help="key=value")
         parser.add_argument("--filter", action="append", default=[], help="key=value")
         parser.add_argument("--raters", default="", help="comma-separated rater keys")
@@ -49,23 +54,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **o):
-        sources = [object_by_name_or_id(Source, name, "source") for name in o["source"]]
-        selection = {"split": o["split"]}
-        if len(sources) == 1:
-            selection["source_id"] = sources[0].pk
-        elif sources:
-            selection["prompt_ids"] = list(
-                Source.objects.filter(pk__in=[s.pk for s in sources]).values_list(
-                    "prompts__id", flat=True
-                )
-            )
+        selection = {"split": o["split"], **source_selection(o["source"])}
+        params = _pairs(o["param"], "--param")
+        if o["include_heldout"]:
+            params["include_heldout"] = True
         try:
             answer = o["answer_judge"] and judge_config_from_spec(o["answer_judge"])
             rewrite = o["rewrite_judge"] and judge_config_from_spec(o["rewrite_judge"])
             version = versions.dataset_version_build(
                 name=o["name"],
                 strategy=o["strategy"],
-                params=_pairs(o["param"], "--param"),
+                params=params,
                 filters=_pairs(o["filter"], "--filter"),
                 rater_selection={
                     "raters": [r for r in o["raters"].split(",") if r],

@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from config.commands import object_by_name_or_id
-from datasets_app.models import Source
+from config.commands import add_source_argument, object_by_name_or_id, source_selection
 from training import services
 from training.generation import TEMPLATES, SamplingParams
 from training.models import Checkpoint
@@ -14,7 +13,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--checkpoint", required=True, help="checkpoint name or id")
-        parser.add_argument("--source", help="source name or id")
+        add_source_argument(parser)
         parser.add_argument("--split", default="")
         parser.add_argument("--subject", default="")
         parser.add_argument("--prompt-ids", default="", help="comma-separated prompt ids")
@@ -37,16 +36,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **o):
         checkpoint = object_by_name_or_id(Checkpoint, o["checkpoint"], "checkpoint")
-        source = object_by_name_or_id(Source, o["source"], "source") if o["source"] else None
         try:
             ids = [int(x) for x in o["prompt_ids"].split(",") if x.strip()]
         except ValueError:
             raise CommandError("--prompt-ids takes numbers separated by commas") from None
         selection = {
-            "source_id": source.pk if source else None,
+            **source_selection(o["source"], ids),
             "split": o["split"],
             "subject": o["subject"],
-            "prompt_ids": ids or None,
             "limit": o["limit"],
         }
         params = SamplingParams(
