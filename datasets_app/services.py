@@ -17,6 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from config.media import import_report_folder
+from config.names import safe_name
 from datasets_app.imports import ImageLimits, ParseResult, PromptRecord, ValidImage, parse_source
 from datasets_app.imports.archives import ArchiveRejected, extract_zip
 from datasets_app.models import Prompt, Source
@@ -27,17 +29,33 @@ INSERT_BATCH = 500
 
 
 class ImportRejected(Exception):
-    """The file had bad rows and --skip-bad was not given: nothing was written."""
+    """The file had bad rows and skipping them was not asked for, or no row at all was
+    valid: nothing was written.
+
+    Each entry point names its own way to skip bad rows (a command flag, a form checkbox):
+    `explain(how_to_skip)` puts it into the message; str() says it generically.
+    """
+
+    GENERIC_HOW_TO_SKIP = "import only the valid rows by skipping bad rows"
 
     def __init__(self, parsed: ParseResult, report_name: str) -> None:
         self.parsed = parsed
         self.report_name = report_name
+        super().__init__(self.explain(self.GENERIC_HOW_TO_SKIP))
+
+    def explain(self, how_to_skip: str) -> str:
+        parsed = self.parsed
         first = "; ".join(str(e) for e in parsed.errors[:3])
         more = f" (and {len(parsed.errors) - 3} more)" if len(parsed.errors) > 3 else ""
-        super().__init__(
-            f"{len(parsed.errors)} of {parsed.rows_total} rows are invalid, so nothing was "
-            f"imported: {first}{more}. Fix them, or import the valid rows with --skip-bad. "
-            f"Full report: {report_name}"
+        if not parsed.records:  # skipping would leave nothing: do not suggest it
+            head = f"none of the {parsed.rows_total} rows is valid"
+            way_out = "Fix them and import again"
+        else:
+            head = f"{len(parsed.errors)} of {parsed.rows_total} rows are invalid"
+            way_out = f"Fix them, or {how_to_skip}"
+        return (
+            f"{head}, so nothing was imported: {first}{more}. {way_out}. "
+            f"Full report: {self.report_name}"
         )
 
 
@@ -57,7 +75,7 @@ def import_limits() -> ImageLimits:
     )
 
 
-def _save_report(source_name: str, parsed: ParseResult, path: Path) -> str:
+def _save_report(source_name: str, parsed: ParseResult, path: Path, user: Any) -> str:
     stamp = timezone.now().strftime("%Y%m%dT%H%M%S")
     body = {
         "source": source_name,
@@ -67,7 +85,10 @@ def _save_report(source_name: str, parsed: ParseResult, path: Path) -> str:
         "rows_rejected": len(parsed.errors),
         "errors": parsed.report,
     }
-    name = f"import-reports/{slugify(source_name) or 'source'}-{stamp}.json"
+    # The owner's folder is what the media view checks (config.media): reports name rows
+    # and files of one user's import, not for other annotators' eyes.
+    folder = import_report_folder(user)
+    name = f"{folder}/{slugify(source_name) or 'source'}-{stamp}.json"
     return default_storage.save(name, ContentFile(json.dumps(body, indent=2).encode()))
 
 
@@ -102,9 +123,7 @@ def prompts_import(
 ) -> ImportOutcome:
     """Import a prompts file all-or-nothing (unless skip_bad); re-importing adds nothing."""
     path = Path(path)
-    source_name = source_name.strip()
-    if not source_name:
-        raise ValueError("a source name is required")
+    source_name = safe_name(source_name, "source name")
     existing = Source.objects.filter(name=source_name).first()
     if existing is not None and existing.kind != fmt:
         raise ValueError(
@@ -126,9 +145,13 @@ def _import_parsed(
     skip_bad: bool,
     user: Any,
 ) -> ImportOutcome:
-    report_name = _save_report(source_name, parsed, path) if parsed.errors else ""
-    if parsed.errors and not skip_bad:
+    report_name = _save_report(source_name, parsed, path, user) if parsed.errors else ""
+    # Skipping bad rows must still leave something to import: an empty source would
+    # show up in every filter as if the import had worked.
+    if parsed.errors and (not skip_bad or not parsed.records):
         raise ImportRejected(parsed, report_name)
+    if not parsed.records:
+        raise ValueError(f"{path.name} has no rows, so nothing was imported")
 
     unique: dict[str, PromptRecord] = {}
     for record in parsed.records:
@@ -194,19 +217,35 @@ UPLOAD_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv", ".zip")
 
 
 def prompts_import_enqueue(
-    *, upload: Any, source_name: str, fmt: str, skip_bad: bool, user: Any = None
+    *,
+    upload: Any,
+    source_name: str,
+    fmt: str,
+    skip_bad: bool,
+    how_to_skip: str = ImportRejected.GENERIC_HOW_TO_SKIP,
+    user: Any = None,
 ) -> Job:
-    """Keep an uploaded file in storage and queue its import as a job."""
+    """Keep an uploaded file in storage and queue its import as a job.
+
+    `how_to_skip` is how the caller's own page says "skip bad rows", for the job's error.
+    """
     from workers.tasks.imports import run_import
 
     file_name = Path(upload.name).name
+    source_name = safe_name(source_name, "source name")
     if not file_name.lower().endswith(UPLOAD_SUFFIXES):
         raise ValueError(f"{file_name}: upload one of {', '.join(UPLOAD_SUFFIXES)}")
     stored = default_storage.save(f"uploads/{uuid.uuid4().hex}/{file_name}", upload)
     job = job_create(
         kind=Job.Kind.IMPORT,
         title=f"import {file_name} into {source_name}",
-        params={"upload": stored, "source": source_name, "format": fmt, "skip_bad": skip_bad},
+        params={
+            "upload": stored,
+            "source": source_name,
+            "format": fmt,
+            "skip_bad": skip_bad,
+            "how_to_skip": how_to_skip,
+        },
         created_by=user,
     )
     job_enqueue(job, run_import)
@@ -234,7 +273,8 @@ def prompts_import_job_run(*, job_id: int) -> None:
             )
         except ImportRejected as exc:
             run.set_metrics(rows_total=exc.parsed.rows_total, rejected=exc.parsed.report[:200])
-            raise JobFailed(str(exc)) from None
+            how_to_skip = params.get("how_to_skip") or ImportRejected.GENERIC_HOW_TO_SKIP
+            raise JobFailed(exc.explain(how_to_skip)) from None
         except (ArchiveRejected, ValueError) as exc:
             raise JobFailed(str(exc)) from None
         run.set_metrics(

@@ -40,6 +40,7 @@ def import_prompts(request):
                 source_name=form.cleaned_data["source"],
                 fmt=form.cleaned_data["format"],
                 skip_bad=form.cleaned_data["skip_bad"],
+                how_to_skip=form.how_to_skip(),
                 user=request.user,
             )
         except ValueError as exc:

@@ -110,3 +110,39 @@ def test_a_job_page_is_for_its_creator_and_staff_only(client, curator, make_user
     assert client.get(url).status_code == 403
     client.force_login(staff_user)
     assert client.get(url).status_code == 200
+
+
+def test_a_rejected_upload_names_the_forms_option_not_a_command_flag(client, curator):
+    client.force_login(curator)
+    _post(client, _jsonl_with_inline_images(bad=True), "p.jsonl")
+    job = Job.objects.get()
+    prompts_import_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert "--skip-bad" not in job.error
+    assert "tick “Skip bad rows” on the import page to import only the valid rows" in job.error
+    form = client.get(reverse("datasets_app:import")).content.decode()
+    assert "Skip bad rows" in form  # the option the message names is on the page
+
+
+def test_skip_bad_with_no_valid_row_fails_the_job_and_creates_no_source(client, curator):
+    from datasets_app.models import Source
+
+    client.force_login(curator)
+    data = json.dumps({"image": {"bytes": "bm90IGFuIGltYWdl"}, "question": "broken"}).encode()
+    _post(client, data, "p.jsonl", skip_bad="on")
+    job = Job.objects.get()
+    prompts_import_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED and "none of the 1 rows is valid" in job.error
+    assert not Source.objects.exists() and not Prompt.objects.exists()
+
+
+def test_a_binary_upload_says_which_row_is_not_text(client, curator):
+    client.force_login(curator)
+    _post(client, png_bytes(), "photo.jsonl")
+    job = Job.objects.get()
+    prompts_import_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert "row 1: not UTF-8 text" in job.error and "codec" not in job.error

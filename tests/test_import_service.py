@@ -120,3 +120,58 @@ def test_command_exits_non_zero_and_prints_rows_on_bad_input(tmp_path, capsys):
         call_command("import_prompts", str(path), source="colours")
     assert "row 2" in capsys.readouterr().err
     assert Prompt.objects.count() == 0
+
+
+def test_skip_bad_with_no_valid_row_fails_and_creates_no_source(tmp_path):
+    path = tmp_path / "all-bad.jsonl"
+    path.write_text(json.dumps({"image": "gone.png", "question": "Q"}) + "\n{broken\n")
+    with pytest.raises(ImportRejected) as raised:
+        prompts_import(path=path, source_name="empty", fmt="prompts", skip_bad=True)
+    message = str(raised.value)
+    assert "none of the 2 rows is valid, so nothing was imported" in message
+    assert "skip" not in message.split("Full report")[0].lower()  # skipping cannot help
+    assert Source.objects.count() == 0 and Prompt.objects.count() == 0
+
+
+def test_a_file_without_rows_creates_no_source(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n\n")
+    with pytest.raises(ValueError, match=r"empty\.jsonl has no rows, so nothing was imported"):
+        prompts_import(path=path, source_name="empty", fmt="prompts", skip_bad=True)
+    assert Source.objects.count() == 0
+
+
+def test_the_rejection_names_the_callers_own_way_to_skip(tmp_path):
+    path = _prompts_file(tmp_path, BAD_ROWS["missing field"](tmp_path))
+    with pytest.raises(ImportRejected) as raised:
+        prompts_import(path=path, source_name="colours", fmt="prompts")
+    assert "--skip-bad" not in str(raised.value)  # the service knows no command line
+    assert "Fix them, or press the red button." in raised.value.explain("press the red button")
+
+
+def test_the_command_names_its_flag_and_refuses_a_binary_jsonl(tmp_path, capsys):
+    path = _prompts_file(tmp_path, BAD_ROWS["missing field"](tmp_path))
+    with pytest.raises(CommandError, match="pass --skip-bad to import only the valid rows"):
+        call_command("import_prompts", str(path), source="colours")
+    binary = tmp_path / "photo.jsonl"
+    binary.write_bytes(png_bytes())
+    with pytest.raises(CommandError, match=r"none of the \d+ rows is valid") as raised:
+        call_command("import_prompts", str(binary), source="photo", skip_bad=True)
+    assert "row 1: not UTF-8 text (byte 0x89 at column 1)" in str(raised.value)
+    assert "codec" not in str(raised.value)
+    assert Source.objects.count() == 0
+
+
+def test_plain_base64_images_import_like_files(tmp_path):
+    import base64
+
+    path = tmp_path / "inline.jsonl"
+    rows = [
+        {"image": base64.b64encode(png_bytes(colour=c)).decode(), "question": c}
+        for c in ("red", "green")
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    outcome = prompts_import(path=path, source_name="inline", fmt="prompts")
+    assert outcome.created == 2
+    red = Prompt.objects.get(question="red")
+    assert default_storage.open(red.image.name).read() == png_bytes(colour="red")

@@ -151,3 +151,85 @@ def test_nul_characters_are_refused_because_postgresql_cannot_store_them(tmp_pat
     )
     result = parse_source(path, "prompts", LIMITS)
     assert [(e.row, e.field) for e in result.errors] == [(1, "question"), (2, "metadata")]
+
+
+def _jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "green").save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_plain_base64_text_in_image_is_read_as_the_image(tmp_path):
+    png, jpeg = png_bytes(colour="blue"), _jpeg_bytes()
+    # JPEG's base64 starts with "/9j/": it must not be taken for an absolute path.
+    assert base64.b64encode(jpeg).decode().startswith("/9j/")
+    wrapped = base64.encodebytes(png).decode()  # MIME style, with line breaks
+    path = _write_jsonl(
+        tmp_path / "inline.jsonl",
+        [
+            json.dumps({"image": base64.b64encode(png).decode(), "question": "PNG?"}),
+            json.dumps({"image": base64.b64encode(jpeg).decode(), "question": "JPEG?"}),
+            json.dumps({"image": wrapped, "question": "Wrapped?"}),
+        ],
+    )
+    result = parse_source(path, "prompts", LIMITS)
+    assert not result.errors
+    assert [r.image.format for r in result.records] == ["PNG", "JPEG", "PNG"]
+    assert result.records[0].image.data == png
+
+
+def test_a_path_stays_a_path_and_a_missing_one_says_so(tmp_path):
+    # "abcdEFGH12345678" is valid base64 (of noise): as an existing file it is that file.
+    (tmp_path / "abcdEFGH12345678").write_bytes(png_bytes(colour="red"))
+    not_an_image = base64.b64encode(b"just some text, long enough").decode()
+    path = _write_jsonl(
+        tmp_path / "paths.jsonl",
+        [
+            json.dumps({"image": "abcdEFGH12345678", "question": "File?"}),
+            json.dumps({"image": "photos/missing", "question": "Missing?"}),
+            json.dumps({"image": not_an_image, "question": "Text?"}),
+            json.dumps({"image": "A" * 5000, "question": "Too long for a file name?"}),
+        ],
+    )
+    result = parse_source(path, "prompts", LIMITS)
+    assert [r.row for r in result.records] == [1]
+    assert result.records[0].image.data == png_bytes(colour="red")
+    errors = {e.row: e.error for e in result.errors}
+    assert set(errors) == {2, 3, 4}
+    for error in errors.values():
+        assert "neither a file next to the imported file nor base64 of an image" in error
+    assert len(errors[4]) < 200  # the value is shortened, not copied whole
+
+
+def test_binary_jsonl_names_the_row_that_is_not_utf8(tmp_path):
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(
+        json.dumps({"image": "a.png", "question": "Fine?"}).encode()
+        + b"\n"
+        + b'{"image": "a.png", "question": "caf\xe9"}\n'
+    )
+    result = parse_source(path, "prompts", LIMITS)
+    assert [r.row for r in result.records] == [1]
+    (error,) = result.errors
+    assert error.row == 2 and "not UTF-8 text (byte 0xe9 at column 36)" in error.error
+
+    binary = tmp_path / "picture.jsonl"
+    binary.write_bytes(png_bytes())  # a PNG renamed: starts with byte 0x89
+    result = parse_source(binary, "prompts", LIMITS)
+    assert not result.records and result.errors[0].row == 1
+    assert "not UTF-8 text (byte 0x89 at column 1)" in str(result.errors[0])
+
+
+def test_a_csv_manifest_that_is_not_utf8_names_its_line(tmp_path):
+    (tmp_path / "one.png").write_bytes(png_bytes())
+    (tmp_path / "manifest.csv").write_bytes(b"image,question\none.png,Which?\none.png,Caf\xe9?\n")
+    with pytest.raises(ValueError, match=r"manifest.csv, line 3: not UTF-8 text \(byte 0xe9"):
+        parse_source(tmp_path, "prompts", LIMITS)
+
+
+def test_a_utf8_bom_is_not_part_of_the_first_column(tmp_path):
+    (tmp_path / "one.png").write_bytes(png_bytes())
+    (tmp_path / "manifest.csv").write_bytes(b"\xef\xbb\xbfimage,question\none.png,Which?\n")
+    result = parse_source(tmp_path, "prompts", LIMITS)
+    assert not result.errors and result.records[0].question == "Which?"

@@ -33,7 +33,9 @@ __all__ = [
     "CHAT_TEMPLATE",
     "LoadedPolicy",
     "ModelLoadError",
+    "PolicyCheck",
     "build_tiny_llava",
+    "check_policy",
     "generate_text",
     "load_policy",
 ]
@@ -333,6 +335,67 @@ def load_policy(
     """
     import torch
 
+    source, adapter_dir = _resolve_source(path_or_hub_id, adapter_path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype, dtype_name = _resolve_dtype(dtype, device)
+
+    model = _load_model(source, torch_dtype, device)
+    processor = _load_processor(source, adapter_dir)
+
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+        except Exception as exc:  # peft raises a mix of ValueError / KeyError / OSError
+            raise ModelLoadError(
+                f"adapter {adapter_dir} could not be loaded on {source}: {exc}"
+            ) from exc
+        name = f"{source} + {adapter_dir}"
+    else:
+        name = source
+
+    model.to(device)
+    model.eval()
+    # Decoder-only batches must be left-padded so every row's new tokens start at one column.
+    processor.tokenizer.padding_side = "left"
+    return LoadedPolicy(
+        model=model, processor=processor, device=device, dtype=dtype_name, name=name
+    )
+
+
+@dataclass(frozen=True)
+class PolicyCheck:
+    """What `load_policy` would load, found by `check_policy`."""
+
+    source: str  # the full checkpoint: an absolute folder, or a hub id as given
+    is_local: bool
+    adapter_dir: str | None  # the LoRA adapter folder (absolute), if any
+    model_type: str
+
+
+def check_policy(path_or_hub_id: str, *, adapter_path: str | None = None) -> PolicyCheck:
+    """Check, without reading any weights, that `load_policy` would find the checkpoint:
+    its folder or hub id, its config (a LLaVA model type), its processor, and the adapter
+    folder. Raises `ModelLoadError` naming what is wrong; a hub id is checked against the
+    hub (or its local cache under HF_HUB_OFFLINE=1)."""
+    source, adapter_dir = _resolve_source(path_or_hub_id, adapter_path)
+    config = _load_config(source)
+    _load_processor(source, adapter_dir)
+    # _resolve_source takes an existing folder as local before any hub id reading.
+    is_local = Path(source).is_dir()
+    return PolicyCheck(
+        source=str(Path(source).resolve()) if is_local else source,
+        is_local=is_local,
+        adapter_dir=str(adapter_dir.resolve()) if adapter_dir is not None else None,
+        model_type=str(getattr(config, "model_type", "")),
+    )
+
+
+def _resolve_source(path_or_hub_id: str, adapter_path: str | None) -> tuple[str, Path | None]:
+    """The full checkpoint to read (a checked folder or a hub id) and the adapter folder;
+    a folder that is itself an adapter stands for its recorded base plus that adapter."""
     name = str(path_or_hub_id)
     base = name
     local = Path(name).expanduser()
@@ -361,39 +424,11 @@ def load_policy(
             raise ModelLoadError(
                 f"{adapter_dir} is not a LoRA adapter: it has no adapter_config.json"
             )
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype, dtype_name = _resolve_dtype(dtype, device)
-
-    source = str(local) if is_local else base
-    model = _load_model(source, torch_dtype, device)
-    processor = _load_processor(source, adapter_dir)
-
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        try:
-            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-        except Exception as exc:  # peft raises a mix of ValueError / KeyError / OSError
-            raise ModelLoadError(
-                f"adapter {adapter_dir} could not be loaded on {source}: {exc}"
-            ) from exc
-        name = f"{source} + {adapter_dir}"
-    else:
-        name = source
-
-    model.to(device)
-    model.eval()
-    # Decoder-only batches must be left-padded so every row's new tokens start at one column.
-    processor.tokenizer.padding_side = "left"
-    return LoadedPolicy(
-        model=model, processor=processor, device=device, dtype=dtype_name, name=name
-    )
+    return (str(local) if is_local else base), adapter_dir
 
 
-def _load_model(source: str, torch_dtype: Any, device: str) -> Any:
-    from transformers import AutoConfig, AutoModelForImageTextToText
+def _load_config(source: str) -> Any:
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(source)
@@ -404,6 +439,13 @@ def _load_model(source: str, torch_dtype: Any, device: str) -> Any:
         raise ModelLoadError(
             f"{source} is not a LLaVA checkpoint: its config has model_type={model_type!r}"
         )
+    return config
+
+
+def _load_model(source: str, torch_dtype: Any, device: str) -> Any:
+    from transformers import AutoModelForImageTextToText
+
+    config = _load_config(source)
     try:
         # device_map puts the weights straight on the GPU: a 7B model is not staged in RAM.
         return AutoModelForImageTextToText.from_pretrained(

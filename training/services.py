@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count
 
 from annotation.models import Completion
@@ -25,7 +25,7 @@ from training.generation import (
     choose_backend_name,
     generate_batches,
 )
-from training.modeling import ModelLoadError, load_policy_cached
+from training.modeling import ModelLoadError, check_policy, load_policy_cached
 from training.models import Checkpoint
 from workers.jobs import JobFailed, job_create, job_enqueue, job_progress, job_running
 from workers.models import Job
@@ -62,6 +62,57 @@ def checkpoint_register_base(*, name: str, model_path: str, notes: str = "") -> 
             f"checkpoint {name!r} already points at {checkpoint.model_path!r}, not {model_path!r}"
         )
     return checkpoint
+
+
+def checkpoint_stored_path(path: str | Path) -> str:
+    """A local folder as a row keeps it: relative to CHECKPOINT_ROOT when under it (see
+    checkpoint_location), else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path(settings.CHECKPOINT_ROOT).resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+def checkpoint_register(
+    *, model_path: str, name: str = "", adapter_path: str = "", notes: str = ""
+) -> Checkpoint:
+    """Register a checkpoint (a folder or hub id, optionally with a LoRA adapter) after
+    checking that the loader finds its config and processor; nothing is created otherwise.
+
+    A folder that is itself an adapter is stored as its recorded base plus that adapter,
+    which is what training on it needs. `name` defaults to the hub id or the folder name.
+    """
+    model_path, adapter_path = model_path.strip(), adapter_path.strip()
+    if not model_path:
+        raise ValueError("a checkpoint needs a model path or hub id")
+    try:
+        checked = check_policy(model_path, adapter_path=adapter_path or None)
+    except ModelLoadError as exc:
+        raise ValueError(str(exc)) from None
+    stored_model = checkpoint_stored_path(checked.source) if checked.is_local else checked.source
+    stored_adapter = checkpoint_stored_path(checked.adapter_dir) if checked.adapter_dir else ""
+    if not name.strip():
+        default = checked.adapter_dir or (checked.source if checked.is_local else "")
+        name = Path(default).name if default else checked.source
+    name = name.strip()
+    if len(name) > Checkpoint._meta.get_field("name").max_length:
+        raise ValueError(f"the checkpoint name {name[:40]!r}... is too long")
+    taken = f"a checkpoint named {name!r} exists already: choose another name"
+    if Checkpoint.objects.filter(name=name).exists():
+        raise ValueError(taken)
+    try:
+        with transaction.atomic():
+            return Checkpoint.objects.create(
+                name=name,
+                kind=Checkpoint.Kind.BASE,
+                model_path=stored_model,
+                adapter_path=stored_adapter,
+                config={"registered_from": model_path, "model_type": checked.model_type},
+                notes=notes,
+            )
+    except IntegrityError:  # registered by someone else since the check above
+        raise ValueError(taken) from None
 
 
 # --- generation --------------------------------------------------------------------------

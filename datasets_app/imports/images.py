@@ -35,6 +35,21 @@ class ValidImage:
         return f"images/{self.sha256[:2]}/{self.sha256}.{self.extension}"
 
 
+def has_image_header(data: bytes) -> bool:
+    """Whether Pillow recognises `data` as an image from its header (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)):
+                return True
+    except Image.DecompressionBombError:
+        return True  # an image all the same: validate_image refuses it with that reason
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+
+
 def validate_image(data: bytes, limits: ImageLimits) -> ValidImage:
     from PIL import Image, UnidentifiedImageError
 

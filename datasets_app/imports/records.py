@@ -1,8 +1,9 @@
 """Read prompt files in the three import formats and turn each row into a record or an error.
 
 Formats:
-- ``prompts``: parquet or JSONL (image bytes, or a path relative to the file), or an image
-  folder with ``manifest.jsonl`` / ``manifest.csv``. Fields: question (required), image
+- ``prompts``: parquet or JSONL (image bytes, base64 text or a data: URL, or a path relative
+  to the file), or an image folder with ``manifest.jsonl`` / ``manifest.csv``.
+  Fields: question (required), image
   (required), reference_answer, choices, answer_index, hint, subject, split, metadata.
 - ``scienceqa``: the HF ScienceQA layout (question, choices, answer index, hint, image or
   none for text-only questions, subject, lecture, solution, ...).
@@ -17,12 +18,19 @@ import binascii
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from datasets_app.imports.images import ImageLimits, ImageRejected, ValidImage, validate_image
+from datasets_app.imports.images import (
+    ImageLimits,
+    ImageRejected,
+    ValidImage,
+    has_image_header,
+    validate_image,
+)
 
 FORMATS = ("prompts", "scienceqa", "pope")
 SPLITS = {"train": "train", "validation": "validation", "val": "validation", "dev": "validation"}
@@ -120,8 +128,15 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowInvalid
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowInvalid]]:
-    with path.open("r", encoding="utf-8") as handle:
-        for row, line in enumerate(handle, start=1):
+    # Bytes, decoded line by line: a line that is not UTF-8 is that row's error (a whole
+    # binary file renamed .jsonl then fails on its first row), not a codec traceback.
+    with path.open("rb") as handle:
+        for row, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if row == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield row, RowInvalid(_not_utf8(raw, exc))
+                continue
             if not line.strip():
                 continue
             try:
@@ -135,10 +150,26 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowInvalid]]
             yield row, item
 
 
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return (
+        f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+        "save the file as UTF-8"
+    )
+
+
+def _utf8_lines(path: Path, handle: Any) -> Iterator[str]:
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            # A CSV record may span lines, so the rest cannot be read reliably: file level.
+            raise ValueError(f"{path.name}, line {number}: {_not_utf8(raw, exc)}") from None
+
+
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowInvalid]]:
-    with path.open("r", encoding="utf-8", newline="") as handle:
+    with path.open("rb") as handle:
         # Row numbers count the header as row 1, as a spreadsheet shows them.
-        for row, item in enumerate(csv.DictReader(handle), start=2):
+        for row, item in enumerate(csv.DictReader(_utf8_lines(path, handle)), start=2):
             yield row, {k: v for k, v in item.items() if k is not None and v not in ("", None)}
 
 
@@ -163,21 +194,62 @@ def iter_raw_rows(path: Path) -> tuple[Path, Iterator[tuple[int, dict[str, Any] 
 # --- turning raw values into fields ----------------------------------------------------------
 
 
+def _short(text: str, limit: int = 60) -> str:
+    """A value quoted in a message: a long base64 string must not fill the report."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False
+
+
 def _read_relative(base: Path, name: str) -> bytes:
     candidate = Path(name)
     if candidate.is_absolute():
-        raise RowInvalid(f"image path {name!r} must be relative to the imported file", "image")
+        raise RowInvalid(
+            f"image path {_short(name)} must be relative to the imported file", "image"
+        )
     resolved = (base / candidate).resolve()
     if not resolved.is_relative_to(base.resolve()):
-        raise RowInvalid(f"image path {name!r} points outside the imported folder", "image")
-    if not resolved.is_file():
-        raise RowInvalid(f"image file {name!r} not found next to the imported file", "image")
+        raise RowInvalid(f"image path {_short(name)} points outside the imported folder", "image")
+    if not _is_file(resolved):
+        raise RowInvalid(
+            f"image {_short(name)} is neither a file next to the imported file nor base64 "
+            "of an image",
+            "image",
+        )
     return resolved.read_bytes()
+
+
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]+")
+
+
+def _base64_image(text: str, base: Path) -> bytes | None:
+    """The bytes of `text` when it is plain base64 of an image (not a data: URL), else None.
+
+    A string is read as base64 only when it is not an existing file next to the imported
+    file, decodes as strict base64, and the bytes start with an image header Pillow knows.
+    A path practically never passes all three (and "photos/cat" decodes to noise), so a
+    missing file is still reported as a missing file.
+    """
+    relative = not Path(text).is_absolute()
+    if relative and _is_file(base / text):
+        return None
+    if len(text) < 16 or not _BASE64_TEXT.fullmatch(text):
+        return None
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data if has_image_header(data) else None
 
 
 def _image_bytes(value: Any, base: Path) -> bytes | None:
     """Accept raw bytes, an HF {bytes, path} struct (bytes as base64 in JSON), a data URL,
-    or a path relative to the imported file."""
+    plain base64 of an image (see _base64_image), or a path relative to the imported file."""
     if value is None:
         return None
     if isinstance(value, bytes | bytearray):
@@ -192,7 +264,8 @@ def _image_bytes(value: Any, base: Path) -> bytes | None:
     if isinstance(value, str):
         if value.startswith("data:"):
             return _b64(value.split(",", 1)[-1])
-        return _read_relative(base, value)
+        data = _base64_image(value, base)
+        return data if data is not None else _read_relative(base, value)
     raise RowInvalid(
         f"image must be bytes, a path or a {{bytes, path}} struct, not {type(value).__name__}",
         "image",

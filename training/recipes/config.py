@@ -8,6 +8,7 @@ writes it back (the runner stores it next to every checkpoint and in `final/`).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import types
@@ -19,6 +20,7 @@ from typing import Any
 __all__ = [
     "DPO_LOSS_TYPES",
     "LANGUAGE_MODEL_LINEAR",
+    "NUMERIC_RANGES",
     "PRESETS",
     "RECIPES",
     "ConfigError",
@@ -118,6 +120,89 @@ RUN_CONTROL_FIELDS = frozenset(
 
 # A hub id is "name" or "owner/name"; anything else must be a local folder.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field may take: low..high, each end included or not.
+
+    `unset` is the one value outside the range that means "not set" (max_steps=-1, as TRL
+    spells it); a field typed `X | None` may always be None.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is excluded
+    high_open: bool = False
+    unset: int | None = None
+
+    def allows(self, value: float) -> bool:
+        if value == self.unset:
+            return True
+        # NaN and infinity pass every comparison one way or the other: refuse them first.
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = (
+                f"in {'(' if self.low_open else '['}{_number(self.low)}, "
+                f"{_number(self.high)}{')' if self.high_open else ']'}"
+            )
+        elif self.low == 0:
+            text = "positive" if self.low_open else "non-negative"
+        elif self.low is not None:
+            text = f"{'greater than' if self.low_open else 'at least'} {_number(self.low)}"
+        else:
+            text = "a finite number"
+        return text + (f" (or {self.unset}: not set)" if self.unset is not None else "")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+_POSITIVE = Range(low=0, low_open=True)
+_NON_NEGATIVE = Range(low=0)
+_AT_LEAST_1 = Range(low=1)
+_FRACTION = Range(low=0, high=1, high_open=True)
+
+# Every int and float field of TrainConfig, and what it may be. A field typed `X | None`
+# may also be None; a list field (loss_weights) applies its range to every item. A test
+# checks that no numeric field is missing from this table.
+NUMERIC_RANGES: dict[str, Range] = {
+    "eval_fraction": _FRACTION,
+    "lora_r": _AT_LEAST_1,
+    "lora_alpha": _POSITIVE,
+    "lora_dropout": _FRACTION,
+    "learning_rate": _POSITIVE,
+    "num_train_epochs": _POSITIVE,
+    "max_steps": Range(low=1, unset=-1),  # > 0 overrides num_train_epochs
+    "per_device_train_batch_size": _AT_LEAST_1,
+    "per_device_eval_batch_size": _AT_LEAST_1,
+    "gradient_accumulation_steps": _AT_LEAST_1,
+    "warmup_ratio": _FRACTION,
+    "weight_decay": _NON_NEGATIVE,
+    "max_grad_norm": _NON_NEGATIVE,  # 0: no clipping
+    "seed": Range(low=0, high=2**32 - 1),  # numpy's seed range
+    "max_length": _AT_LEAST_1,
+    "max_image_pixels": _AT_LEAST_1,
+    "beta": _POSITIVE,
+    "loss_weights": _NON_NEGATIVE,
+    # robust: a flip probability; exo_pair additionally needs > 0 (checked with the DPO rules)
+    "label_smoothing": Range(low=0, high=0.5, high_open=True),
+    "ref_batch_size": _AT_LEAST_1,
+    "logging_steps": _AT_LEAST_1,
+    "eval_steps": _AT_LEAST_1,
+    "save_steps": _NON_NEGATIVE,  # 0: no intermediate checkpoints
+    "save_total_limit": _AT_LEAST_1,
+    "heartbeat_s": _POSITIVE,
+    "torch_threads": _AT_LEAST_1,
+    "dataloader_num_workers": _NON_NEGATIVE,
+}
 
 
 class ConfigError(ValueError):
@@ -278,15 +363,10 @@ class TrainConfig:
             errors.append(f"unknown recipe {self.recipe!r} (known: {', '.join(RECIPES)})")
         if self.preset is not None and self.preset not in PRESETS:
             errors.append(f"unknown preset {self.preset!r}")
+        errors += self._range_errors()
         if self.finetune not in ("lora", "full"):
             errors.append(f"finetune must be 'lora' or 'full', not {self.finetune!r}")
         if self.finetune == "lora":
-            if self.lora_r < 1:
-                errors.append(f"lora_r must be at least 1, not {self.lora_r}")
-            if self.lora_alpha <= 0:
-                errors.append(f"lora_alpha must be positive, not {self.lora_alpha}")
-            if not 0 <= self.lora_dropout < 1:
-                errors.append(f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
             if not self.lora_target_modules:
                 errors.append("lora_target_modules is empty")
             if self.base_adapter is not None and not self.merge_adapter:
@@ -299,36 +379,6 @@ class TrainConfig:
                 "merge_adapter applies to LoRA runs only (finetune='full' has no adapter)"
             )
 
-        if self.learning_rate <= 0:
-            errors.append(f"learning_rate must be positive, not {self.learning_rate}")
-        if self.max_steps <= 0 and self.num_train_epochs <= 0:
-            errors.append("set num_train_epochs > 0 or max_steps > 0")
-        for name in (
-            "per_device_train_batch_size",
-            "per_device_eval_batch_size",
-            "gradient_accumulation_steps",
-            "logging_steps",
-        ):
-            if getattr(self, name) < 1:
-                errors.append(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not 0 <= self.warmup_ratio < 1:
-            errors.append(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            errors.append("weight_decay and max_grad_norm must not be negative")
-        if self.save_steps < 0:
-            errors.append(f"save_steps must not be negative, not {self.save_steps}")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            errors.append(f"eval_steps must be at least 1 (or null), not {self.eval_steps}")
-        if self.heartbeat_s <= 0:
-            errors.append(f"heartbeat_s must be positive, not {self.heartbeat_s}")
-        if self.max_length is not None and self.max_length < 1:
-            errors.append(f"max_length must be at least 1 (or null), not {self.max_length}")
-        if self.max_image_pixels is not None and self.max_image_pixels < 1:
-            errors.append(f"max_image_pixels must be at least 1, not {self.max_image_pixels}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            errors.append(f"torch_threads must be at least 1, not {self.torch_threads}")
-        if self.dataloader_num_workers < 0:
-            errors.append("dataloader_num_workers must not be negative")
         if self.dtype not in (None, "float32", "bfloat16"):
             # float16 weights under AdamW need loss scaling and fp32 master weights; not offered.
             errors.append(f"dtype must be 'float32' or 'bfloat16' (or null), not {self.dtype!r}")
@@ -344,15 +394,9 @@ class TrainConfig:
                 )
             if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
                 errors.append("loss_weights needs one weight per loss_type")
-            if self.beta <= 0:
-                errors.append(f"beta must be positive, not {self.beta}")
-            # TRL checks these in DPOTrainer.__init__, i.e. after the model is loaded.
+            # TRL checks this in DPOTrainer.__init__, i.e. after the model is loaded.
             if "exo_pair" in self.loss_type and self.label_smoothing <= 0:
                 errors.append("loss_type exo_pair needs label_smoothing > 0 (EXO suggests 1e-3)")
-            if not 0 <= self.label_smoothing < 0.5:
-                errors.append(f"label_smoothing must be in [0, 0.5), not {self.label_smoothing}")
-            if self.ref_batch_size is not None and self.ref_batch_size < 1:
-                errors.append(f"ref_batch_size must be at least 1, not {self.ref_batch_size}")
 
         errors += self._file_errors(data_files=data_files)
         if self.recipe in RECIPES and not any("train_file" in e for e in errors):
@@ -382,8 +426,6 @@ class TrainConfig:
                 errors.append(f"{name} {path} does not exist")
         if self.eval_file is not None and self.eval_fraction:
             errors.append("give eval_file or eval_fraction, not both")
-        if not 0 <= self.eval_fraction < 1:
-            errors.append(f"eval_fraction must be in [0, 1), not {self.eval_fraction}")
         if self.base_adapter is not None:
             adapter = Path(self.base_adapter).expanduser()
             if not (adapter / "adapter_config.json").is_file():
@@ -403,6 +445,18 @@ class TrainConfig:
         out = Path(self.output_dir)
         if out.exists() and not out.is_dir():
             errors.append(f"output_dir {self.output_dir} is a file")
+        return errors
+
+    def _range_errors(self) -> list[str]:
+        errors = []
+        for name, allowed in NUMERIC_RANGES.items():
+            value = getattr(self, name)
+            if value is None:  # the types allow None only where a field is optional
+                continue
+            items = value if isinstance(value, list) else [value]
+            if not all(allowed.allows(item) for item in items):
+                what = "every item of " + name if isinstance(value, list) else name
+                errors.append(f"{what} must be {allowed.describe()}, not {value!r}")
         return errors
 
     def _type_errors(self) -> list[str]:

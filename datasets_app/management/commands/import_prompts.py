@@ -28,7 +28,9 @@ class Command(BaseCommand):
         except services.ImportRejected as exc:
             for error in exc.parsed.errors:
                 self.stderr.write(f"  {error}")
-            raise CommandError(str(exc)) from None
+            raise CommandError(
+                exc.explain("pass --skip-bad to import only the valid rows")
+            ) from None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         for error in outcome.rejected:
