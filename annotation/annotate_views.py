@@ -14,7 +14,7 @@ from annotation import campaigns, selectors
 from annotation.forms import CampaignForm, resolution_payload
 from annotation.models import Assignment, Campaign, CampaignItem
 from annotation.submission import SubmissionInvalid
-from config.access import access_is_curator, curator_required
+from config.access import access_is_curator, annotator_required, curator_required
 
 
 def _own_assignment(request, assignment_id: int) -> Assignment:
@@ -30,6 +30,7 @@ def _own_assignment(request, assignment_id: int) -> Assignment:
     return assignment
 
 
+@annotator_required
 def campaign_list(request):
     context = {
         "campaigns": selectors.campaigns_for(request.user),
@@ -54,6 +55,7 @@ def campaign_new(request):
     return render(request, "annotation/campaign_new.html", {"form": form})
 
 
+@annotator_required
 def campaign_next(request, campaign_id: int):
     campaign = get_object_or_404(Campaign, pk=campaign_id, is_active=True)
     assignment = campaigns.assignment_next(campaign=campaign, user=request.user)
@@ -63,12 +65,14 @@ def campaign_next(request, campaign_id: int):
     return redirect("annotation:item", assignment_id=assignment.pk)
 
 
+@annotator_required
 def item_page(request, assignment_id: int):
     assignment = _own_assignment(request, assignment_id)
     context = selectors.item_page_context(assignment)
     return render(request, "annotation/item.html", context)
 
 
+@annotator_required
 @require_POST
 def item_submit(request, assignment_id: int):
     assignment = _own_assignment(request, assignment_id)
@@ -89,6 +93,7 @@ def item_submit(request, assignment_id: int):
     return JsonResponse({"ok": True, "replayed": outcome.replayed, "next": next_url})
 
 
+@annotator_required
 @require_POST
 def item_release(request, assignment_id: int):
     assignment = _own_assignment(request, assignment_id)
@@ -99,6 +104,7 @@ def item_release(request, assignment_id: int):
     return redirect("annotation:next", campaign_id=assignment.item.campaign_id)
 
 
+@annotator_required
 def campaign_undo(request, campaign_id: int):
     """Back to the last submitted item, to change it."""
     campaign = get_object_or_404(Campaign, pk=campaign_id)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from itertools import groupby
 
-from annotation.models import Completion
+from django.db.models import QuerySet
+
+from annotation.models import Completion, JudgeConfig
 
 
 def prompt_completions_by_checkpoint(*, prompt_id: int) -> list[tuple[object, list[Completion]]]:
@@ -15,6 +17,32 @@ def prompt_completions_by_checkpoint(*, prompt_id: int) -> list[tuple[object, li
         .order_by("checkpoint__name", "template", "sampling_hash", "sample_index")
     )
     return [(ckpt, list(group)) for ckpt, group in groupby(rows, key=lambda c: c.checkpoint)]
+
+
+def judge_config_choices() -> QuerySet[JudgeConfig]:
+    """The judges worth offering in a dropdown: those with ratings or answers kept, and
+    those that can be called from here now. A configuration saved before launches were
+    checked (no key, a folder that does not exist) and never used is left out; its row
+    stays, since nothing refers to it and a later check may pass (a key set since)."""
+    from django.db.models import Exists, OuterRef
+
+    from annotation.models import JudgeCall, Rating
+    from annotation.services import judge_config_check
+
+    configs = JudgeConfig.objects.annotate(
+        used=Exists(Rating.objects.filter(judge_id=OuterRef("pk")))
+        | Exists(JudgeCall.objects.filter(judge_id=OuterRef("pk"), status=JudgeCall.Status.OK))
+    )
+    usable = set(configs.filter(used=True).values_list("pk", flat=True))
+    for config in configs.filter(used=False):
+        try:
+            judge_config_check(
+                provider=config.provider, model=config.model, base_url=config.base_url
+            )
+        except ValueError:
+            continue
+        usable.add(config.pk)
+    return JudgeConfig.objects.filter(pk__in=usable).order_by("name")
 
 
 def rater_choices() -> list[tuple[str, str]]:
@@ -117,6 +145,15 @@ def item_page_context(assignment) -> dict:
         "comment": pick.comment if pick else "",
     }
     mine_all = assignment.annotator.assignments.filter(item__campaign=campaign)
+    done = mine_all.filter(status="submitted").count()
+    # "n of N": this item's place in the annotator's walk through the campaign (items are
+    # handed out shuffled, so an item's own rank would say nothing). A submitted item,
+    # reopened by undo, keeps the place it was submitted at; an open one comes next.
+    position = (
+        mine_all.filter(status="submitted", submitted_at__lte=assignment.submitted_at).count()
+        if assignment.status == "submitted" and assignment.submitted_at
+        else done + 1
+    )
     return {
         "assignment": assignment,
         "campaign": campaign,
@@ -130,9 +167,12 @@ def item_page_context(assignment) -> dict:
             "initial": initial,
             "submitted": assignment.status == "submitted",
         },
+        "suggestion_judge": campaign.suggestion_judge if suggestions else None,
         "progress": {
-            "done": mine_all.filter(status="submitted").count(),
+            "done": done,
             "assigned": mine_all.filter(status__in=["assigned", "submitted"]).count(),
+            "position": position,
+            "items": campaign.items.count(),
         },
     }
 

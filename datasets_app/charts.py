@@ -22,22 +22,36 @@ def _svg(body: list[str], title: str) -> str:
 def bars_svg(
     labels: Sequence[str], counts: Sequence[float], title: str, colour: str = "#3056d3"
 ) -> str:
-    """Vertical bars scaled to the largest count, each labelled with its count."""
+    """Vertical bars on axes, scaled to the largest count, each labelled with its count.
+
+    A zero is drawn as a hairline on the axis with its "0": an empty chart would read as a
+    chart that failed to draw."""
     if not counts:
         return _svg([f'<text x="{PAD}" y="60" font-size="12">no data</text>'], title)
     top = max(counts) or 1
     slot = (WIDTH - 2 * PAD) / len(counts)
-    body = []
+    # Room above the tallest bar for its count, below the title.
+    ceiling, base = 36, 24 + (HEIGHT - 40)
+    body = [
+        f'<line class="axis" x1="{PAD}" y1="{base}" x2="{WIDTH - PAD}" y2="{base}" stroke="#999"/>',
+        f'<line class="axis" x1="{PAD}" y1="{ceiling}" x2="{PAD}" y2="{base}" stroke="#999"/>',
+        f'<text x="{PAD - 3}" y="{ceiling + 6}" font-size="9" text-anchor="end">{top:.3g}</text>',
+        f'<text x="{PAD - 3}" y="{base}" font-size="9" text-anchor="end">0</text>',
+    ]
     for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
-        height = (HEIGHT - 40) * count / top
+        height = max((base - ceiling) * count / top, 1.0)
         x = PAD + i * slot
-        y = 24 + (HEIGHT - 40) - height
+        y = base - height
         body.append(
             f'<rect class="bar" x="{x + 2:.1f}" y="{y:.1f}" width="{max(slot - 4, 1):.1f}" '
             f'height="{height:.1f}" fill="{colour}">'
             f"<title>{escape(label)}: {count:g}</title></rect>"
         )
         if len(counts) <= 16:
+            body.append(
+                f'<text class="value" x="{x + slot / 2:.1f}" y="{y - 3:.1f}" font-size="9" '
+                f'text-anchor="middle">{count:.3g}</text>'
+            )
             body.append(
                 f'<text x="{x + slot / 2:.1f}" y="{HEIGHT + 4}" font-size="9" '
                 f'text-anchor="middle">{escape(label)}</text>'

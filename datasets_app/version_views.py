@@ -5,11 +5,13 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from annotation.models import JudgeConfig
 from config.access import curator_required
 from datasets_app import exports, versions
 from datasets_app.charts import bars_svg, histogram_svg
 from datasets_app.forms import VersionForm
-from datasets_app.models import DatasetVersion
+from datasets_app.models import DatasetVersion, Source
+from training.models import Checkpoint
 
 PREVIEW_ROWS = 5
 
@@ -54,15 +56,47 @@ def version_detail(request, version_id: int):
         if key in stats
     ]
     per_source = stats.get("per_source", {})
-    charts.append(bars_svg(list(per_source), list(per_source.values()), "Rows per source id"))
+    names = dict(Source.objects.filter(pk__in=_ids(list(per_source))).values_list("pk", "name"))
+    labels = [names.get(int(k), f"#{k}") if k.isdigit() else k for k in per_source]
+    charts.append(bars_svg(labels, list(per_source.values()), "Rows per source"))
     context = {
         "version": version,
+        "selection": _selection_rows(version.selection),
         "charts": charts,
         "sample": version.rows.select_related("prompt")[:10],
         "others": DatasetVersion.objects.filter(name=version.name).exclude(pk=version.pk),
         "files": exports.export_files(version),
     }
     return render(request, "datasets_app/version_detail.html", context)
+
+
+def _ids(values: object) -> list[int]:
+    items = values if isinstance(values, list) else [values]
+    return [int(v) for v in items if str(v).isdigit()]
+
+
+def _selection_rows(selection: dict) -> list[tuple[str, str]]:
+    """The recorded prompt selection as (what, value) rows, with sources, checkpoints and
+    judges by name rather than by database id."""
+    lookups = {
+        "source_id": ("source", Source),
+        "source_ids": ("sources", Source),
+        "checkpoint_ids": ("checkpoints", Checkpoint),
+        "answer_judge_id": ("answer judge", JudgeConfig),
+        "rewrite_judge_id": ("rewrite judge", JudgeConfig),
+    }
+    rows = []
+    for key, value in selection.items():
+        if value in (None, "", []):
+            continue
+        if key in lookups:
+            label, model = lookups[key]
+            ids = _ids(value)
+            names = dict(model.objects.filter(pk__in=ids).values_list("pk", "name"))
+            value = ", ".join(names.get(i, f"#{i} (deleted)") for i in ids)
+            key = label
+        rows.append((key.replace("_", " "), str(value)))
+    return rows
 
 
 @curator_required

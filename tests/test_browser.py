@@ -125,12 +125,11 @@ def test_staff_launches_generation_and_reads_the_completions(
 
 
 def _rate_with_keys(page, scores_by_col: list[list[int]], best: int, worst: int) -> None:
-    """Fill an item with the keyboard only: digits walk down a column, l/k move around."""
+    """Fill an item with the keyboard only: digits walk down a column, and l from its end
+    lands on the next response's first attribute."""
     for col, scores in enumerate(scores_by_col):
         if col:
             page.keyboard.press("l")
-            for _ in range(5):
-                page.keyboard.press("k")
         for score in scores:
             page.keyboard.press(str(score))
     for _ in range(len(scores_by_col) - 1 - worst):
@@ -253,3 +252,80 @@ def test_nothing_typed_is_lost_when_the_server_is_unreachable(
     page.keyboard.press("Enter")
     page.wait_for_url(lambda u: u != item_url)
     assert Rating.objects.filter(user=annotator).count() == 2
+
+
+def test_the_evaluation_page_shows_the_results_when_its_job_ends(
+    page, live_server, staff_user, tmp_path
+):
+    from tests.test_evaluation_live import finish_evaluation, queued_evaluation
+
+    run = queued_evaluation(tmp_path)
+    base = live_server.url
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    _log_in(page, base, staff_user.username)
+    page.goto(f"{base}/train/evaluations/{run.pk}/")
+    before = page.inner_text("main")
+    assert "Queued" in before and "No metrics yet" in before and "0 items" in before
+
+    finish_evaluation(run)  # what the gpu worker writes; the page is not reloaded
+    page.wait_for_function(
+        "document.querySelector('main').innerText.includes('0.6667')", timeout=15_000
+    )
+    text = page.inner_text("main")
+    assert "Succeeded" in text and "Queued" not in text and "accuracy" in text
+    assert "3 items" in text and "No metrics yet" not in text
+    assert page.locator("main pre.answer").count() == 3
+    page.screenshot(path=str(SHOTS / "evaluation-finished.png"), full_page=True)
+
+
+def test_the_cursor_follows_the_keys_across_responses(page, live_server, annotator, shapes_source):
+    from annotation import campaigns
+    from annotation.models import ATTRIBUTES, Completion, Rating
+    from training.models import Checkpoint
+
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    prompts = list(shapes_source.prompts.order_by("id")[:2])
+    for p in prompts:
+        for i in range(3):
+            Completion.objects.create(prompt=p, checkpoint=checkpoint, sample_index=i, text=f"A{i}")
+    campaign = campaigns.campaign_create(
+        name="cursor", selection={"prompt_ids": [p.pk for p in prompts]}, overlap=1
+    )
+    base = live_server.url
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    _log_in(page, base, annotator.username)
+    page.goto(f"{base}/annotate/campaigns/{campaign.pk}/next/")
+    page.wait_for_selector("#annotate")
+
+    def cursor() -> tuple[int, int]:
+        return tuple(
+            page.evaluate(
+                "(() => { const r = document.querySelector('tr.cursor');"
+                " return [Number(r.closest('.rate-card').dataset.col), Number(r.dataset.row)]; })()"
+            )
+        )
+
+    for digit in "43210":
+        page.keyboard.press(digit)
+    assert cursor() == (0, 5)  # the five digits leave it on the pick row
+    page.keyboard.press("l")
+    assert cursor() == (1, 0)  # the next response's helpfulness
+    for digit in "01234":
+        page.keyboard.press(digit)
+    page.keyboard.press("ArrowRight")
+    assert cursor() == (2, 0)
+    page.keyboard.press("2")
+    page.keyboard.press("ArrowLeft")  # from an attribute row the row is kept
+    assert cursor() == (1, 1)
+    page.keyboard.press("ArrowLeft")
+    assert cursor() == (0, 1)
+    page.screenshot(path=str(SHOTS / "annotate-cursor.png"), full_page=True)
+    chosen = page.evaluate(
+        "Array.from(document.querySelectorAll('.rate-card')).map(card =>"
+        " Array.from(card.querySelectorAll('tr[data-attribute]')).map(row => {"
+        " const b = row.querySelector('.score.chosen'); return b ? Number(b.dataset.score) : null;"
+        " }))"
+    )
+    assert chosen == [[4, 3, 2, 1, 0], [0, 1, 2, 3, 4], [2, None, None, None, None]]
+    assert not Rating.objects.exists() and len(ATTRIBUTES) == 5
+    assert page.inner_text("[data-progress]").startswith("Item 1 of 2")

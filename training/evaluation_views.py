@@ -6,6 +6,8 @@ import os
 
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 
 from config.access import staff_required
@@ -14,6 +16,7 @@ from training import evaluations
 from training.evaluation.metrics import flatten_metrics
 from training.forms import CompareForm, EvaluationForm
 from training.models import EvaluationRun
+from workers.models import Job
 
 ITEMS_PER_PAGE = 50
 
@@ -36,7 +39,20 @@ def evaluation_list(request):
 
 @staff_required
 def evaluation_detail(request, run_id: int):
-    run = get_object_or_404(EvaluationRun.objects.select_related("checkpoint", "job"), pk=run_id)
+    return render(request, "training/evaluation_detail.html", _detail_context(request, run_id))
+
+
+@staff_required
+def evaluation_live(request, run_id: int):
+    """The live part of the page (status, progress, metrics, items), polled by htmx until
+    the job ends, so that the page shows the results without a reload."""
+    return render(request, "training/_evaluation_live.html", _detail_context(request, run_id))
+
+
+def _detail_context(request, run_id: int) -> dict:
+    run = get_object_or_404(
+        EvaluationRun.objects.select_related("checkpoint__parent", "job"), pk=run_id
+    )
     items = run.items.all()
     wrong = request.GET.get("wrong") == "1"
     subject = request.GET.get("subject", "")
@@ -50,15 +66,28 @@ def evaluation_detail(request, run_id: int):
     page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
     subjects = _distinct(run, "subject")
     contexts = _distinct(run, "context")
-    context_data = {
+    return {
         "run": run,
         "page": page,
         "filters": {"wrong": wrong, "subject": subject, "context": context},
         "subjects": subjects,
         "contexts": contexts,
         "metric_rows": flatten_metrics(run.metrics),
+        "compare_url": _compare_with_base_url(run),
     }
-    return render(request, "training/evaluation_detail.html", context_data)
+
+
+def _compare_with_base_url(run: EvaluationRun) -> str:
+    """The comparison of this run's checkpoint with the one it was trained from, on this
+    task; empty for a base checkpoint or a run that has not finished well."""
+    base = run.checkpoint.parent
+    if base is None or (run.job is not None and run.job.status != Job.Status.SUCCEEDED):
+        return ""
+    query = urlencode(
+        {"checkpoints": [base.pk, run.checkpoint.pk], "tasks": run.task, "baseline": base.pk},
+        doseq=True,
+    )
+    return f"{reverse('training:compare')}?{query}"
 
 
 @staff_required

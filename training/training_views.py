@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 
 from config.access import staff_required
 from training import selectors, trainings
 from training.forms import TrainingLaunchForm
-from training.models import TrainingJob
+from training.models import EvaluationRun, TrainingJob
 
 
 @staff_required
@@ -51,13 +53,29 @@ def _detail_context(training_id: int) -> dict:
     except TrainingJob.DoesNotExist:
         raise Http404("no such training job") from None
     job = training.job
+    checkpoint = trainings.training_checkpoint(training)
     return {
         "training": training,
         "job": job,
         "progress": (job.metrics.get("training") or {}) if job else {},
         "charts": selectors.training_charts(job.metrics) if job else [],
-        "checkpoint": trainings.training_checkpoint(training),
+        "checkpoint": checkpoint,
+        "evaluate_url": _evaluate_url(training, checkpoint) if checkpoint else "",
     }
+
+
+def _evaluate_url(training: TrainingJob, checkpoint) -> str:
+    """The evaluation form for the new checkpoint, filled in like the base checkpoint's
+    latest evaluation (task, file, prompt), so that the two runs compare."""
+    query = {"checkpoint": checkpoint.pk}
+    last = (
+        EvaluationRun.objects.filter(checkpoint=training.base_checkpoint)
+        .order_by("-created_at")
+        .first()
+    )
+    if last is not None:
+        query |= {"task": last.task, "data": last.data_path, "prompt": last.prompt}
+    return f"{reverse('training:evaluations')}?{urlencode(query)}"
 
 
 @staff_required

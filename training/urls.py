@@ -12,5 +12,10 @@ urlpatterns = [
     path("runs/<int:training_id>/live/", training_views.training_live, name="training_live"),
     path("evaluations/", evaluation_views.evaluation_list, name="evaluations"),
     path("evaluations/<int:run_id>/", evaluation_views.evaluation_detail, name="evaluation"),
+    path(
+        "evaluations/<int:run_id>/live/",
+        evaluation_views.evaluation_live,
+        name="evaluation_live",
+    ),
     path("compare/", evaluation_views.compare, name="compare"),
 ]

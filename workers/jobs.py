@@ -33,6 +33,7 @@ from django.utils import timezone
 from workers.models import Job
 
 LOG_TAIL_CHARS = 8000
+ERROR_LINE_CHARS = 500
 # Progress writes are throttled so that a fast loop does not hammer the database.
 MIN_WRITE_INTERVAL_S = 1.0
 
@@ -136,11 +137,22 @@ def job_finish(job: Job, *, metrics: dict[str, Any] | None = None) -> None:
     job.save(update_fields=fields)
 
 
-def job_fail(job: Job, error: str) -> None:
+def error_summary(text: str) -> str:
+    """The first non-empty line of an error message, cut to a length a page can show."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line if len(line) <= ERROR_LINE_CHARS else line[: ERROR_LINE_CHARS - 1] + "…"
+
+
+def job_fail(job: Job, error: str, *, detail: str = "") -> None:
+    """Record the failure: one line for whoever may see the job, and the rest (a traceback,
+    a runner's stderr) for staff, since it names paths and code that users need not see."""
+    summary, full = error_summary(error), error.strip()
+    rest = "\n\n".join(part for part in (full if full != summary else "", detail) if part)
     job.status = Job.Status.FAILED
-    job.error = error[-LOG_TAIL_CHARS:]
+    job.error = summary
+    job.error_detail = rest[-LOG_TAIL_CHARS:]
     job.finished_at = timezone.now()
-    job.save(update_fields=["status", "error", "finished_at"])
+    job.save(update_fields=["status", "error", "error_detail", "finished_at"])
 
 
 def job_mark_cancelled(job: Job) -> None:
@@ -212,8 +224,7 @@ def job_running(job_id: int, *, resumable: bool = False) -> Iterator[JobRun | No
     except JobFailed as exc:
         job_fail(job, str(exc))
     except Exception as exc:
-        job_log(job, traceback.format_exc(limit=5))
-        job_fail(job, f"{type(exc).__name__}: {exc}")
+        job_fail(job, f"{type(exc).__name__}: {exc}", detail=traceback.format_exc(limit=20))
         raise
     else:
         job_finish(job)

@@ -40,7 +40,10 @@ class Job(models.Model):
     progress_total = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True)
     log_tail = models.TextField(blank=True)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="one line, shown to whoever may see the job")
+    error_detail = models.TextField(
+        blank=True, help_text="the traceback or full text behind `error`: shown to staff only"
+    )
     cancel_requested = models.BooleanField(default=False)
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid that ran it")
     attempts = models.PositiveIntegerField(default=0)

@@ -54,7 +54,13 @@ def job_resume(*, job: Job) -> Job:
         raise ValueError(f"{job.get_kind_display()} jobs cannot be resumed; launch a new one")
     resumed = Job.objects.filter(
         pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]
-    ).update(status=Job.Status.QUEUED, cancel_requested=False, error="", finished_at=None)
+    ).update(
+        status=Job.Status.QUEUED,
+        cancel_requested=False,
+        error="",
+        error_detail="",
+        finished_at=None,
+    )
     if not resumed:
         raise ValueError(f"job #{job.pk} is {job.status}: only failed or cancelled jobs resume")
     job.refresh_from_db()

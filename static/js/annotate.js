@@ -164,6 +164,20 @@
     retryTimer = setTimeout(() => submit(attempt + 1), wait);
   }
 
+  // Another response. From the pick row (where five digits leave the cursor) the cursor
+  // goes to the first attribute that response still lacks, helpfulness for a fresh one, so
+  // that the next digits score it; from an attribute row it keeps the row, to compare one
+  // attribute across responses.
+  function moveTo(col) {
+    if (cursor.row === 5) {
+      const scores = state.scores[String(ids[col])] || {};
+      const open = attributes.findIndex((attribute) => scores[attribute] === undefined);
+      if (open >= 0) cursor.row = open;
+    }
+    cursor.col = col;
+    render();
+  }
+
   function overlay(name, show) {
     const el = root.querySelector(`[data-overlay="${name}"]`);
     if (el) el.hidden = show === undefined ? !el.hidden : !show;
@@ -193,8 +207,8 @@
     if (key === "Escape") return closeOverlays();
     if (key === "?") return handled(), overlay("help");
     if (!root.querySelector('[data-overlay="help"]').hidden) return;
-    if (key === "ArrowRight" || key === "l") return handled(), (cursor.col = (cursor.col + 1) % cards), render();
-    if (key === "ArrowLeft" || key === "h") return handled(), (cursor.col = (cursor.col - 1 + cards) % cards), render();
+    if (key === "ArrowRight" || key === "l") return handled(), moveTo((cursor.col + 1) % cards);
+    if (key === "ArrowLeft" || key === "h") return handled(), moveTo((cursor.col - 1 + cards) % cards);
     if (key === "ArrowDown" || key === "j") return handled(), (cursor.row = Math.min(5, cursor.row + 1)), render();
     if (key === "ArrowUp" || key === "k") return handled(), (cursor.row = Math.max(0, cursor.row - 1)), render();
     if (/^[0-4]$/.test(key) && cursor.row < 5) {
