@@ -46,5 +46,12 @@ def _require(check: Callable[[Any], bool]) -> Callable:
     return decorator
 
 
+def access_is_annotator(user: Any) -> bool:
+    """Annotators rate; curators and staff may annotate too. A logged-in user without a
+    role sees nothing but the home page."""
+    return access_is_curator(user) or _in_group(user, "annotator")
+
+
 staff_required = _require(access_is_staff)
 curator_required = _require(access_is_curator)
+annotator_required = _require(access_is_annotator)

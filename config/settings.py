@@ -177,7 +177,13 @@ WHITENOISE_USE_FINDERS = True
 # S3-compatible store configured here serves several machines.
 MEDIA_ROOT = env_path("MEDIA_ROOT", VAR_DIR / "media")
 MEDIA_URL = "media/"
+# Where the access-checked media view answers (config/urls.py).
+MEDIA_URL_PATH = "/media/"
 _storage_backend = env_str("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+_S3_BACKENDS = ("storages.backends.s3.S3Storage", "s3")
+if _storage_backend in _S3_BACKENDS:
+    # Links go through the media view, which checks access, then signs (config/storage.py).
+    _storage_backend = "config.storage.AccessCheckedS3Storage"
 STORAGES = {
     "default": {"BACKEND": _storage_backend},
     "staticfiles": {
@@ -186,14 +192,17 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-if _storage_backend == "storages.backends.s3.S3Storage":
+if _storage_backend == "config.storage.AccessCheckedS3Storage":
     STORAGES["default"]["OPTIONS"] = {
         "bucket_name": env_str("S3_BUCKET"),
         "endpoint_url": env_str("S3_ENDPOINT_URL") or None,
+        "querystring_auth": True,
+        "signature_version": "s3v4",
+        "default_acl": None,
+        "file_overwrite": False,
     }
-# Media is served by Django only for the single-machine default; behind a real store
-# the URLs come from the storage itself.
-SERVE_MEDIA = env_bool("SERVE_MEDIA", default=_storage_backend.endswith("FileSystemStorage"))
+# Seconds a signed object-storage URL stays valid after the media view's access check.
+MEDIA_SIGNED_URL_SECONDS = env_int("MEDIA_SIGNED_URL_SECONDS", 300)
 
 # Model folders; a shared volume when workers run on several machines.
 CHECKPOINT_ROOT = env_path("CHECKPOINT_ROOT", VAR_DIR / "checkpoints")

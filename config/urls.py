@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
@@ -14,9 +13,7 @@ urlpatterns = [
     path("data/", include("datasets_app.urls")),
     path("train/", include("training.urls")),
     path("annotate/", include("annotation.urls")),
+    # Always through the access-checked view: it streams local files and redirects to a
+    # signed URL for object storage (config.storage).
+    re_path(r"^media/(?P<path>.*)$", views.media, name="media"),
 ]
-
-if settings.SERVE_MEDIA:
-    urlpatterns += [
-        re_path(r"^media/(?P<path>.*)$", views.media, name="media"),
-    ]

@@ -20,6 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from annotation.models import Completion, JudgeConfig, PairPick, Rating
+from config.names import safe_name
 from datasets_app.curation import PreferenceRow, SftRow
 from datasets_app.export import (
     DPO_FEATURES,
@@ -195,8 +196,12 @@ def export_job_run(*, job_id: int) -> None:
         version = DatasetVersion.objects.filter(pk=run.job.params["version_id"]).first()
         if version is None:
             raise JobFailed("the dataset version no longer exists")
+        try:  # rows from before names were checked may still hold a path
+            folder = safe_name(version.name, "dataset name")
+        except ValueError as exc:
+            raise JobFailed(f"{exc}; rename the version first") from None
         files = dataset_version_export(version=version, out_dir=tmp)
-        prefix = f"exports/{version.name}/v{version.version}-{version.checksum[:12]}"
+        prefix = f"exports/{folder}/v{version.version}-{version.checksum[:12]}"
         for path in files:
             name = f"{prefix}/{path.name}"
             if default_storage.exists(name):
@@ -234,6 +239,7 @@ def preference_import(
     All-or-nothing: every row is read and every image checked before anything is written.
     """
     path = Path(path)
+    source_name = safe_name(source_name, "source name")
     if fmt not in (Source.Kind.DPO, Source.Kind.SFT):
         raise ValueError(f"unknown format {fmt!r}; use dpo or sft")
     if Source.objects.filter(name=source_name).exclude(kind=fmt).exists():

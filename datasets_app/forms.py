@@ -2,6 +2,8 @@ from django import forms
 from django.conf import settings
 
 from annotation.models import JudgeConfig
+from annotation.selectors import judge_config_choices
+from config.names import SAFE_NAME_MAX, SAFE_NAME_RULE, validate_safe_name
 from datasets_app.imports import FORMATS
 from datasets_app.models import Prompt, Source
 from datasets_app.services import UPLOAD_SUFFIXES
@@ -11,11 +13,20 @@ class ImportForm(forms.Form):
     file = forms.FileField(
         help_text="parquet, JSONL or CSV; or a zip of images with manifest.jsonl / manifest.csv"
     )
-    source = forms.CharField(max_length=200, help_text="new or existing source name")
+    source = forms.CharField(
+        max_length=SAFE_NAME_MAX,
+        validators=[validate_safe_name],
+        help_text=f"new or existing source name: {SAFE_NAME_RULE}",
+    )
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="prompts")
     skip_bad = forms.BooleanField(
-        required=False, help_text="import the valid rows and report the rest"
+        required=False, label="Skip bad rows", help_text="import the valid rows and report the rest"
     )
+
+    def how_to_skip(self) -> str:
+        """This form's way to import only the valid rows, for the job's error message."""
+        label = self.fields["skip_bad"].label
+        return f"tick “{label}” on the import page to import only the valid rows"
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
@@ -47,7 +58,9 @@ def _json_object(text: str, what: str) -> dict:
 
 
 class VersionForm(forms.Form):
-    name = forms.CharField(max_length=200)
+    name = forms.CharField(
+        max_length=SAFE_NAME_MAX, validators=[validate_safe_name], help_text=SAFE_NAME_RULE
+    )
     strategy = forms.ChoiceField(choices=[])
     params = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text='JSON, e.g. {"gap": 2}'
@@ -73,6 +86,12 @@ class VersionForm(forms.Form):
     combine = forms.ChoiceField(choices=[("mean", "mean"), ("precedence", "precedence")])
     source = forms.ModelChoiceField(Source.objects.order_by("name"), required=False)
     split = forms.ChoiceField(choices=[("", "any split"), *Prompt.Split.choices], required=False)
+    include_heldout = forms.BooleanField(
+        required=False,
+        label="Include held-out prompts",
+        help_text="curate test and validation prompts too, as training rows "
+        "(off: they are left out and counted)",
+    )
     seed = forms.IntegerField(initial=0)
     answer_judge = forms.ModelChoiceField(
         JudgeConfig.objects.order_by("name"),
@@ -92,6 +111,8 @@ class VersionForm(forms.Form):
         self.fields["strategy"].choices = [
             (name, f"{name} — {s.description}") for name, s in STRATEGIES.items()
         ]
+        for field in ("answer_judge", "rewrite_judge"):
+            self.fields[field].queryset = judge_config_choices()
 
     def clean_params(self) -> dict:
         return _json_object(self.cleaned_data["params"], "params")
@@ -103,7 +124,11 @@ class VersionForm(forms.Form):
         d = self.cleaned_data
         return {
             "strategy": d["strategy"],
-            "params": d["params"],
+            # The checkbox turns it on; unticked leaves what the params JSON says.
+            "params": {
+                **d["params"],
+                **({"include_heldout": True} if d["include_heldout"] else {}),
+            },
             "filters": d["filters"],
             "rater_selection": {
                 "raters": [r.strip() for r in d["raters"].split(",") if r.strip()],

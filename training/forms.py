@@ -1,6 +1,8 @@
 from django import forms
 
 from annotation.models import JudgeConfig
+from annotation.selectors import judge_config_choices
+from config.names import SAFE_NAME_MAX, SAFE_NAME_RULE, validate_safe_name
 from datasets_app.models import DatasetVersion, Prompt, Source
 from training.evaluation import TASKS
 from training.generation import TEMPLATES, SamplingParams
@@ -101,7 +103,12 @@ class TrainingLaunchForm(forms.Form):
         required=False,
         label="DeepSpeed",
     )
-    name = forms.CharField(required=False, max_length=150, help_text="default: recipe-dataset-time")
+    name = forms.CharField(
+        required=False,
+        max_length=SAFE_NAME_MAX,
+        validators=[validate_safe_name],
+        help_text=f"{SAFE_NAME_RULE}; default: recipe-dataset-time",
+    )
     evaluations = forms.CharField(
         widget=forms.Textarea(
             attrs={"rows": 3, "placeholder": "scienceqa var/shapes/scienceqa.parquet split=test"}
@@ -143,8 +150,12 @@ class EvaluationForm(forms.Form):
     split = forms.CharField(required=False, max_length=50)
     all_contexts = forms.BooleanField(required=False, help_text="scienceqa: not only IMG items")
     judge = forms.ModelChoiceField(
-        JudgeConfig.objects.order_by("name"), required=False, help_text="for the judged tasks"
+        JudgeConfig.objects.none(), required=False, help_text="for the judged tasks"
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["judge"].queryset = judge_config_choices()
 
     def spec(self) -> dict:
         d = self.cleaned_data

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config.names import safe_name
 from datasets_app.exports import dataset_version_export
 from datasets_app.models import DatasetVersion
 from training.models import Checkpoint, TrainingJob
@@ -35,7 +37,7 @@ from training.recipes.config import (
 )
 from training.run import EXIT_BAD_CONFIG, METRICS_FILE
 from training.runs import ZERO_STAGES, TrainingProgress, launch_command
-from training.services import checkpoint_location
+from training.services import checkpoint_location, checkpoint_stored_path
 from workers.jobs import (
     JobCancelled,
     JobFailed,
@@ -107,9 +109,11 @@ def parse_overrides(pairs: list[str] | str) -> dict[str, Any]:
 
 
 def _run_name(recipe: str, version: DatasetVersion) -> str:
+    """recipe-dataset-vN-time-xxxx: the random tail keeps two launches in one second apart,
+    so that a default name never collides (a collision would hide the real form error)."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{recipe}-{version.name}-v{version.version}")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    return f"{slug.strip('-')}-{stamp}"
+    return f"{slug.strip('-')[:100]}-{stamp}-{secrets.token_hex(2)}"
 
 
 def _base_paths(base: Checkpoint) -> dict[str, str | None]:
@@ -187,9 +191,9 @@ def training_launch(
         raise ValueError(f"unknown ZeRO stage {zero!r} (known: {', '.join(ZERO_STAGES)})")
     if gpus < 1:
         raise ValueError(f"gpus must be at least 1, not {gpus}")
-    name = (name or "").strip() or _run_name(recipe, dataset_version)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError("a run name may only hold letters, digits, '.', '_' and '-'")
+    name = (
+        safe_name(name, "run name") if (name or "").strip() else _run_name(recipe, dataset_version)
+    )
     if (
         TrainingJob.objects.filter(name=name).exists()
         or Checkpoint.objects.filter(name=name).exists()
@@ -379,26 +383,17 @@ def training_run(*, job_id: int, poll_s: float = 1.0) -> None:
         _launch_evaluations(training, checkpoint, run.job.created_by)
 
 
-def _stored_path(path: Path) -> str:
-    """Relative to CHECKPOINT_ROOT when under it (rows stay valid on another mount)."""
-    root = Path(settings.CHECKPOINT_ROOT).resolve()
-    try:
-        return str(path.resolve().relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def _register_checkpoint(training: TrainingJob, config: TrainConfig) -> Checkpoint:
     final = Path(training.output_dir) / "final"
     merged = final / "merged"
     base = training.base_checkpoint
     if config.finetune == "full":
-        model_path, adapter_path = _stored_path(final), ""
+        model_path, adapter_path = checkpoint_stored_path(final), ""
     elif config.base_adapter is not None:
         # The adapter was trained on base + earlier adapter: only the merge is the policy.
-        model_path, adapter_path = _stored_path(merged), ""
+        model_path, adapter_path = checkpoint_stored_path(merged), ""
     else:
-        model_path, adapter_path = base.model_path, _stored_path(final)
+        model_path, adapter_path = base.model_path, checkpoint_stored_path(final)
     existing = Checkpoint.objects.filter(training_job=training).first()
     if existing is not None:  # a rerun of the task after the row was written
         return existing
@@ -416,7 +411,7 @@ def _register_checkpoint(training: TrainingJob, config: TrainConfig) -> Checkpoi
             "dataset_version_id": training.dataset_version_id,
             "dataset_checksum": training.dataset_checksum,
             "code_version": training.code_version,
-            "merged_path": _stored_path(merged) if merged.is_dir() else "",
+            "merged_path": checkpoint_stored_path(merged) if merged.is_dir() else "",
         },
     )
 
