@@ -47,6 +47,8 @@ from datasets_app.shapes import (  # noqa: E402
     png_bytes,
     random_scene,
 )
+from training import protocol  # noqa: E402
+from training.protocol import Event  # noqa: E402
 
 BARE_SCRIPT = """
 import json, sys
@@ -122,14 +124,14 @@ def run_runner(work: Path, name: str, base: dict, precompute: bool) -> dict:
     config = {**base, "output_dir": str(out), "precompute_ref_logps": precompute}
     cfg = work / f"{name}.json"
     cfg.write_text(json.dumps(config))
-    wall = timed([sys.executable, "-m", "training.run", str(cfg)])
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    wall = timed([sys.executable, "-m", protocol.RUNNER_MODULE, str(cfg)])
+    records = protocol.read_events(out / protocol.METRICS_FILE)
     finished = records[-1]
-    assert finished["event"] == "finished", finished
+    assert finished["event"] == Event.FINISHED, finished
     return {
         "wall": wall,
         "train": finished["train"]["train_runtime"],
-        "precompute": sum(r["seconds"] for r in records if r["event"] == "ref_logps"),
+        "precompute": sum(r["seconds"] for r in records if r["event"] == Event.REF_LOGPS),
         "steps": finished["step"],
     }
 
@@ -137,32 +139,28 @@ def run_runner(work: Path, name: str, base: dict, precompute: bool) -> dict:
 def run_supervised(work: Path, name: str, base: dict) -> float:
     """The runner as a training job runs it: under the supervisor (own process group,
     metrics tailed every second and folded into the job's progress), minus the database."""
-    from training.runs import TrainingProgress, launch_command
+    from training.runs import launch_command
     from workers.supervisor import supervise
 
     out = work / name
     config = {**base, "output_dir": str(out), "precompute_ref_logps": False}
     cfg = work / f"{name}.json"
     cfg.write_text(json.dumps(config))
-    progress = TrainingProgress()
-
-    def fold(events: list[dict]) -> None:
-        for event in events:
-            progress.feed(event)
-
+    progress = protocol.TrainingProgress()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     outcome = supervise(
         launch_command(cfg),
-        metrics_path=out / "metrics.jsonl",
-        log_path=out / "runner.log",
-        on_events=fold,
+        metrics_path=out / protocol.METRICS_FILE,
+        log_path=out / protocol.RUNNER_LOG,
+        on_events=lambda events: protocol.fold(events, progress),
         should_stop=lambda: False,
         env=env,
     )
     seconds = time.perf_counter() - start
-    if outcome.returncode != 0 or not progress.final:
-        raise SystemExit(f"supervised run failed: {(out / 'runner.log').read_text()[-3000:]}")
+    if outcome.returncode != protocol.EXIT_OK or not progress.final:
+        log = (out / protocol.RUNNER_LOG).read_text()
+        raise SystemExit(f"supervised run failed: {log[-3000:]}")
     return seconds
 
 

@@ -2,18 +2,9 @@
 
 Reads a TrainConfig from JSON, validates it before anything heavy is imported, trains with
 the recipe it names, and reports through OUTPUT_DIR/metrics.jsonl, one JSON object a line:
-
-- {"event": "started", "time", "recipe", "resumed_from", "config"}
-- {"event": "metrics", "time", "step", "epoch", "loss", "learning_rate", "tokens_per_s", ...}
-  one per Trainer log: TRL's keys as logged (DPO: rewards/chosen, rewards/rejected,
-  rewards/margins, rewards/accuracies, ...), evaluation keys prefixed "eval_"
-- {"event": "train_begin", "time", "step", "max_steps"} when the Trainer starts (or resumes)
-- {"event": "ref_logps", "split", "rows", "cached", "seconds", "path"} (DPO)
-- {"event": "heartbeat", "time", "step"} at least every heartbeat_s seconds, from a thread
-  (a TrainerCallback only runs between steps), so that loading, reference log-probs, long
-  steps and evaluations show the job is alive too
-- {"event": "finished", "time", "step", "final_dir", "train", "eval"} and exit code 0, or
-  {"event": "failed", "time", "error", "traceback"} and exit code 1 (2 for a bad config)
+the events, files and exit codes of training/protocol.py. Heartbeats come from a thread
+(a TrainerCallback only runs between steps), so that loading, reference log-probs, long
+steps and evaluations show the job is alive too.
 
 The job supervisor runs this as a subprocess (Celery's prefork workers cannot start
 DataLoader workers; the config's default is 0 of them anyway) and may stop it with SIGTERM,
@@ -33,12 +24,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from training import protocol
+from training.protocol import EXIT_BAD_CONFIG, EXIT_FAILED, EXIT_OK, Event
 from training.recipes.config import ConfigError, TrainConfig, last_checkpoint
-from workers.supervisor import SUPERVISOR_PID_ENV
-
-METRICS_FILE = "metrics.jsonl"
-EXIT_FAILED = 1
-EXIT_BAD_CONFIG = 2
 
 
 class Terminated(Exception):
@@ -59,13 +47,12 @@ class MetricsLog:
         self.step = lambda: 0  # replaced by the metrics callback's step once it exists
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=str)
         with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+            protocol.write(self._file, record)
 
-    def event(self, name: str, **fields: Any) -> None:
-        self.write({"event": name, "time": time.time(), **fields})
+    def event(self, event: Event, **fields: Any) -> None:
+        with self._lock:
+            protocol.emit(self._file, event, **fields)
 
     def start_heartbeat(self, *, supervisor_pid: int | None = None) -> None:
         """Heartbeats every heartbeat_s; with supervisor_pid, also stop this run (SIGTERM to
@@ -77,12 +64,12 @@ class MetricsLog:
             last = time.monotonic()
             while not self._stop.wait(tick):
                 if supervisor_pid is not None and os.getppid() != supervisor_pid:
-                    self.event("orphaned", supervisor_pid=supervisor_pid)
+                    self.event(Event.ORPHANED, supervisor_pid=supervisor_pid)
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
                 if time.monotonic() - last >= self._heartbeat_s:
                     last = time.monotonic()
-                    self.event("heartbeat", step=self.step())
+                    self.event(Event.HEARTBEAT, step=self.step())
 
         self._thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
         self._thread.start()
@@ -92,13 +79,6 @@ class MetricsLog:
         if self._thread is not None:
             self._thread.join()
         self._file.close()
-
-
-def metrics_file_name() -> str:
-    """metrics.jsonl for the main process; under `accelerate launch` the other ranks write
-    their own file, so that the supervisor reads one run's steps once."""
-    rank = int(os.environ.get("RANK", "0") or 0)
-    return METRICS_FILE if rank == 0 else f"metrics.rank{rank}.jsonl"
 
 
 def load_config(path: str) -> TrainConfig:
@@ -112,7 +92,7 @@ def load_config(path: str) -> TrainConfig:
 def check_output_dir(config: TrainConfig) -> None:
     """A fresh run needs a folder no earlier run trained in (their checkpoints and metrics
     would mix); a resumed run must train the same thing as the run that wrote it."""
-    saved = Path(config.output_dir) / "train_config.json"
+    saved = Path(config.output_dir) / protocol.CONFIG_FILE
     if not saved.is_file():
         return
     if not config.resume:
@@ -131,15 +111,15 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
     """Run the recipe; the caller has validated the config and opened the log."""
     resumed_from = last_checkpoint(config.output_dir) if config.resume else None
     check_output_dir(config)
-    Path(config.output_dir, "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    Path(config.output_dir, protocol.CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
     log.event(
-        "started",
+        Event.STARTED,
         recipe=config.recipe,
         pid=os.getpid(),
         resumed_from=str(resumed_from) if resumed_from else None,
         config=config.to_dict(),
     )
-    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    supervisor = os.environ.get(protocol.SUPERVISOR_PID_ENV)
     log.start_heartbeat(supervisor_pid=int(supervisor) if supervisor else None)
     from training.recipes import common  # transformers: seconds of imports, after "started"
 
@@ -154,13 +134,13 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
 
         result = sft.main(config, callbacks=[callback], report=log.write)
     log.event(
-        "finished",
+        Event.FINISHED,
         step=result.global_step,
         final_dir=str(result.final_dir),
         train=result.train_metrics,
         eval=result.eval_metrics,
     )
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         _report_failure(None, exc, argv[0])
         return EXIT_BAD_CONFIG
     try:
-        log = MetricsLog(Path(config.output_dir) / metrics_file_name(), config.heartbeat_s)
+        log = MetricsLog(Path(config.output_dir) / protocol.metrics_file_name(), config.heartbeat_s)
     except OSError as exc:
         _report_failure(None, exc, argv[0])
         return EXIT_BAD_CONFIG
@@ -211,7 +191,7 @@ def _report_failure(log: MetricsLog | None, exc: BaseException, config_path: str
     error = f"{type(exc).__name__}: {exc}"
     print(f"training failed ({config_path}): {error}", file=sys.stderr)
     if log is not None:
-        log.event("failed", error=error, traceback=traceback.format_exc(limit=20))
+        log.event(Event.FAILED, error=error, traceback=traceback.format_exc(limit=20))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,13 @@ A job task gives `supervise` a command, the file the process appends events to, 
 callbacks: one that stores new events, one that says whether a cancel was asked for. The
 process gets its own process group, so that a cancel stops it and everything it started
 (e.g. the ranks of `accelerate launch`), and the supervisor's pid in its environment, so
-that it can stop itself when the supervisor dies (training/run.py does).
+that it can stop itself when the supervisor dies (training/run.py does). The variable's
+name and the line format are the runner protocol's (training/protocol.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Set to the supervisor's pid in the child's environment.
-SUPERVISOR_PID_ENV = "STUDIO_SUPERVISOR_PID"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from training.protocol import REPO_ROOT, SUPERVISOR_PID_ENV, decode_lines
 
 
 class MetricsTail:
@@ -44,15 +42,7 @@ class MetricsTail:
         if end < 0:
             return []  # a line still being written: read it whole next time
         self._offset += end + 1
-        events = []
-        for line in data[: end + 1].splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line torn by a killed writer; the next ones are whole again
-            if isinstance(record, dict):
-                events.append(record)
-        return events
+        return decode_lines(data[: end + 1])
 
 
 @dataclass

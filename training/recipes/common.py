@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
+from training.protocol import CONFIG_FILE, FINAL_DIR, MERGED_DIR, Event, record
 from training.recipes.config import ConfigError, TrainConfig, last_checkpoint
 
 if TYPE_CHECKING:
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
 VISION_TOWER = "vision_tower"
 PROJECTOR = "multi_modal_projector"
 LANGUAGE_MODEL = "language_model"
-
-FINAL_DIR = "final"
-CONFIG_FILE = "train_config.json"
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -310,14 +308,7 @@ class MetricsCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.global_step = state.global_step
         # max_steps is known only now (epochs x batches); the supervisor's ETA needs it.
-        self._write(
-            {
-                "event": "train_begin",
-                "time": time.time(),
-                "step": state.global_step,
-                "max_steps": state.max_steps,
-            }
-        )
+        self._write(record(Event.TRAIN_BEGIN, step=state.global_step, max_steps=state.max_steps))
         self._tokens_at = (time.monotonic(), 0.0)  # TRL's token count restarts with train()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -327,22 +318,17 @@ class MetricsCallback(TrainerCallback):
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         logs = logs or {}
-        record: dict[str, Any] = {
-            "event": "metrics",
-            "time": time.time(),
-            "step": state.global_step,
-            "epoch": state.epoch,
-        }
-        record.update({key: _number(value) for key, value in logs.items() if key not in record})
+        line = record(Event.METRICS, step=state.global_step, epoch=state.epoch)
+        line.update({key: _number(value) for key, value in logs.items() if key not in line})
         # TRL logs the cumulative count of tokens (attention mask, image tokens included).
         tokens = logs.get("num_tokens")
         if isinstance(tokens, int | float) and self._tokens_at is not None:
             now = time.monotonic()
             then, before = self._tokens_at
             if tokens > before and now > then:
-                record["tokens_per_s"] = (tokens - before) / (now - then)
+                line["tokens_per_s"] = (tokens - before) / (now - then)
             self._tokens_at = (now, float(tokens))
-        self._write(record)
+        self._write(line)
 
 
 class SaveConfigCallback(TrainerCallback):
@@ -391,7 +377,7 @@ def save_final(trainer: Any, processor: Any, config: TrainConfig) -> Path:
     processor.save_pretrained(str(final))
     (final / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
     if config.merge_adapter:
-        merged_dir = final / "merged"
+        merged_dir = final / MERGED_DIR
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(merged_dir))
         processor.save_pretrained(str(merged_dir))

@@ -24,6 +24,7 @@ from typing import Any
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
+from training.protocol import Event, record
 from training.recipes import common
 from training.recipes.config import TrainConfig
 from training.recipes.ref_logps import REF_COLUMNS, add_ref_columns, load_or_compute_ref_logps
@@ -57,7 +58,7 @@ def main(
     report: common.Report | None = None,
 ) -> common.RunResult:
     """Train a DPO policy as `config` says and save it to OUTPUT_DIR/final."""
-    report = report or (lambda record: None)
+    report = report or (lambda _: None)
     device, dtype = common.resolve_device(config)
     has_eval = bool(config.eval_file or config.eval_fraction)
     # Built first: DPOConfig checks its own arguments before a model is loaded.
@@ -106,14 +107,15 @@ def main(
                 max_image_pixels=config.max_image_pixels,
             )
             report(
-                {
-                    "event": "ref_logps",
-                    "split": split,
-                    "rows": len(ref.chosen),
-                    "cached": ref.cached,
-                    "seconds": round(ref.seconds, 3),
-                    "path": str(ref.path),
-                }
+                record(
+                    Event.REF_LOGPS,
+                    timed=False,
+                    split=split,
+                    rows=len(ref.chosen),
+                    cached=ref.cached,
+                    seconds=round(ref.seconds, 3),
+                    path=str(ref.path),
+                )
             )
             if split == "train":
                 train = add_ref_columns(train, ref)
