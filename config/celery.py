@@ -2,6 +2,11 @@
 
 Connecting to the broker happens lazily, at the first send or in the worker, never at
 import time.
+
+`JOB_TASKS` is the one place that says which task runs a kind of job and on which queue:
+`workers.jobs.job_create` records that queue on the Job row, `workers.jobs.job_enqueue`
+sends the task by name (so no service imports a task module), and Celery's routes below
+are built from the same rows.
 """
 
 from __future__ import annotations
@@ -15,12 +20,24 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 QUEUES = ("default", "judge", "gpu")
 
-# Task name prefix -> queue. The GPU queue runs one process per GPU; judge is I/O-bound.
+# Job kind (workers.models.Job.Kind) -> (task name, queue). The GPU queue runs one process
+# per GPU; judge is I/O-bound. A self-test job goes to the queue it was asked to test, the
+# one kind whose queue is chosen per job; "default" is only where it goes when not told.
+JOB_TASKS: dict[str, tuple[str, str]] = {
+    "import": ("workers.tasks.imports.run_import", "default"),
+    "export": ("workers.tasks.exports.run_export", "default"),
+    "generation": ("workers.tasks.generation.run_generation", "gpu"),
+    "judging": ("workers.tasks.judging.run_judging", "judge"),
+    "training": ("workers.tasks.training.run_training", "gpu"),
+    "evaluation": ("workers.tasks.evaluation.run_evaluation", "gpu"),
+    "selftest": ("workers.tasks.selftest.run_selftest", "default"),
+}
+CHOSEN_QUEUE_KINDS = frozenset({"selftest"})
+
+# Task name -> queue: the job tasks from the table, then everything else (maintenance) on
+# default.
 TASK_ROUTES = {
-    "workers.tasks.generation.*": {"queue": "gpu"},
-    "workers.tasks.training.*": {"queue": "gpu"},
-    "workers.tasks.evaluation.*": {"queue": "gpu"},
-    "workers.tasks.judging.*": {"queue": "judge"},
+    **{task: {"queue": queue} for task, queue in JOB_TASKS.values()},
     "workers.tasks.*": {"queue": "default"},
 }
 

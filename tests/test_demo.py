@@ -39,7 +39,8 @@ def test_setup_demo_builds_everything_once_and_the_model_answers(settings, monke
 
     from PIL import Image
 
-    from training.modeling import generate_text, load_policy
+    from training.generation import generate_text
+    from training.modeling import load_policy
 
     policy = load_policy(folder)
     prompt = Prompt.objects.filter(source__name="shapes-scienceqa").first()

@@ -181,7 +181,7 @@ def test_a_training_job_can_ask_for_evaluations(shapes, base, settings, tmp_path
 
 
 def test_evaluation_lines_parse_for_the_form_and_the_command():
-    from training.evaluations import parse_evaluation_specs
+    from training.evaluation import parse_evaluation_specs
 
     text = 'scienceqa /d/sqa.parquet split="test" limit=200\n\n# a comment\npope /d/pope.parquet'
     assert parse_evaluation_specs(text) == [

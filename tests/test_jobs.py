@@ -123,3 +123,42 @@ def test_an_expected_failure_is_recorded_without_a_traceback():
     assert job.status == Job.Status.FAILED
     assert job.error == "row 3: missing required field 'question'"
     assert "Traceback" not in job.log_tail
+
+
+# --- where a job's task goes: config.celery.JOB_TASKS, the one table -------------------------
+
+
+def test_each_job_kind_is_recorded_on_the_queue_its_task_is_routed_to():
+    import workers.tasks  # noqa: F401  (registers the tasks, as the worker does)
+    from config.celery import JOB_TASKS, app
+
+    assert set(JOB_TASKS) <= set(Job.Kind.values)
+    for kind, (task_name, queue) in JOB_TASKS.items():
+        assert task_name in app.tasks, f"{kind}: no task is registered as {task_name}"
+        routed = app.amqp.router.route({}, task_name)["queue"].name
+        assert jobs.job_create(kind=kind).queue == routed == queue, kind
+    assert {jobs.job_queue(k) for k in ("generation", "training", "evaluation")} == {"gpu"}
+    assert jobs.job_queue("judging") == "judge"
+
+
+def test_job_enqueue_sends_the_task_of_the_kind_by_name_after_commit(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    from config.celery import app
+
+    sent = []
+    monkeypatch.setattr(app, "send_task", lambda name, **kw: sent.append((name, kw)))
+    job = jobs.job_create(kind=Job.Kind.EXPORT)
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs.job_enqueue(job)
+        assert sent == []  # not before the transaction commits
+    assert sent == [("workers.tasks.exports.run_export", {"args": [job.pk], "queue": "default"})]
+
+
+def test_only_a_selftest_picks_its_queue():
+    assert _job(queue="judge").queue == "judge"  # it exists to test that queue
+    with pytest.raises(ValueError, match="training jobs run on the gpu queue, not 'default'"):
+        jobs.job_create(kind=Job.Kind.TRAINING, queue="default")
+    with pytest.raises(ValueError, match="no task runs 'curation' jobs"):
+        jobs.job_create(kind=Job.Kind.CURATION)
+    assert Job.objects.count() == 1

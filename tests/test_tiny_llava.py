@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
+from training.generation import generate_text
 from training.modeling import (
     LoadedPolicy,
     ModelLoadError,
     build_tiny_llava,
-    generate_text,
     load_policy,
 )
 

@@ -4,12 +4,11 @@ from annotation.models import JudgeConfig
 from annotation.selectors import judge_config_choices
 from config.names import SAFE_NAME_MAX, SAFE_NAME_RULE, validate_safe_name
 from datasets_app.models import DatasetVersion, Prompt, Source
-from training.evaluation import TASKS
+from training.evaluation import TASKS, parse_evaluation_specs
 from training.generation import TEMPLATES, SamplingParams
 from training.models import Checkpoint
-from training.recipes.config import PRESETS
+from training.recipes.config import PRESETS, parse_overrides
 from training.runs import ZERO_STAGES
-from training.trainings import parse_overrides
 
 
 class GenerationForm(forms.Form):
@@ -120,8 +119,6 @@ class TrainingLaunchForm(forms.Form):
     )
 
     def clean_evaluations(self) -> list[dict]:
-        from training.evaluations import parse_evaluation_specs
-
         try:
             return parse_evaluation_specs(self.cleaned_data["evaluations"])
         except ValueError as exc:

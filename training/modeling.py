@@ -36,7 +36,6 @@ __all__ = [
     "PolicyCheck",
     "build_tiny_llava",
     "check_policy",
-    "generate_text",
     "load_policy",
 ]
 
@@ -505,40 +504,6 @@ def encode_prompts(policy: LoadedPolicy, texts: list[str], images: list[Image.Im
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(policy.model.dtype)
     return inputs
-
-
-def generate_text(
-    policy: LoadedPolicy,
-    images: list[Image.Image],
-    questions: list[str],
-    *,
-    max_new_tokens: int = 32,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-) -> list[str]:
-    """One answer per (image, question), in one batch: a shortcut to the generation core."""
-    from training.generation.core import GenerationRequest, TransformersBackend
-    from training.generation.sampling import SamplingParams
-    from training.generation.templates import PromptInput
-
-    if len(images) != len(questions):
-        raise ValueError(f"{len(images)} images but {len(questions)} questions")
-    params = SamplingParams(
-        k=1,
-        temperature=temperature if do_sample else 0.0,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        seed=seed or 0,
-    )
-    requests = [
-        GenerationRequest(key=str(i), prompt=PromptInput(question), image=image)
-        for i, (image, question) in enumerate(zip(images, questions, strict=True))
-    ]
-    if not requests:
-        return []
-    return [s.texts[0] for s in TransformersBackend(policy).generate(requests, params)]
 
 
 _CACHE: dict[tuple[str, str | None, str | None, str | None], LoadedPolicy] = {}

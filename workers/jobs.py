@@ -29,7 +29,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
+from config.celery import CHOSEN_QUEUE_KINDS, JOB_TASKS, app
 from workers.models import Job
 
 LOG_TAIL_CHARS = 8000
@@ -51,19 +53,33 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def job_queue(kind: str) -> str:
+    """The queue a job of `kind` runs on (config.celery.JOB_TASKS)."""
+    if kind not in JOB_TASKS:
+        known = ", ".join(JOB_TASKS)
+        raise ValueError(f"no task runs {str(kind)!r} jobs; job kinds with a task: {known}")
+    return JOB_TASKS[kind][1]
+
+
 def job_create(
     *,
     kind: str,
     title: str = "",
-    queue: str = "default",
+    queue: str | None = None,
     params: dict[str, Any] | None = None,
     total: int = 0,
     created_by: Any = None,
 ) -> Job:
+    """A queued job row, on its kind's queue. Only a self-test picks its queue (`queue`), since
+    it exists to check that one; for any other kind a different queue would name a place the
+    task is not routed to, so it is refused."""
+    routed = job_queue(kind)
+    if queue is not None and queue != routed and kind not in CHOSEN_QUEUE_KINDS:
+        raise ValueError(f"{kind} jobs run on the {routed} queue, not {queue!r}")
     return Job.objects.create(
         kind=kind,
         title=title,
-        queue=queue,
+        queue=queue or routed,
         params=params or {},
         progress_total=total,
         created_by=created_by,
@@ -230,18 +246,19 @@ def job_running(job_id: int, *, resumable: bool = False) -> Iterator[JobRun | No
         job_finish(job)
 
 
-def job_enqueue(job: Job, task: Any, *, queue: str | None = None) -> None:
-    """Send `task(job.pk)` once the surrounding transaction commits.
+def job_enqueue(job: Job) -> None:
+    """Send the task of the job's kind (config.celery.JOB_TASKS), by name, with `job.pk`, to
+    `job.queue`, once the surrounding transaction commits.
 
-    If the broker cannot be reached the job is marked failed with that reason, so that
-    nobody waits on a job that was never sent (and nothing runs in the web request).
+    By name, so that a service never imports the task module that imports it back. If the
+    broker cannot be reached the job is marked failed with that reason, so that nobody waits
+    on a job that was never sent (and nothing runs in the web request).
     """
+    task_name = JOB_TASKS[job.kind][0]
 
     def send() -> None:
-        from kombu.exceptions import OperationalError
-
         try:
-            task.apply_async(args=[job.pk], queue=queue or job.queue)
+            app.send_task(task_name, args=[job.pk], queue=job.queue)
         except OperationalError as exc:
             job_fail(job, f"could not reach the broker to start this job: {exc}")
 

@@ -15,8 +15,6 @@ def selftest_enqueue(*, queue: str, user: Any = None) -> Job:
     """Send a small job through `queue` to check that a worker consumes it end to end."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}; queues are {', '.join(QUEUES)}")
-    from workers.tasks.selftest import run_selftest
-
     job = job_create(
         kind=Job.Kind.SELFTEST,
         title=f"self-test of queue {queue}",
@@ -24,7 +22,7 @@ def selftest_enqueue(*, queue: str, user: Any = None) -> Job:
         total=SELFTEST_STEPS,
         created_by=user,
     )
-    job_enqueue(job, run_selftest)
+    job_enqueue(job)
     return job
 
 
@@ -38,19 +36,14 @@ def selftest_run(*, job_id: int) -> None:
         run.set_metrics(worker=run.job.worker)
 
 
-# Kinds whose task skips work already done, so a failed or cancelled job can go again.
-RESUMABLE_TASKS = {
-    Job.Kind.GENERATION: "workers.tasks.generation.run_generation",
-    Job.Kind.JUDGING: "workers.tasks.judging.run_judging",
-    Job.Kind.TRAINING: "workers.tasks.training.run_training",  # from the last checkpoint
-}
+# Kinds whose task skips work already done, so a failed or cancelled job can go again
+# (training from its last checkpoint).
+RESUMABLE_KINDS = frozenset({Job.Kind.GENERATION, Job.Kind.JUDGING, Job.Kind.TRAINING})
 
 
 def job_resume(*, job: Job) -> Job:
     """Queue a failed or cancelled job again; its task picks up where it stopped."""
-    from config.celery import app
-
-    if job.kind not in RESUMABLE_TASKS:
+    if job.kind not in RESUMABLE_KINDS:
         raise ValueError(f"{job.get_kind_display()} jobs cannot be resumed; launch a new one")
     resumed = Job.objects.filter(
         pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]
@@ -64,5 +57,5 @@ def job_resume(*, job: Job) -> Job:
     if not resumed:
         raise ValueError(f"job #{job.pk} is {job.status}: only failed or cancelled jobs resume")
     job.refresh_from_db()
-    job_enqueue(job, app.signature(RESUMABLE_TASKS[job.kind]))
+    job_enqueue(job)
     return job

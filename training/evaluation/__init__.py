@@ -20,6 +20,7 @@ from training.evaluation.runner import (
     evaluate,
     transformers_generate,
 )
+from training.evaluation.specs import parse_evaluation_specs
 
 __all__ = [
     "PROMPTS",
@@ -35,6 +36,7 @@ __all__ = [
     "item_scores",
     "load_items",
     "metric_value",
+    "parse_evaluation_specs",
     "render",
     "render_review",
     "transformers_generate",

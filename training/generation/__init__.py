@@ -9,6 +9,7 @@ from training.generation.core import (
     VllmBackend,
     choose_backend_name,
     generate_batches,
+    generate_text,
     pack_batches,
 )
 from training.generation.sampling import SamplingParams
@@ -26,6 +27,7 @@ __all__ = [
     "VllmBackend",
     "choose_backend_name",
     "generate_batches",
+    "generate_text",
     "pack_batches",
     "render_prompt",
 ]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from training.generation.sampling import SamplingParams, make_row_sampler, row_seed
 from training.generation.templates import PromptInput, render_prompt
+from training.modeling import encode_prompts
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -202,8 +203,6 @@ class TransformersBackend:
     ) -> list[GeneratedSamples]:
         import torch
 
-        from training.modeling import encode_prompts
-
         policy = self.policy
         texts = [self._text(r, params) for r in requests]
         images = [r.image for r in requests if r.image is not None] or None
@@ -337,3 +336,34 @@ def choose_backend_name(requested: str, *, has_adapter: bool) -> str:
     if requested == "auto" and not has_adapter and vllm_available():
         return "vllm"
     return "transformers"
+
+
+def generate_text(
+    policy: LoadedPolicy,
+    images: list[Image.Image],
+    questions: list[str],
+    *,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> list[str]:
+    """One answer per (image, question), in one batch, through `TransformersBackend`: the
+    shortest way to ask a loaded policy something (tests, a shell)."""
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions")
+    params = SamplingParams(
+        k=1,
+        temperature=temperature if do_sample else 0.0,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed or 0,
+    )
+    requests = [
+        GenerationRequest(key=str(i), prompt=PromptInput(question), image=image)
+        for i, (image, question) in enumerate(zip(images, questions, strict=True))
+    ]
+    if not requests:
+        return []
+    return [s.texts[0] for s in TransformersBackend(policy).generate(requests, params)]

@@ -8,6 +8,7 @@ writes it back (the runner stores it next to every checkpoint and in `final/`).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "dataset_kind_from_card",
     "last_checkpoint",
+    "parse_overrides",
 ]
 
 # The recipes, and the export kind (the dataset card's `preference_studio.kind`) each trains on.
@@ -496,6 +498,28 @@ def _looks_like_hub_id(name: str) -> bool:
         and not name.startswith((".", "~"))
         and _HUB_ID.match(name) is not None
     )
+
+
+def parse_overrides(pairs: list[str] | str) -> dict[str, Any]:
+    """`key=value` items (or lines): values are read as JSON when they parse
+    (numbers, true/false/null, lists), else kept as text. Lines that are empty or start with
+    `#` are skipped. The launch form, `manage.py train --set` and evaluation specs all read
+    their overrides through this one parser, before anything reaches a service."""
+    items = pairs.splitlines() if isinstance(pairs, str) else pairs
+    overrides: dict[str, Any] = {}
+    for raw in items:
+        item = raw.strip()
+        if not item or item.startswith("#"):
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"an override is key=value, not {item!r}")
+        try:
+            overrides[key] = json.loads(value.strip())
+        except ValueError:
+            overrides[key] = value.strip()
+    return overrides
 
 
 def dataset_kind_from_card(train_file: str | os.PathLike[str]) -> str | None:

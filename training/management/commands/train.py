@@ -3,9 +3,9 @@ from django.core.management.base import BaseCommand, CommandError
 from config.commands import object_by_name_or_id
 from datasets_app.exports import dataset_version_by_spec
 from training import trainings
-from training.evaluations import parse_evaluation_specs
+from training.evaluation import parse_evaluation_specs
 from training.models import Checkpoint
-from training.recipes.config import PRESETS, RECIPES
+from training.recipes.config import PRESETS, RECIPES, parse_overrides
 from training.runs import ZERO_STAGES
 from workers.models import Job
 from workers.progress import run_here_with_progress
@@ -52,7 +52,7 @@ class Command(BaseCommand):
                 dataset_version=version,
                 base_checkpoint=base,
                 preset=o["preset"],
-                overrides=trainings.parse_overrides(o["set"]),
+                overrides=parse_overrides(o["set"]),
                 gpus=o["gpus"],
                 zero=o["zero"],
                 name=o["name"],
