@@ -1,6 +1,7 @@
 """Agreement analytics (pure functions, no Django): how well people agree with each other
 (Krippendorff's alpha), how well each judge agrees with them (correlation with the human
-mean, pair picks), and seed 001's Figure 3 heatmap; plus the inline SVG charts that show it.
+mean, pair picks), and seed 001's Figure 3 heatmap; the charts that show it come from
+`common.charts`.
 
 The pairwise statistics (pearson, spearman, the summed score that picks a pair) come from
 `annotation.agreement`, so that the agreement page and this one never count differently.
@@ -8,15 +9,13 @@ The pairwise statistics (pearson, spearman, the summed score that picks a pair) 
 
 from __future__ import annotations
 
-import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
-from xml.sax.saxutils import escape
 
 from annotation.agreement import ATTRIBUTES, PAIR_ATTRIBUTES, Scores, pearson, spearman
+from common.charts import heatmap_svg, unit_bars_svg
 
 LEVELS = ("nominal", "ordinal", "interval")
 HEATMAP_LABELS = (*(f"d_{a}" for a in ATTRIBUTES), "human_preference")
@@ -236,7 +235,7 @@ def analytics_report(
         )
         for attribute in ATTRIBUTES
     ]
-    alpha_svg = bar_chart_svg(
+    alpha_svg = unit_bars_svg(
         list(ATTRIBUTES),
         [a.interval for a in alphas],
         "Krippendorff's alpha (interval) among annotators",
@@ -258,7 +257,7 @@ def analytics_report(
                 correlations=correlations,
                 picks=pick_agreement(picks, scores),
                 heatmap=heatmap,
-                correlation_svg=bar_chart_svg(
+                correlation_svg=unit_bars_svg(
                     labels, values, f"{name}: correlation with the human mean"
                 ),
                 heatmap_svg=heatmap_svg(
@@ -284,146 +283,3 @@ def _attribute_units(
         cid: {user: float(s[attribute]) for user, s in by_user.items()}
         for cid, by_user in human.items()
     }
-
-
-# --- SVG ----------------------------------------------------------------------------------
-
-_BLUE, _WHITE, _RED = (33, 102, 172), (255, 255, 255), (178, 24, 43)
-_NONE_FILL = "#e4e7ec"
-# Characters XML 1.0 forbids even when escaped: dropped, so the SVG always parses.
-_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
-def _text(value: object) -> str:
-    """Escape for XML text and attribute values: every string put into an SVG goes here,
-    which is what makes embedding the SVG unescaped in a page safe."""
-    return escape(_INVALID_XML.sub("", str(value)), {'"': "&quot;", "'": "&#39;"})
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _format(value: float | None) -> str:
-    value = _finite(value)
-    if value is None:
-        return "—"
-    text = f"{value:.2f}"
-    return "0.00" if text == "-0.00" else text
-
-
-def diverging_colour(value: float | None) -> str:
-    """-1 blue, 0 white, +1 red (linear in between); grey where undefined."""
-    value = _finite(value)
-    if value is None:
-        return _NONE_FILL
-    t = max(-1.0, min(1.0, value))
-    end = _RED if t > 0 else _BLUE
-    rgb = (round(w + (e - w) * abs(t)) for w, e in zip(_WHITE, end, strict=True))
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
-
-
-def _svg(width: float, height: float, title: str, body: list[str]) -> str:
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
-        f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'aria-label="{_text(title)}" font-family="system-ui, sans-serif" font-size="12">'
-        f"<title>{_text(title)}</title>"
-        f'<text x="4" y="16" font-size="14" font-weight="600">{_text(title)}</text>'
-        + "".join(body)
-        + "</svg>"
-    )
-
-
-def heatmap_svg(labels: Sequence[str], matrix: Sequence[Sequence[float | None]], title: str) -> str:
-    """A square matrix of values in [-1, 1] as a self-contained SVG (no scripts, no external
-    assets): coloured cells with their values, row and column labels, a colour legend."""
-    size, cell = len(labels), 64
-    left, top = 140, 130
-    legend_x = left + size * cell + 24
-    width, height = legend_x + 70, top + max(size * cell, 200) + 12
-    body = [
-        '<defs><linearGradient id="diverging" x1="0" y1="0" x2="0" y2="1">'
-        f'<stop offset="0" stop-color="{diverging_colour(1)}"/>'
-        f'<stop offset="0.5" stop-color="{diverging_colour(0)}"/>'
-        f'<stop offset="1" stop-color="{diverging_colour(-1)}"/>'
-        "</linearGradient></defs>"
-    ]
-    for i, label in enumerate(labels):
-        y = top + i * cell + cell / 2
-        x = left + i * cell + cell / 2
-        body.append(
-            f'<text class="row-label" x="{left - 6}" y="{y:.0f}" text-anchor="end" '
-            f'dominant-baseline="middle">{_text(label)}</text>'
-        )
-        # Column labels slant upwards so that long names do not overlap.
-        body.append(
-            f'<text class="col-label" x="{x:.0f}" y="{top - 6}" '
-            f'transform="rotate(-45 {x:.0f} {top - 6})">{_text(label)}</text>'
-        )
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row):
-            x, y = left + j * cell, top + i * cell
-            shown = _format(value)
-            finite = _finite(value)
-            ink = "#fff" if finite is not None and abs(finite) > 0.6 else "#1d2330"
-            body.append(
-                f"<g><title>{_text(labels[i])} vs {_text(labels[j])}: {_text(shown)}</title>"
-                f'<rect class="cell" x="{x}" y="{y}" width="{cell}" height="{cell}" '
-                f'fill="{diverging_colour(value)}" stroke="#fff" data-value="{_text(shown)}"/>'
-                f'<text x="{x + cell / 2:.0f}" y="{y + cell / 2:.0f}" text-anchor="middle" '
-                f'dominant-baseline="middle" fill="{ink}">{_text(shown)}</text></g>'
-            )
-    body.append(
-        f'<rect class="legend" x="{legend_x}" y="{top}" width="16" height="200" '
-        'fill="url(#diverging)" stroke="#d9dee7"/>'
-    )
-    for text, dy in (("+1", 0), ("0", 100), ("-1", 200)):
-        body.append(
-            f'<text x="{legend_x + 22}" y="{top + dy}" dominant-baseline="middle">{text}</text>'
-        )
-    return _svg(width, height, title, body)
-
-
-def bar_chart_svg(labels: Sequence[str], values: Sequence[float | None], title: str) -> str:
-    """Horizontal bars on a fixed scale: 0..1 when every value is non-negative, else -1..1,
-    so that charts of the same statistic compare at a glance. None is shown as "—"."""
-    defined = [v for v in map(_finite, values) if v is not None]
-    low = -1.0 if any(v < 0 for v in defined) else 0.0
-    left, plot, row = 150, 300, 24
-    top = 40
-    width, height = left + plot + 60, top + row * len(labels) + 24
-
-    def x_of(v: float) -> float:
-        return left + (max(low, min(1.0, v)) - low) / (1.0 - low) * plot
-
-    body = []
-    for i, (label, raw) in enumerate(zip(labels, values, strict=True)):
-        value = _finite(raw)
-        y = top + i * row
-        body.append(
-            f'<text class="bar-label" x="{left - 6}" y="{y + row / 2:.0f}" text-anchor="end" '
-            f'dominant-baseline="middle">{_text(label)}</text>'
-        )
-        if value is not None:
-            x0, x1 = sorted((x_of(0.0), x_of(value)))
-            body.append(
-                f'<rect class="bar" x="{x0:.1f}" y="{y + 4}" width="{x1 - x0:.1f}" '
-                f'height="{row - 8}" fill="{diverging_colour(value)}" stroke="#667085" '
-                f'stroke-width="0.5"/>'
-            )
-        body.append(
-            f'<text class="bar-value" x="{left + plot + 6}" y="{y + row / 2:.0f}" '
-            f'dominant-baseline="middle">{_text(_format(value))}</text>'
-        )
-    axis_bottom = top + row * len(labels)
-    zero = x_of(0.0)
-    body.append(
-        f'<line x1="{zero:.1f}" y1="{top}" x2="{zero:.1f}" y2="{axis_bottom}" stroke="#1d2330"/>'
-    )
-    for tick in (low, 0.0, 1.0) if low < 0 else (0.0, 0.5, 1.0):
-        body.append(
-            f'<text x="{x_of(tick):.1f}" y="{axis_bottom + 16}" text-anchor="middle" '
-            f'fill="#667085">{tick:g}</text>'
-        )
-    return _svg(width, height, title, body)

@@ -286,15 +286,6 @@ def assignment_last_submitted(*, campaign: Campaign, user: Any) -> Assignment | 
     )
 
 
-def campaign_progress(*, campaign: Campaign, user: Any) -> dict[str, int]:
-    mine = Assignment.objects.filter(item__campaign=campaign, annotator=user)
-    return {
-        "done": mine.filter(status=Assignment.Status.SUBMITTED).count(),
-        "assigned": mine.filter(status__in=Assignment.HOLDS_SLOT).count(),
-        "items": campaign.items.count(),
-    }
-
-
 def resolution_submit(*, item: CampaignItem, curator: Any, payload: dict) -> None:
     """A curator's final scores for an item's completions, kept as ratings of their own kind."""
     clean = validate_submission({**payload, "tie": True}, item.completion_ids)
@@ -308,12 +299,6 @@ def resolution_submit(*, item: CampaignItem, curator: Any, payload: dict) -> Non
             )
 
 
-def item_ratings(*, item: CampaignItem) -> QuerySet[Rating]:
-    return Rating.objects.filter(completion_id__in=item.completion_ids).select_related(
-        "user", "judge"
-    )
-
-
 __all__ = [
     "ATTRIBUTES",
     "AssignmentClosed",
@@ -325,7 +310,5 @@ __all__ = [
     "assignment_submit",
     "assignments_expire",
     "campaign_create",
-    "campaign_progress",
-    "item_ratings",
     "resolution_submit",
 ]

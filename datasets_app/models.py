@@ -78,12 +78,6 @@ class Prompt(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.question[:60]}"
 
-    @property
-    def answer_text(self) -> str:
-        if self.answer_index is not None and 0 <= self.answer_index < len(self.choices):
-            return str(self.choices[self.answer_index])
-        return self.reference_answer
-
 
 class DatasetVersion(models.Model):
     """An immutable, curated training set. Filled by the curation issue."""

@@ -6,9 +6,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation.models import JudgeConfig
+from common.charts import bars_svg, histogram_svg
 from config.access import curator_required
 from datasets_app import exports, versions
-from datasets_app.charts import bars_svg, histogram_svg
 from datasets_app.forms import VersionForm
 from datasets_app.models import DatasetVersion, Source
 from training.models import Checkpoint

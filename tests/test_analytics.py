@@ -16,14 +16,12 @@ from annotation.agreement import ATTRIBUTES, best_worst_pair, pearson
 from annotation.analytics import (
     HEATMAP_LABELS,
     analytics_report,
-    bar_chart_svg,
-    diverging_colour,
-    heatmap_svg,
     judge_vs_human_mean,
     krippendorff_alpha,
     pick_agreement,
     preference_heatmap,
 )
+from common.charts import diverging_colour, heatmap_svg, unit_bars_svg
 
 ROOT = Path(__file__).resolve().parent.parent
 SVG = "{http://www.w3.org/2000/svg}"
@@ -249,8 +247,8 @@ def test_heatmap_svg_is_well_formed_with_36_cells_and_escaped_text():
     assert not list(root.iter(f"{SVG}script")) and "href" not in svg.replace("url(#", "")
 
 
-def test_bar_chart_svg_scales_and_shows_undefined_values():
-    svg = bar_chart_svg(["helpfulness", "<i>x</i>", "coherence"], [0.5, None, 1.0], "alpha")
+def test_unit_bars_svg_scales_and_shows_undefined_values():
+    svg = unit_bars_svg(["helpfulness", "<i>x</i>", "coherence"], [0.5, None, 1.0], "alpha")
     root = _parse(svg)
     bars = [r for r in root.iter(f"{SVG}rect") if r.get("class") == "bar"]
     assert len(bars) == 2
@@ -258,7 +256,7 @@ def test_bar_chart_svg_scales_and_shows_undefined_values():
     assert {"0.50", "—", "1.00", "<i>x</i>"} <= set(texts)
     assert "-1" not in texts  # all non-negative: 0..1
     assert float(bars[1].get("width")) == pytest.approx(2 * float(bars[0].get("width")))
-    negative = _parse(bar_chart_svg(["a", "b"], [-0.5, 0.5], "r"))
+    negative = _parse(unit_bars_svg(["a", "b"], [-0.5, 0.5], "r"))
     ticks = ["".join(t.itertext()) for t in negative.iter(f"{SVG}text")]
     assert "-1" in ticks  # some value below zero: -1..1
     widths = [float(r.get("width")) for r in negative.iter(f"{SVG}rect")]

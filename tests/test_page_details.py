@@ -15,8 +15,8 @@ from django.urls import reverse
 
 from annotation import campaigns
 from annotation.models import ATTRIBUTES, Completion, Rating
+from common.charts import bars_svg
 from datasets_app import exports
-from datasets_app.charts import bars_svg
 from datasets_app.models import DatasetVersion
 from tests import factories
 from tests.test_evaluation_live import finish_evaluation, queued_evaluation

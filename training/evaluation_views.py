@@ -10,8 +10,8 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 
+from common.charts import bars_svg
 from config.access import staff_required
-from datasets_app.charts import bars_svg
 from training import evaluations
 from training.evaluation.metrics import flatten_metrics
 from training.forms import CompareForm, EvaluationForm

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.utils.safestring import SafeString, mark_safe
 
-from datasets_app.charts import lines_svg
+from common.charts import lines_svg
 from training.models import Checkpoint, TrainingJob
 
 # Curves per chart: train and eval on one chart where they share a scale.

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+from annotation.judges.base import ATTRIBUTES
+
 SUBJECT_ORDER = ("NAT", "SOC", "LAN")
 CONTEXT_ORDER = ("IMG", "TXT", "NO")
 POPE_ORDER = ("random", "popular", "adversarial")

@@ -1,0 +1,272 @@
+"""Every SVG chart the pages show, self-contained (no scripts, no external assets).
+
+Pure: no Django import. One frame (`_frame`) gives every chart the same root element, font and
+title, and one escaping rule (`_text`) is applied to every string a chart writes, in text and
+in attribute values alike; that is what makes embedding a chart unescaped in a page safe.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from html import escape
+
+WIDTH, HEIGHT, PAD = 420, 180, 28
+PALETTE = ("#3056d3", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285")
+
+_BLUE, _WHITE, _RED = (33, 102, 172), (255, 255, 255), (178, 24, 43)
+_NONE_FILL = "#e4e7ec"
+# Characters XML 1.0 forbids even when escaped: dropped, so the SVG always parses.
+_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _text(value: object) -> str:
+    """Escape for XML text and attribute values (quotes included): every string put into a
+    chart goes through here."""
+    return escape(_INVALID_XML.sub("", str(value)), quote=True)
+
+
+def _frame(width: float, height: float, title: str, body: list[str]) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
+        f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'aria-label="{_text(title)}" font-family="system-ui, sans-serif" font-size="12">'
+        f"<title>{_text(title)}</title>"
+        f'<text x="4" y="16" font-size="14" font-weight="600">{_text(title)}</text>'
+        + "".join(body)
+        + "</svg>"
+    )
+
+
+def _empty(title: str, message: str) -> str:
+    return _frame(WIDTH, HEIGHT + 40, title, [f'<text x="{PAD}" y="60">{_text(message)}</text>'])
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _format(value: float | None) -> str:
+    value = _finite(value)
+    if value is None:
+        return "—"
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
+def diverging_colour(value: float | None) -> str:
+    """-1 blue, 0 white, +1 red (linear in between); grey where undefined."""
+    value = _finite(value)
+    if value is None:
+        return _NONE_FILL
+    t = max(-1.0, min(1.0, value))
+    end = _RED if t > 0 else _BLUE
+    rgb = (round(w + (e - w) * abs(t)) for w, e in zip(_WHITE, end, strict=True))
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+# --- counts: vertical bars, histograms -------------------------------------------------------
+
+
+def bars_svg(
+    labels: Sequence[str], counts: Sequence[float], title: str, colour: str = PALETTE[0]
+) -> str:
+    """Vertical bars on axes, scaled to the largest count, each labelled with its count.
+
+    A zero is drawn as a hairline on the axis with its "0": an empty chart would read as a
+    chart that failed to draw."""
+    if not counts:
+        return _empty(title, "no data")
+    top = max(counts) or 1
+    slot = (WIDTH - 2 * PAD) / len(counts)
+    # Room above the tallest bar for its count, below the title.
+    ceiling, base = 36, 24 + (HEIGHT - 40)
+    body = [
+        f'<line class="axis" x1="{PAD}" y1="{base}" x2="{WIDTH - PAD}" y2="{base}" stroke="#999"/>',
+        f'<line class="axis" x1="{PAD}" y1="{ceiling}" x2="{PAD}" y2="{base}" stroke="#999"/>',
+        f'<text x="{PAD - 3}" y="{ceiling + 6}" font-size="9" text-anchor="end">{top:.3g}</text>',
+        f'<text x="{PAD - 3}" y="{base}" font-size="9" text-anchor="end">0</text>',
+    ]
+    for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
+        height = max((base - ceiling) * count / top, 1.0)
+        x = PAD + i * slot
+        y = base - height
+        body.append(
+            f'<rect class="bar" x="{x + 2:.1f}" y="{y:.1f}" width="{max(slot - 4, 1):.1f}" '
+            f'height="{height:.1f}" fill="{_text(colour)}">'
+            f"<title>{_text(label)}: {count:g}</title></rect>"
+        )
+        if len(counts) <= 16:
+            body.append(
+                f'<text class="value" x="{x + slot / 2:.1f}" y="{y - 3:.1f}" font-size="9" '
+                f'text-anchor="middle">{count:.3g}</text>'
+            )
+            body.append(
+                f'<text x="{x + slot / 2:.1f}" y="{HEIGHT + 4}" font-size="9" '
+                f'text-anchor="middle">{_text(label)}</text>'
+            )
+    return _frame(WIDTH, HEIGHT + 40, title, body)
+
+
+def histogram_svg(histogram: Mapping[str, list], title: str, colour: str = PALETTE[0]) -> str:
+    """A histogram given as {"edges": [...], "counts": [...]}, one bar per bin."""
+    edges, counts = histogram.get("edges", []), histogram.get("counts", [])
+    # Whole numbers once the range is wide: decimals crowd a 35-pixel bar label.
+    wide = bool(edges) and edges[-1] - edges[0] > 10
+    labels = [f"{round(edges[i])}" if wide else f"{edges[i]:.3g}" for i in range(len(counts))]
+    return bars_svg(labels, counts, title, colour)
+
+
+# --- statistics in [-1, 1]: horizontal bars, heatmaps ----------------------------------------
+
+
+def unit_bars_svg(labels: Sequence[str], values: Sequence[float | None], title: str) -> str:
+    """Horizontal bars on a fixed scale: 0..1 when every value is non-negative, else -1..1,
+    so that charts of the same statistic compare at a glance. None is shown as "—"."""
+    defined = [v for v in map(_finite, values) if v is not None]
+    low = -1.0 if any(v < 0 for v in defined) else 0.0
+    left, plot, row = 150, 300, 24
+    top = 40
+    width, height = left + plot + 60, top + row * len(labels) + 24
+
+    def x_of(v: float) -> float:
+        return left + (max(low, min(1.0, v)) - low) / (1.0 - low) * plot
+
+    body = []
+    for i, (label, raw) in enumerate(zip(labels, values, strict=True)):
+        value = _finite(raw)
+        y = top + i * row
+        body.append(
+            f'<text class="bar-label" x="{left - 6}" y="{y + row / 2:.0f}" text-anchor="end" '
+            f'dominant-baseline="middle">{_text(label)}</text>'
+        )
+        if value is not None:
+            x0, x1 = sorted((x_of(0.0), x_of(value)))
+            body.append(
+                f'<rect class="bar" x="{x0:.1f}" y="{y + 4}" width="{x1 - x0:.1f}" '
+                f'height="{row - 8}" fill="{diverging_colour(value)}" stroke="#667085" '
+                f'stroke-width="0.5"/>'
+            )
+        body.append(
+            f'<text class="bar-value" x="{left + plot + 6}" y="{y + row / 2:.0f}" '
+            f'dominant-baseline="middle">{_text(_format(value))}</text>'
+        )
+    axis_bottom = top + row * len(labels)
+    zero = x_of(0.0)
+    body.append(
+        f'<line x1="{zero:.1f}" y1="{top}" x2="{zero:.1f}" y2="{axis_bottom}" stroke="#1d2330"/>'
+    )
+    for tick in (low, 0.0, 1.0) if low < 0 else (0.0, 0.5, 1.0):
+        body.append(
+            f'<text x="{x_of(tick):.1f}" y="{axis_bottom + 16}" text-anchor="middle" '
+            f'fill="#667085">{tick:g}</text>'
+        )
+    return _frame(width, height, title, body)
+
+
+def heatmap_svg(labels: Sequence[str], matrix: Sequence[Sequence[float | None]], title: str) -> str:
+    """A square matrix of values in [-1, 1]: coloured cells with their values, row and column
+    labels, a colour legend."""
+    size, cell = len(labels), 64
+    left, top = 140, 130
+    legend_x = left + size * cell + 24
+    width, height = legend_x + 70, top + max(size * cell, 200) + 12
+    body = [
+        '<defs><linearGradient id="diverging" x1="0" y1="0" x2="0" y2="1">'
+        f'<stop offset="0" stop-color="{diverging_colour(1)}"/>'
+        f'<stop offset="0.5" stop-color="{diverging_colour(0)}"/>'
+        f'<stop offset="1" stop-color="{diverging_colour(-1)}"/>'
+        "</linearGradient></defs>"
+    ]
+    for i, label in enumerate(labels):
+        y = top + i * cell + cell / 2
+        x = left + i * cell + cell / 2
+        body.append(
+            f'<text class="row-label" x="{left - 6}" y="{y:.0f}" text-anchor="end" '
+            f'dominant-baseline="middle">{_text(label)}</text>'
+        )
+        # Column labels slant upwards so that long names do not overlap.
+        body.append(
+            f'<text class="col-label" x="{x:.0f}" y="{top - 6}" '
+            f'transform="rotate(-45 {x:.0f} {top - 6})">{_text(label)}</text>'
+        )
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            x, y = left + j * cell, top + i * cell
+            shown = _format(value)
+            finite = _finite(value)
+            ink = "#fff" if finite is not None and abs(finite) > 0.6 else "#1d2330"
+            body.append(
+                f"<g><title>{_text(labels[i])} vs {_text(labels[j])}: {_text(shown)}</title>"
+                f'<rect class="cell" x="{x}" y="{y}" width="{cell}" height="{cell}" '
+                f'fill="{diverging_colour(value)}" stroke="#fff" data-value="{_text(shown)}"/>'
+                f'<text x="{x + cell / 2:.0f}" y="{y + cell / 2:.0f}" text-anchor="middle" '
+                f'dominant-baseline="middle" fill="{ink}">{_text(shown)}</text></g>'
+            )
+    body.append(
+        f'<rect class="legend" x="{legend_x}" y="{top}" width="16" height="200" '
+        'fill="url(#diverging)" stroke="#d9dee7"/>'
+    )
+    for text, dy in (("+1", 0), ("0", 100), ("-1", 200)):
+        body.append(
+            f'<text x="{legend_x + 22}" y="{top + dy}" dominant-baseline="middle">{text}</text>'
+        )
+    return _frame(width, height, title, body)
+
+
+# --- curves ---------------------------------------------------------------------------------
+
+
+def lines_svg(
+    series: Mapping[str, Sequence[tuple[float, float]]], title: str, x_label: str = "step"
+) -> str:
+    """One polyline per named series of (x, y) points on shared axes, with a legend and the
+    y range written at the axis (no scale library: a few hundred points at most)."""
+    points = [p for values in series.values() for p in values]
+    if not points:
+        return _empty(title, "no data yet")
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if x1 == x0:
+        x1 = x0 + 1
+    if y1 == y0:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    left, top, right, bottom = PAD + 24, 28, WIDTH - 8, HEIGHT - 8
+
+    def sx(x: float) -> float:
+        return left + (right - left) * (x - x0) / (x1 - x0)
+
+    def sy(y: float) -> float:
+        return bottom - (bottom - top) * (y - y0) / (y1 - y0)
+
+    body = [
+        f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#999"/>',
+        f'<text x="{left - 4}" y="{top + 4}" font-size="9" text-anchor="end">{y1:.3g}</text>',
+        f'<text x="{left - 4}" y="{bottom}" font-size="9" text-anchor="end">{y0:.3g}</text>',
+        f'<text x="{left}" y="{bottom + 14}" font-size="9">{x0:g}</text>',
+        f'<text x="{right}" y="{bottom + 14}" font-size="9" text-anchor="end">'
+        f"{_text(x_label)} {x1:g}</text>",
+    ]
+    if y0 < 0 < y1:
+        body.append(
+            f'<line x1="{left}" y1="{sy(0):.1f}" x2="{right}" y2="{sy(0):.1f}" '
+            'stroke="#ccc" stroke-dasharray="3,3"/>'
+        )
+    for i, (name, values) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in values)
+        body.append(
+            f'<polyline class="series" data-series="{_text(name)}" points="{path}" '
+            f'fill="none" stroke="{colour}" stroke-width="1.5"/>'
+        )
+        if len(values) == 1:
+            x, y = values[0]
+            body.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>')
+        body.append(
+            f'<text x="{left + 8 + 110 * i}" y="{HEIGHT + 30}" font-size="10" '
+            f'fill="{colour}">— {_text(name)}</text>'
+        )
+    return _frame(WIDTH, HEIGHT + 40, title, body)

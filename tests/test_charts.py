@@ -1,0 +1,60 @@
+"""One chart module: every SVG the pages show comes from `common.charts`, in one frame and
+through one escaping rule (quotes included, so no name can open an attribute)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from common import charts
+
+ROOT = Path(__file__).resolve().parent.parent
+SVG = "{http://www.w3.org/2000/svg}"
+EVIL = 'x" onload="alert(1)\' <b>&'
+
+
+def _every_chart(name: str) -> list[str]:
+    return [
+        charts.bars_svg([name, "b"], [1.0, 2.0], name),
+        charts.histogram_svg({"edges": [0.0, 1.0, 2.0], "counts": [3, 4]}, name),
+        charts.unit_bars_svg([name, "b"], [0.5, None], name),
+        charts.heatmap_svg([name, "b"], [[1.0, None], [-0.5, 1.0]], name),
+        charts.lines_svg({name: [(0, 1.0), (1, 2.0)], "eval": [(1, 1.5)]}, name),
+        charts.lines_svg({}, name),
+        charts.bars_svg([], [], name),
+    ]
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_every_chart_shares_one_frame_and_escapes_quotes(index):
+    svg = _every_chart(EVIL)[index]
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg" and root.get("class") == "chart"
+    assert root.get("aria-label") == EVIL and root.get("font-family")
+    assert root.find(f"{SVG}title").text == EVIL
+    for element in root.iter():
+        assert not any(key.startswith("on") for key in element.attrib), element.attrib
+    assert "<b>" not in svg and 'x" onload' not in svg
+
+
+def test_a_series_name_stays_inside_its_attribute():
+    root = ET.fromstring(charts.lines_svg({EVIL: [(0, 1.0), (2, 3.0)]}, "t"))
+    (line,) = root.iter(f"{SVG}polyline")
+    assert line.get("data-series") == EVIL and line.get("onload") is None
+
+
+def test_no_module_but_the_chart_module_writes_svg():
+    writers = [
+        path.relative_to(ROOT).as_posix()
+        for folder in ("annotation", "common", "config", "datasets_app", "training", "workers")
+        for path in (ROOT / folder).rglob("*.py")
+        if "<svg" in path.read_text(encoding="utf-8")
+    ]
+    templates = [
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "templates").rglob("*.html")
+        if "<svg" in path.read_text(encoding="utf-8")
+    ]
+    assert writers == ["common/charts.py"] and templates == []
