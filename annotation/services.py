@@ -224,7 +224,6 @@ def judge_launch(
     job = job_create(
         kind=Job.Kind.JUDGING,
         title=f"{judge_config.name} {verb} {len(prompt_ids)} prompts",
-        queue="judge",
         params={
             "judge_config_id": judge_config.pk,
             "prompt_ids": prompt_ids,
@@ -237,9 +236,7 @@ def judge_launch(
         created_by=user,
     )
     if enqueue:
-        from workers.tasks.judging import run_judging
-
-        job_enqueue(job, run_judging)
+        job_enqueue(job)
     return job
 
 
@@ -352,7 +349,16 @@ class _JudgeJob:
         except JobCancelled:
             self.cancelled = True
 
+    def groups(self, spec: dict[str, Any]) -> list[Group]:
+        """The calls to make: each prompt's completions, `k_per_call` at a time."""
+        return list(_groups(spec["prompt_ids"], spec.get("checkpoint_id"), spec["k_per_call"]))
+
+    def call(self, judge: Judge) -> Callable[[JudgeItem], TextResult] | None:
+        """How an item is sent: None is the runner's default, the judge rating it."""
+        return None
+
     def load_rated(self, groups: list[Group]) -> None:
+        """Note which completions this judge has rated already (a rerun skips them)."""
         ids = [c.pk for _, completions in groups for c in completions]
         for start in range(0, len(ids), 900):  # under SQLite's parameter limit
             self.rated.update(
@@ -476,6 +482,16 @@ def judge_answer_call(judge: Judge, config: JudgeConfig) -> Callable[[JudgeItem]
 class _AnswerJob(_JudgeJob):
     """The judge answers each prompt itself; the answers are JudgeCall rows (mode answer)."""
 
+    def groups(self, spec: dict[str, Any]) -> list[Group]:
+        prompts = Prompt.objects.in_bulk(spec["prompt_ids"])
+        return [(prompts[pk], []) for pk in spec["prompt_ids"] if pk in prompts]
+
+    def call(self, judge: Judge) -> Callable[[JudgeItem], TextResult] | None:
+        return judge_answer_call(judge, self.config)
+
+    def load_rated(self, groups: list[Group]) -> None:
+        """Nothing to load: what is answered already is found by content key, per item."""
+
     def items_to_call(self, groups: Iterator[Group]) -> Iterator[JudgeItem]:
         for prompt, _ in groups:
             if self.cancelled:
@@ -514,6 +530,13 @@ class _AnswerJob(_JudgeJob):
         self._count(outcome, prompt.pk, None)
 
 
+# What a judging job does in each mode: how its work is grouped, what it skips, how it calls.
+_JOBS: dict[str, type[_JudgeJob]] = {
+    JudgeCall.Mode.RATE: _JudgeJob,
+    JudgeCall.Mode.ANSWER: _AnswerJob,
+}
+
+
 def judge_run(*, job_id: int) -> None:
     """Run (or resume) a judging job."""
     with job_running(job_id, resumable=True) as run:
@@ -528,18 +551,13 @@ def judge_run(*, job_id: int) -> None:
         except ValueError as exc:
             raise JobFailed(str(exc)) from None
         limits = RunLimits(**spec["limits"])
-        answering = spec.get("mode") == JudgeCall.Mode.ANSWER
-        state = (_AnswerJob if answering else _JudgeJob)(run, config)
-        if answering:
-            prompts = Prompt.objects.in_bulk(spec["prompt_ids"])
-            groups = [(prompts[pk], []) for pk in spec["prompt_ids"] if pk in prompts]
-        else:
-            groups = list(
-                _groups(spec["prompt_ids"], spec.get("checkpoint_id"), spec["k_per_call"])
-            )
+        mode = spec.get("mode", JudgeCall.Mode.RATE)
+        if mode not in _JOBS:
+            raise JobFailed(f"a judging job cannot run in mode {mode!r}")
+        state = _JOBS[mode](run, config)
+        groups = state.groups(spec)
         job_progress(run.job, done=0, total=len(groups))
-        if not answering:
-            state.load_rated(groups)
+        state.load_rated(groups)
         if config.provider not in ("oracle", "local") and price_for(config.model) is None:
             run.log(f"no price is known for {config.model}: its cost shows as 0")
         try:
@@ -550,7 +568,7 @@ def judge_run(*, job_id: int) -> None:
                 on_outcome=state.record,
                 price=lambda usage: cost_usd(config.model, usage),
                 should_stop=lambda: state.cancelled,
-                call=judge_answer_call(judge, config) if answering else None,
+                call=state.call(judge),
             )
         except FatalJudgeError as exc:
             state.save_metrics()

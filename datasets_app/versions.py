@@ -26,7 +26,6 @@ from datasets_app.curation import (
     RaterSelection,
     SftRow,
     get_strategy,
-    resolve_params,
     row_checksum,
     run_strategy,
 )
@@ -267,9 +266,8 @@ def dataset_version_build(
     if not result.rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in result.dropped.items()) or "no prompts"
         raise ValueError(f"the recipe makes no rows ({reasons})")
-    given = {**(params or {}), **({"rewrite": str} if rewrite_judge_id else {})}
     # The rewrite function itself cannot be stored; the selection records its judge.
-    recorded = {k: v for k, v in resolve_params(strategy, given).items() if not callable(v)}
+    recorded = {k: v for k, v in result.params.items() if not callable(v)}
     with transaction.atomic():
         latest = DatasetVersion.objects.filter(name=name).aggregate(v=Max("version"))["v"]
         version = DatasetVersion.objects.create(

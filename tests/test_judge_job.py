@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from django.core.management import CommandError, call_command
 
 from annotation import services
 from annotation.judges.runner import RunLimits
-from annotation.models import Completion, JudgeCall, Rating
+from annotation.models import ATTRIBUTES, Completion, JudgeCall, Rating
 from training.models import Checkpoint
 from workers import jobs
 from workers.models import Job
@@ -163,6 +165,32 @@ def test_judge_command_runs_inline_and_enqueues(shapes_source, completions, caps
     call_command("judge", judge="oracle", source="sqa", enqueue=True)
     queued = Job.objects.get(status=Job.Status.QUEUED)
     assert queued.queue == "judge"
+
+
+def test_each_mode_says_how_it_groups_what_it_skips_and_how_it_calls(shapes_source, completions):
+    rate, answer = _launch(shapes_source, k_per_call=3), _launch(shapes_source, mode="answer")
+    config = services.judge_config_from_spec("oracle")
+    judge = services.build_judge(config)
+    rating = services._JOBS["rate"](SimpleNamespace(job=rate), config)
+    answering = services._JOBS["answer"](SimpleNamespace(job=answer), config)
+    groups = rating.groups(rate.params)
+    assert [len(c) for _, c in groups] == [3, 1] * 6 and rating.call(judge) is None
+    prompts = answering.groups(answer.params)
+    assert [c for _, c in prompts] == [[]] * 6 and answering.call(judge) is not None
+    Rating.objects.create(completion=groups[0][1][0], judge=config, **dict.fromkeys(ATTRIBUTES, 2))
+    rating.load_rated(groups)
+    answering.load_rated(groups)
+    assert rating.rated == {groups[0][1][0].pk} and answering.rated == set()
+
+
+def test_a_job_in_a_mode_no_judge_runs_fails_clearly_and_writes_nothing(shapes_source, completions):
+    job = _launch(shapes_source)
+    job.params = {**job.params, "mode": "rewrite"}
+    job.save(update_fields=["params"])
+    services.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED and "mode 'rewrite'" in job.error
+    assert not JudgeCall.objects.exists() and not Rating.objects.exists()
 
 
 def test_nothing_to_judge_is_a_clear_error(shapes_source):

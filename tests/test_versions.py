@@ -291,3 +291,25 @@ def test_rejection_sampling_reports_prompts_with_no_good_enough_answer(rated, ca
     assert version.stats["dropped"] == {"no completion with correctness >= 3": 1}
     assert version.params["min_correctness"] == 3
     assert "dropped 1: no completion with correctness >= 3" in capsys.readouterr().out
+
+
+def test_a_build_resolves_the_strategy_parameters_once(rated, monkeypatch):
+    from datasets_app.curation import strategies
+
+    calls: list[str] = []
+    real = strategies.resolve_params
+
+    def counting(name, params=None):
+        calls.append(name)
+        return real(name, params)
+
+    monkeypatch.setattr(strategies, "resolve_params", counting)
+    monkeypatch.setattr(versions, "resolve_params", counting, raising=False)
+    source, _ = rated
+    version = _build(source, params={"attributes": ["helpfulness", "correctness"]})
+    assert calls == ["best_vs_worst"]
+    assert version.params == {
+        **real("best_vs_worst"),
+        "attributes": ["helpfulness", "correctness"],
+    }
+    assert type(version.params) is dict and version.row_count == 6

@@ -190,7 +190,7 @@ def best_vs_random_gap(
     seed: int,
 ) -> CurationResult:
     """Seed 001: chosen = the best sum, rejected = a random other one at least `gap` lower."""
-    p = resolve_params("best_vs_random_gap", params)
+    p = _params("best_vs_random_gap", params)
 
     def random_lower(prompt: RatedPrompt, ranked: list[Any]) -> tuple[Any | None, str]:
         best = ranked[0]
@@ -212,7 +212,7 @@ def best_vs_worst(
     seed: int,
 ) -> CurationResult:
     """Seed 003: the best and the worst by sum; prompts where they tie are dropped."""
-    p = resolve_params("best_vs_worst", params)
+    p = _params("best_vs_worst", params)
 
     def worst(prompt: RatedPrompt, ranked: list[Any]) -> tuple[Any | None, str]:
         lowest = min(ranked, key=lambda s: (s.total, s.completion.completion_id))
@@ -236,7 +236,7 @@ def human_pick(
     against every pair: the winning pair needs more votes than the tie picks, and more than
     any other pair. The margin is the winner's number of votes; `rater` names its voters.
     """
-    resolve_params("human_pick", params)
+    _params("human_pick", params)
     rows: list[PreferenceRow] = []
     dropped: Counter[str] = Counter()
     for prompt in _by_id(prompts):
@@ -299,7 +299,7 @@ def rejection_sampling(
     wrong answer. A prompt with rated completions but none good enough is dropped and
     counted ("no completion with correctness >= 3", or "best score below N").
     """
-    p = resolve_params("rejection_sampling", params)
+    p = _params("rejection_sampling", params)
     least = p["min_correctness"]
     rows: list[SftRow] = []
     dropped: Counter[str] = Counter()
@@ -379,7 +379,7 @@ def steerlm(
     turn (NeMo-Aligner: `<extra_id_1>Assistant\\n<extra_id_2>{label}\\n{response}`), so the
     exporter/trainer inserts it there and masks it from the loss.
     """
-    resolve_params("steerlm", params)
+    _params("steerlm", params)
     rows: list[SftRow] = []
     dropped: Counter[str] = Counter()
     for prompt in _by_id(prompts):
@@ -410,7 +410,7 @@ def judge_answer_sft(
     seed: int,
 ) -> CurationResult:
     """Seed 001 baseline: the judge's own answer (metadata "judge_answer") as the target."""
-    resolve_params("judge_answer_sft", params)
+    _params("judge_answer_sft", params)
     rows: list[SftRow] = []
     dropped: Counter[str] = Counter()
     for prompt in _by_id(prompts):
@@ -490,7 +490,7 @@ def scienceqa_full(
     seed: int,
 ) -> CurationResult:
     """Seed 000 full-origin: question + context + options -> lecture + solution + answer."""
-    p = resolve_params("scienceqa_full", params)
+    p = _params("scienceqa_full", params)
     dropped: Counter[str] = Counter()
     items = _scienceqa_items(prompts, p["subsample"], seed, dropped)
     rows = [_scienceqa_row(q, scienceqa_response(q)) for q in items]
@@ -505,7 +505,7 @@ def scienceqa_short(
     seed: int,
 ) -> CurationResult:
     """Seed 000 short: the same prompt, answered "The answer is X." only."""
-    p = resolve_params("scienceqa_short", params)
+    p = _params("scienceqa_short", params)
     dropped: Counter[str] = Counter()
     items = _scienceqa_items(prompts, p["subsample"], seed, dropped)
     rows = [_scienceqa_row(q, scienceqa_response(q, short=True)) for q in items]
@@ -525,7 +525,7 @@ def scienceqa_reformatted(
     answer. A rewrite that no longer ends on the right "The answer is X" is dropped: the
     seed saw the rewriting model stray from the template.
     """
-    p = resolve_params("scienceqa_reformatted", params)
+    p = _params("scienceqa_reformatted", params)
     rewrite: Callable[[str], str] = p["rewrite"]
     dropped: Counter[str] = Counter()
     rows = []
@@ -627,7 +627,26 @@ def get_strategy(name: str) -> Strategy:
         ) from None
 
 
-def resolve_params(name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+class ResolvedParams(dict[str, Any]):
+    """A strategy's parameters as `resolve_params` returns them: defaults filled in, checked.
+
+    A strategy given the ones resolved for it uses them as they are, so that a build resolves
+    once (in `run_strategy`) while a strategy called on its own still gets its defaults."""
+
+    __slots__ = ("strategy",)
+
+    def __init__(self, strategy: str, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.strategy = strategy
+
+
+def _params(name: str, params: Mapping[str, Any] | None) -> ResolvedParams:
+    if isinstance(params, ResolvedParams) and params.strategy == name:
+        return params
+    return resolve_params(name, params)
+
+
+def resolve_params(name: str, params: Mapping[str, Any] | None = None) -> ResolvedParams:
     """The strategy's defaults updated with `params`, validated. Raises ValueError."""
     own = get_strategy(name).defaults
     defaults = {**own, **COMMON_PARAMS}
@@ -648,7 +667,7 @@ def resolve_params(name: str, params: Mapping[str, Any] | None = None) -> dict[s
             raise ValueError(f"{name}: weights for attributes not summed: {', '.join(extra)}")
     if "rewrite" in resolved and resolved["rewrite"] is None:
         raise ValueError(f"{name}: needs a `rewrite` callable (str -> str) to rewrite long answers")
-    return resolved
+    return ResolvedParams(name, resolved)
 
 
 def _check_param(name: str, key: str, value: Any) -> Any:
@@ -730,7 +749,7 @@ def run_strategy(
     if len(pool) < len(prompts):
         dropped[HELD_OUT_REASON] += len(prompts) - len(pool)
     dropped.update(filter_drops)
-    return CurationResult(rows=rows, kind=strategy.kind, dropped=dict(dropped))
+    return CurationResult(rows=rows, kind=strategy.kind, dropped=dict(dropped), params=resolved)
 
 
 def row_checksum(rows: Rows) -> str:

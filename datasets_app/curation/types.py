@@ -88,3 +88,6 @@ class CurationResult:
     kind: str  # "dpo" | "sft" | "steerlm"
     # Why prompts were dropped, counted: {"no pair with gap >= 2": 12, ...}
     dropped: dict[str, int] = field(default_factory=dict)
+    # The resolved parameters the rows were made with (run_strategy fills it in), so that the
+    # service records them without resolving them again.
+    params: dict[str, Any] = field(default_factory=dict)
