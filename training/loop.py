@@ -9,6 +9,11 @@ Every stage goes through the same services (and job rows) as the pages and comma
 the queue is skipped, each job body running here. Used by `manage.py run_loop` (the demo)
 and by the end-to-end test.
 
+Each stage is a small function that takes what it needs (the loop's config and what earlier
+stages returned) and returns a frozen record of what it made, with a one-line `detail`;
+`run_loop` is the list of stages in order, each called through one timer. A new stage is one
+more function and one more line there; a round is a function that calls stages.
+
 The base model has random weights, so none of its samples answers a question: rejection
 sampling over them has nothing correct to keep. The first SFT set is therefore the judge's
 own answers (`judge_answer_sft`, seed 001's baseline, seed 003's AI-judge answers); the
@@ -22,15 +27,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
 
 from annotation import services as judging
 from annotation.models import JudgeCall, JudgeConfig
 from datasets_app import versions
-from datasets_app.models import DatasetVersion
+from datasets_app.models import DatasetVersion, Source
 from datasets_app.services import prompts_import
 from datasets_app.shapes import make_shapes
 from training import evaluations, services, trainings
@@ -52,10 +58,142 @@ TRAIN_DEFAULTS = {
 }
 SFT_OVERRIDES = {"learning_rate": 3e-3, "num_train_epochs": 4.0}
 DPO_OVERRIDES = {"learning_rate": 1e-3, "num_train_epochs": 2.0, "beta": 0.1}
+# min_score 12 of 20: a right, direct, coherent answer (the oracle sums 4 + 4 + 4 for it).
+REJECTION_SAMPLING_PARAMS = {"min_score": 12}
+CURATION_FILTERS = {"eval_fraction": 0.1}
+ORACLE = {"name": "oracle (rules)", "provider": "oracle", "model": "rules-v1"}
+# task -> the shapes file it reads and its options (scienceqa's own test split is held out).
+EVALUATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "scienceqa": ("scienceqa.parquet", {"split": "test", "prompt": "zero_shot"}),
+    "pope": ("pope.parquet", {}),
+}
 
 
 class LoopError(RuntimeError):
     """A stage failed; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The command's options and where this loop's files go (one folder per loop)."""
+
+    tag: str
+    root: Path
+    images: int = DEFAULT_IMAGES
+    seed: int = 0
+    k: int = 4
+
+    @classmethod
+    def new(cls, *, images: int, seed: int, k: int) -> LoopConfig:
+        tag = f"loop-{timezone.now():%Y%m%d-%H%M%S}"
+        root = Path(settings.CHECKPOINT_ROOT) / "loops" / tag
+        return cls(tag=tag, root=root, images=images, seed=seed, k=k)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "shapes"
+
+
+# What each stage makes. `detail` is the stage's line in the log.
+
+
+@dataclass(frozen=True)
+class Built:
+    base: Checkpoint
+    path: Path
+
+    @property
+    def detail(self) -> str:
+        return f"random-weight tiny LLaVA at {self.path}"
+
+
+@dataclass(frozen=True)
+class Shapes:
+    data_dir: Path
+    counts: dict[str, int]
+
+    @property
+    def detail(self) -> str:
+        return f"{self.counts['scienceqa']} ScienceQA rows, {self.counts['pope']} POPE rows"
+
+
+@dataclass(frozen=True)
+class Imported:
+    source: Source
+    prompts: int
+
+    @property
+    def selection(self) -> dict[str, Any]:
+        """What generation, judging and curation work on: the source's train split."""
+        return {"source_id": self.source.pk, "split": "train"}
+
+    @property
+    def detail(self) -> str:
+        return f"{self.prompts} prompts"
+
+
+@dataclass(frozen=True)
+class Generated:
+    policy: Checkpoint
+    completions: int
+
+    @property
+    def detail(self) -> str:
+        return f"{self.completions} completions"
+
+
+@dataclass(frozen=True)
+class Judged:
+    judge: JudgeConfig
+    prompts: int
+    mode: str
+
+    @property
+    def detail(self) -> str:
+        return f"{self.prompts} prompts ({self.mode})"
+
+
+@dataclass(frozen=True)
+class Curated:
+    key: str
+    strategy: str
+    version: DatasetVersion | None  # None: the recipe made no rows (`empty` says why)
+    empty: str = ""
+
+    @property
+    def detail(self) -> str:
+        if self.version is None:
+            return f"no rows: {self.empty}"
+        stats = self.version.stats
+        splits = ", ".join(f"{n} {s}" for s, n in sorted(stats.get("splits", {}).items()))
+        shown = f"{self.version} with {self.version.row_count} rows ({self.strategy})"
+        shown += f" from {stats.get('prompts')} prompts; {splits}"
+        left_out = "; ".join(f"{why}: {n}" for why, n in (stats.get("dropped") or {}).items())
+        return f"{shown}; left out {left_out}" if left_out else shown
+
+
+@dataclass(frozen=True)
+class Trained:
+    checkpoint: Checkpoint
+    steps: int
+    evals: dict[str, float]
+
+    @property
+    def detail(self) -> str:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in self.evals.items() if "runtime" not in k)
+        return f"{self.steps} steps; {shown}"
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    accuracy: dict[str, dict[str, float | None]]  # task -> checkpoint label -> accuracy
+
+    @property
+    def detail(self) -> str:
+        return "; ".join(
+            f"{task} accuracy " + ", ".join(f"{n} {pct(a)}" for n, a in by_label.items())
+            for task, by_label in self.accuracy.items()
+        )
 
 
 @dataclass
@@ -71,12 +209,38 @@ class LoopReport:
     def total_s(self) -> float:
         return sum(seconds for _, seconds, _ in self.stages)
 
+    @property
+    def compare_url(self) -> str:
+        """The comparison page of every checkpoint of the loop on every evaluated task."""
+        ids = "&".join(f"checkpoints={c.pk}" for c in self.checkpoints.values())
+        tasks = "".join(f"&tasks={task}" for task in self.accuracy)
+        return f"{reverse('training:compare')}?{ids}{tasks}"
 
-def _ok(job: Job, stage: str) -> Job:
-    job.refresh_from_db()
-    if job.status != Job.Status.SUCCEEDED:
-        raise LoopError(f"{stage}: job #{job.pk} {job.status}: {job.error}")
-    return job
+
+class _Made(Protocol):
+    @property
+    def detail(self) -> str: ...
+
+
+P = ParamSpec("P")
+R = TypeVar("R", bound=_Made)
+
+
+class Timer:
+    """Runs one stage, logs its start and its detail, and records its wall time."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.stages: list[tuple[str, float, str]] = []
+
+    def __call__(self, name: str, stage: Callable[P, R], /, *args: P.args, **kw: P.kwargs) -> R:
+        self.log(f"{name} ...")
+        started = time.monotonic()
+        made = stage(*args, **kw)
+        seconds = time.monotonic() - started
+        self.stages.append((name, seconds, made.detail))
+        self.log(f"{name}: {made.detail} ({seconds:.1f} s)")
+        return made
 
 
 def run_loop(
@@ -86,181 +250,209 @@ def run_loop(
     k: int = 4,
     log: Callable[[str], None] = lambda line: None,
 ) -> LoopReport:
-    tag = f"loop-{timezone.now():%Y%m%d-%H%M%S}"
-    report = LoopReport(tag=tag)
-    root = Path(settings.CHECKPOINT_ROOT) / "loops" / tag
-    data_dir = root / "shapes"
-    report.data_dir = data_dir
+    config = LoopConfig.new(images=images, seed=seed, k=k)
+    stage = Timer(log)
 
-    def stage(name: str, body: Callable[[], str]) -> None:
-        started = time.monotonic()
-        log(f"{name} ...")
-        detail = body()
-        seconds = time.monotonic() - started
-        report.stages.append((name, seconds, detail))
-        log(f"{name}: {detail} ({seconds:.1f} s)")
+    base = stage("build the tiny model", build_model, config).base
+    shapes = stage("make shapes data", make_shapes_data, config)
+    data = stage("import", import_shapes, config, shapes)
+    stage(f"generate K={k} from base", generate, config, data, base)
+    oracle = stage("oracle judge (rate base)", rate, data, base).judge
+    stage("oracle judge (answers)", answer, data, oracle)
+    rs_base = stage(
+        "curate rejection-sampling SFT (base)", curate_rs, config, data, "rs-base", base
+    )
+    dpo_base = stage("curate DPO (base)", curate_dpo, config, data, "dpo-base", base)
+    sft_set = stage("curate judge-answer SFT", curate_answers, config, data, oracle)
+    sft = stage("train SFT", train_sft, config, sft_set, base).checkpoint
+    stage(f"generate K={k} from SFT", generate, config, data, sft)
+    stage("oracle judge (rate SFT)", rate, data, sft)
+    rs_sft = stage("curate rejection-sampling SFT (SFT)", curate_rs, config, data, "rs-sft", sft)
+    dpo_set = stage("curate DPO (SFT)", curate_dpo, config, data, "dpo", sft)
+    if dpo_set.version is None:  # every SFT sample scored alike: pair with the base
+        dpo_set = stage("curate DPO (SFT + base)", curate_dpo, config, data, "dpo", sft, base)
+    dpo = stage("train DPO", train_dpo, config, dpo_set, sft).checkpoint
+    checkpoints = {"base": base, "sft": sft, "dpo": dpo}
+    evaluated = stage("evaluate base, SFT, DPO", evaluate, shapes, checkpoints)
 
-    state: dict[str, Any] = {}
+    return LoopReport(
+        tag=config.tag,
+        stages=stage.stages,
+        checkpoints=checkpoints,
+        versions={c.key: c.version for c in (rs_base, dpo_base, sft_set, rs_sft, dpo_set)},
+        accuracy=evaluated.accuracy,
+        data_dir=shapes.data_dir,
+    )
 
-    def build_model() -> str:
-        from training.modeling import build_tiny_llava
 
-        path = build_tiny_llava(root / "tiny-llava", seed=seed)
-        base = services.checkpoint_register_base(name=f"{tag}-base", model_path=str(path))
-        report.checkpoints["base"] = base
-        return f"random-weight tiny LLaVA at {path}"
+# The stages, in the order run_loop calls them.
 
-    def shapes() -> str:
-        counts = make_shapes(data_dir, n=images, seed=seed)
-        return f"{counts['scienceqa']} ScienceQA rows, {counts['pope']} POPE rows"
 
-    def import_data() -> str:
-        result = prompts_import(
-            path=data_dir / "scienceqa.parquet", source_name=f"{tag}-shapes", fmt="scienceqa"
+def build_model(config: LoopConfig) -> Built:
+    from training.modeling import build_tiny_llava
+
+    path = build_tiny_llava(config.root / "tiny-llava", seed=config.seed)
+    base = services.checkpoint_register_base(name=f"{config.tag}-base", model_path=str(path))
+    return Built(base=base, path=path)
+
+
+def make_shapes_data(config: LoopConfig) -> Shapes:
+    counts = make_shapes(config.data_dir, n=config.images, seed=config.seed)
+    return Shapes(data_dir=config.data_dir, counts=counts)
+
+
+def import_shapes(config: LoopConfig, shapes: Shapes) -> Imported:
+    result = prompts_import(
+        path=shapes.data_dir / "scienceqa.parquet",
+        source_name=f"{config.tag}-shapes",
+        fmt="scienceqa",
+    )
+    return Imported(source=result.source, prompts=result.source.prompts.count())
+
+
+def generate(config: LoopConfig, data: Imported, policy: Checkpoint) -> Generated:
+    params = SamplingParams(
+        k=config.k, temperature=1.0, max_new_tokens=16, seed=config.seed, template="zero_shot_mc"
+    )
+    job = services.generation_launch(
+        checkpoint=policy, selection=data.selection, params=params, enqueue=False
+    )
+    services.generation_run(job_id=job.pk)
+    job = _succeeded(job, f"generate from {policy.name}")
+    return Generated(policy=policy, completions=job.metrics.get("completions", 0))
+
+
+def rate(data: Imported, policy: Checkpoint) -> Judged:
+    """The oracle rates every completion `policy` made for the selection."""
+    return _judge(data, _oracle(), JudgeCall.Mode.RATE, policy)
+
+
+def answer(data: Imported, judge: JudgeConfig) -> Judged:
+    """The judge answers each question itself (what `judge_answer_sft` trains on)."""
+    return _judge(data, judge, JudgeCall.Mode.ANSWER, None)
+
+
+def curate_rs(config: LoopConfig, data: Imported, key: str, policy: Checkpoint) -> Curated:
+    """A rejection-sampling SFT set: per prompt, the best of its samples that is good enough."""
+    params = REJECTION_SAMPLING_PARAMS
+    return _curate(config, data, key, "rejection_sampling", [policy], params=params)
+
+
+def curate_dpo(config: LoopConfig, data: Imported, key: str, *policies: Checkpoint) -> Curated:
+    return _curate(config, data, key, "best_vs_worst", list(policies))
+
+
+def curate_answers(config: LoopConfig, data: Imported, judge: JudgeConfig) -> Curated:
+    return _curate(config, data, "sft", "judge_answer_sft", [], answer_judge_id=judge.pk)
+
+
+def train_sft(config: LoopConfig, dataset: Curated, parent: Checkpoint) -> Trained:
+    return _train(config, "sft", "sft", dataset, parent, SFT_OVERRIDES)
+
+
+def train_dpo(config: LoopConfig, dataset: Curated, parent: Checkpoint) -> Trained:
+    return _train(config, "dpo", "dpo", dataset, parent, DPO_OVERRIDES)
+
+
+def evaluate(shapes: Shapes, checkpoints: dict[str, Checkpoint]) -> Evaluated:
+    """Every checkpoint on every held-out task, one evaluation run each."""
+    accuracy: dict[str, dict[str, float | None]] = {}
+    for task, (filename, options) in EVALUATIONS.items():
+        accuracy[task] = {}
+        for label, checkpoint in checkpoints.items():
+            run = evaluations.evaluation_launch(
+                checkpoint=checkpoint,
+                task=task,
+                data=str(shapes.data_dir / filename),
+                max_new_tokens=16,
+                enqueue=False,
+                **options,
+            )
+            evaluations.evaluation_run(job_id=run.job_id)
+            _succeeded(run.job, f"evaluate {label} on {task}")
+            run.refresh_from_db()
+            accuracy[task][label] = run.metrics.get("accuracy")
+    return Evaluated(accuracy=accuracy)
+
+
+# What the stages share.
+
+
+def _succeeded(job: Job, stage: str) -> Job:
+    job.refresh_from_db()
+    if job.status != Job.Status.SUCCEEDED:
+        raise LoopError(f"{stage}: job #{job.pk} {job.status}: {job.error}")
+    return job
+
+
+def _oracle() -> JudgeConfig:
+    defaults = {"provider": ORACLE["provider"], "model": ORACLE["model"]}
+    oracle, _ = JudgeConfig.objects.get_or_create(name=ORACLE["name"], defaults=defaults)
+    return oracle
+
+
+def _judge(data: Imported, judge: JudgeConfig, mode: str, policy: Checkpoint | None) -> Judged:
+    job = judging.judge_launch(
+        judge_config=judge,
+        selection=data.selection,
+        checkpoint_id=policy.pk if policy is not None else None,
+        mode=mode,
+        enqueue=False,
+    )
+    judging.judge_run(job_id=job.pk)
+    job = _succeeded(job, f"judge {policy.name if policy is not None else 'answers'}")
+    return Judged(judge=judge, prompts=job.progress_done, mode=mode)
+
+
+def _curate(
+    config: LoopConfig,
+    data: Imported,
+    key: str,
+    strategy: str,
+    policies: list[Checkpoint],
+    **options: Any,
+) -> Curated:
+    try:
+        version = versions.dataset_version_build(
+            name=f"{config.tag}-{key}",
+            strategy=strategy,
+            selection=data.selection,
+            checkpoint_ids=[p.pk for p in policies] or None,
+            filters=CURATION_FILTERS,
+            seed=config.seed,
+            **options,
         )
-        state["source"] = result.source
-        return f"{result.source.prompts.count()} prompts"
+    except ValueError as exc:  # e.g. no sample of a random model is right
+        return Curated(key=key, strategy=strategy, version=None, empty=str(exc))
+    return Curated(key=key, strategy=strategy, version=version)
 
-    def selection() -> dict[str, Any]:
-        return {"source_id": state["source"].pk, "split": "train"}
 
-    def generate(name: str) -> Callable[[], str]:
-        def body() -> str:
-            params = SamplingParams(
-                k=k, temperature=1.0, max_new_tokens=16, seed=seed, template="zero_shot_mc"
-            )
-            job = services.generation_launch(
-                checkpoint=report.checkpoints[name],
-                selection=selection(),
-                params=params,
-                enqueue=False,
-            )
-            services.generation_run(job_id=job.pk)
-            job = _ok(job, f"generate from {name}")
-            return f"{job.metrics.get('completions')} completions"
-
-        return body
-
-    def judge(name: str, mode: str = JudgeCall.Mode.RATE) -> Callable[[], str]:
-        def body() -> str:
-            oracle, _ = JudgeConfig.objects.get_or_create(
-                name="oracle (rules)", defaults={"provider": "oracle", "model": "rules-v1"}
-            )
-            state["oracle"] = oracle
-            job = judging.judge_launch(
-                judge_config=oracle,
-                selection=selection(),
-                checkpoint_id=report.checkpoints[name].pk if mode == JudgeCall.Mode.RATE else None,
-                mode=mode,
-                enqueue=False,
-            )
-            judging.judge_run(job_id=job.pk)
-            job = _ok(job, f"judge {name}")
-            return f"{job.progress_done} prompts ({mode})"
-
-        return body
-
-    def curate(key: str, strategy: str, *checkpoints: str, **kwargs: Any) -> Callable[[], str]:
-        def body() -> str:
-            ids = [report.checkpoints[c].pk for c in checkpoints] or None
-            try:
-                version = versions.dataset_version_build(
-                    name=f"{tag}-{key}",
-                    strategy=strategy,
-                    selection=selection(),
-                    checkpoint_ids=ids,
-                    filters={"eval_fraction": 0.1},
-                    seed=seed,
-                    **kwargs,
-                )
-            except ValueError as exc:  # e.g. no sample of a random model is right
-                report.versions[key] = None
-                return f"no rows: {exc}"
-            report.versions[key] = version
-            return f"{version} with {version.row_count} rows ({strategy})"
-
-        return body
-
-    def train(
-        name: str, recipe: str, version_key: str, parent: str, overrides: dict[str, Any]
-    ) -> Callable[[], str]:
-        def body() -> str:
-            version = report.versions.get(version_key)
-            if version is None:
-                raise LoopError(f"train {name}: the {version_key} set has no rows")
-            training = trainings.training_launch(
-                recipe=recipe,
-                dataset_version=version,
-                base_checkpoint=report.checkpoints[parent],
-                overrides={**TRAIN_DEFAULTS, **overrides},
-                name=f"{tag}-{name}",
-                enqueue=False,
-            )
-            trainings.training_run(job_id=training.job_id, poll_s=0.5)
-            job = _ok(training.job, f"train {name}")
-            checkpoint = trainings.training_checkpoint(training)
-            assert checkpoint is not None
-            report.checkpoints[name] = checkpoint
-            evals = job.metrics["training"].get("eval_latest") or {}
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in evals.items() if "runtime" not in k)
-            return f"{job.progress_done} steps; {shown}"
-
-        return body
-
-    def evaluate_all() -> str:
-        lines = []
-        for task, path, extra in (
-            ("scienceqa", data_dir / "scienceqa.parquet", {"split": "test", "prompt": "zero_shot"}),
-            ("pope", data_dir / "pope.parquet", {}),
-        ):
-            report.accuracy[task] = {}
-            for name in ("base", "sft", "dpo"):
-                run = evaluations.evaluation_launch(
-                    checkpoint=report.checkpoints[name],
-                    task=task,
-                    data=str(path),
-                    max_new_tokens=16,
-                    enqueue=False,
-                    **extra,
-                )
-                evaluations.evaluation_run(job_id=run.job_id)
-                _ok(run.job, f"evaluate {name} on {task}")
-                run.refresh_from_db()
-                report.accuracy[task][name] = run.metrics.get("accuracy")
-            lines.append(
-                f"{task} accuracy "
-                + ", ".join(f"{n} {_pct(a)}" for n, a in report.accuracy[task].items())
-            )
-        return "; ".join(lines)
-
-    stage("build the tiny model", build_model)
-    stage("make shapes data", shapes)
-    stage("import", import_data)
-    stage(f"generate K={k} from base", generate("base"))
-    stage("oracle judge (rate base)", judge("base"))
-    stage("oracle judge (answers)", judge("base", JudgeCall.Mode.ANSWER))
-    # min_score 12 of 20: a right, direct, coherent answer (the oracle sums 4 + 4 + 4 for it).
-    rs = {"params": {"min_score": 12}}
-    stage(
-        "curate rejection-sampling SFT (base)",
-        curate("rs-base", "rejection_sampling", "base", **rs),
+def _train(
+    config: LoopConfig,
+    name: str,
+    recipe: str,
+    dataset: Curated,
+    parent: Checkpoint,
+    overrides: dict[str, Any],
+) -> Trained:
+    if dataset.version is None:
+        raise LoopError(f"train {name}: the {dataset.key} set has no rows ({dataset.empty})")
+    training = trainings.training_launch(
+        recipe=recipe,
+        dataset_version=dataset.version,
+        base_checkpoint=parent,
+        overrides={**TRAIN_DEFAULTS, **overrides},
+        name=f"{config.tag}-{name}",
+        enqueue=False,
     )
-    stage("curate DPO (base)", curate("dpo-base", "best_vs_worst", "base"))
-    answers = {"answer_judge_id": state["oracle"].pk}
-    stage("curate judge-answer SFT", curate("sft", "judge_answer_sft", **answers))
-    stage("train SFT", train("sft", "sft", "sft", "base", SFT_OVERRIDES))
-    stage(f"generate K={k} from SFT", generate("sft"))
-    stage("oracle judge (rate SFT)", judge("sft"))
-    stage(
-        "curate rejection-sampling SFT (SFT)", curate("rs-sft", "rejection_sampling", "sft", **rs)
-    )
-    stage("curate DPO (SFT)", curate("dpo", "best_vs_worst", "sft"))
-    if report.versions.get("dpo") is None:  # every SFT sample scored alike: pair with the base
-        stage("curate DPO (SFT + base)", curate("dpo", "best_vs_worst", "sft", "base"))
-    stage("train DPO", train("dpo", "dpo", "dpo", "sft", DPO_OVERRIDES))
-    stage("evaluate base, SFT, DPO", evaluate_all)
-    return report
+    trainings.training_run(job_id=training.job_id, poll_s=0.5)
+    job = _succeeded(training.job, f"train {name}")
+    checkpoint = trainings.training_checkpoint(training)
+    if checkpoint is None:
+        raise LoopError(f"train {name}: job #{job.pk} succeeded but registered no checkpoint")
+    evals = job.metrics["training"].get("eval_latest") or {}
+    return Trained(checkpoint=checkpoint, steps=job.progress_done, evals=evals)
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"

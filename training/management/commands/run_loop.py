@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.urls import reverse
 
-from training.loop import DEFAULT_IMAGES, LoopError, run_loop
+from training.loop import DEFAULT_IMAGES, LoopError, pct, run_loop
 
 
 class Command(BaseCommand):
@@ -28,11 +27,6 @@ class Command(BaseCommand):
             self.stdout.write(f"  {name:<{width}}  {seconds:7.1f} s")
         self.stdout.write(f"  {'total':<{width}}  {report.total_s:7.1f} s")
         for task, by_checkpoint in report.accuracy.items():
-            shown = ", ".join(
-                f"{name} {'n/a' if acc is None else f'{100 * acc:.1f}%'}"
-                for name, acc in by_checkpoint.items()
-            )
+            shown = ", ".join(f"{name} {pct(acc)}" for name, acc in by_checkpoint.items())
             self.stdout.write(f"  held-out {task} accuracy: {shown}")
-        ids = "&".join(f"checkpoints={c.pk}" for c in report.checkpoints.values())
-        url = f"{reverse('training:compare')}?{ids}&tasks=scienceqa&tasks=pope"
-        self.stdout.write(self.style.SUCCESS(f"compare them at {url}"))
+        self.stdout.write(self.style.SUCCESS(f"compare them at {report.compare_url}"))
