@@ -176,15 +176,13 @@ def dataset_version_by_spec(spec: str) -> DatasetVersion:
 
 
 def export_enqueue(*, version: DatasetVersion, user: Any = None) -> Job:
-    from workers.tasks.exports import run_export
-
     job = job_create(
         kind=Job.Kind.EXPORT,
         title=f"export {version}",
         params={"version_id": version.pk},
         created_by=user,
     )
-    job_enqueue(job, run_export)
+    job_enqueue(job)
     return job
 
 

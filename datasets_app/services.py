@@ -229,8 +229,6 @@ def prompts_import_enqueue(
 
     `how_to_skip` is how the caller's own page says "skip bad rows", for the job's error.
     """
-    from workers.tasks.imports import run_import
-
     file_name = Path(upload.name).name
     source_name = safe_name(source_name, "source name")
     if not file_name.lower().endswith(UPLOAD_SUFFIXES):
@@ -248,7 +246,7 @@ def prompts_import_enqueue(
         },
         created_by=user,
     )
-    job_enqueue(job, run_import)
+    job_enqueue(job)
     return job
 
 

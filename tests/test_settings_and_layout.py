@@ -31,7 +31,7 @@ PURE_CORE = [
     "annotation.markdown",
     "datasets_app.curation",
     "datasets_app.export",
-    "datasets_app.charts",
+    "common.charts",
     "training.recipes",
     "training.runs",
     "workers.supervisor",

@@ -30,8 +30,9 @@ from datasets_app.shapes import make_shapes
 from tests.processes import database_url
 from training import trainings
 from training.models import Checkpoint, TrainingJob
-from training.recipes.config import last_checkpoint
-from training.runs import ACCELERATE_CONFIGS, ZERO_STAGES, TrainingProgress, launch_command
+from training.protocol import TrainingProgress
+from training.recipes.config import last_checkpoint, parse_overrides
+from training.runs import ACCELERATE_CONFIGS, ZERO_STAGES, launch_command
 from workers.jobs import job_request_cancel, jobs_fail_stale
 from workers.models import Job
 from workers.services import job_resume
@@ -205,17 +206,17 @@ def test_training_on_a_lora_checkpoint_merges_it_first(small_versions, base, roo
 
 
 def test_overrides_parse_json_values_and_refuse_junk():
-    assert trainings.parse_overrides(["lora_r=8", 'loss_type=["ipo","sft"]', "x=abc"]) == {
+    assert parse_overrides(["lora_r=8", 'loss_type=["ipo","sft"]', "x=abc"]) == {
         "lora_r": 8,
         "loss_type": ["ipo", "sft"],
         "x": "abc",
     }
-    assert trainings.parse_overrides("beta=0.2\n\n# comment\nmerge_adapter=true") == {
+    assert parse_overrides("beta=0.2\n\n# comment\nmerge_adapter=true") == {
         "beta": 0.2,
         "merge_adapter": True,
     }
     with pytest.raises(ValueError, match="key=value"):
-        trainings.parse_overrides(["lora_r"])
+        parse_overrides(["lora_r"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -509,8 +510,8 @@ def test_the_launch_page_refuses_a_bad_config_and_launches_a_good_one(
     client, staff_user, small_versions, base, monkeypatch
 ):
     sent = []
-    monkeypatch.setattr("workers.jobs.job_enqueue", lambda job, task, **kw: sent.append(job.pk))
-    monkeypatch.setattr("training.trainings.job_enqueue", lambda job, task: sent.append(job.pk))
+    monkeypatch.setattr("workers.jobs.job_enqueue", lambda job: sent.append(job.pk))
+    monkeypatch.setattr("training.trainings.job_enqueue", lambda job: sent.append(job.pk))
     client.force_login(staff_user)
     url = reverse("training:training_new")
     assert client.get(url).status_code == 200

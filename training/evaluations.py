@@ -131,25 +131,6 @@ def _spec(values: dict[str, Any]) -> EvaluationSpec:
     return EvaluationSpec(**values).checked()
 
 
-def parse_evaluation_specs(lines: list[str] | str) -> list[dict[str, Any]]:
-    """`TASK DATA [key=value ...]` per line (values read as JSON when they parse), e.g.
-    `scienceqa var/shapes/scienceqa.parquet split="test" limit=200`."""
-    from training.trainings import parse_overrides
-
-    items = lines.splitlines() if isinstance(lines, str) else lines
-    specs = []
-    for raw in items:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        task, _, rest = line.partition(" ")
-        data, _, options = rest.strip().partition(" ")
-        if not data:
-            raise ValueError(f"an evaluation is 'TASK DATA [key=value ...]', not {line!r}")
-        specs.append({"task": task, "data": data, **parse_overrides(options.split())})
-    return specs
-
-
 def evaluation_specs_check(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Check the evaluations a training job asks for; return them normalised."""
     out = []
@@ -176,7 +157,6 @@ def evaluation_launch(
         job = job_create(
             kind=Job.Kind.EVALUATION,
             title=f"{spec.task} ({spec.prompt}) on {checkpoint.name}",
-            queue="gpu",
             created_by=user,
         )
         run = EvaluationRun.objects.create(
@@ -191,12 +171,8 @@ def evaluation_launch(
             job=job,
             created_by=user,
         )
-        job.params = {"evaluation_run_id": run.pk}
-        job.save(update_fields=["params"])
         if enqueue:
-            from workers.tasks.evaluation import run_evaluation
-
-            job_enqueue(job, run_evaluation)
+            job_enqueue(job)
     return run
 
 

@@ -142,7 +142,6 @@ def generation_launch(
     job = job_create(
         kind=Job.Kind.GENERATION,
         title=f"{params.k} x {len(prompt_ids)} completions from {checkpoint.name}",
-        queue="gpu",
         total=len(prompt_ids),
         params={
             "checkpoint_id": checkpoint.pk,
@@ -155,9 +154,7 @@ def generation_launch(
         created_by=user,
     )
     if enqueue:
-        from workers.tasks.generation import run_generation
-
-        job_enqueue(job, run_generation)
+        job_enqueue(job)
     return job
 
 

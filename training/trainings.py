@@ -6,6 +6,7 @@ Layout of a run under CHECKPOINT_ROOT/runs/<name>/:
     data/            the dataset version's export (train.parquet, eval.parquet, README.md)
     job-config.json  the TrainConfig the runner reads (resume=true on a resumed attempt)
     metrics.jsonl    events from the runner; runner.log its stdout and stderr
+                     (these names and the events are the runner protocol: training/protocol.py)
     checkpoint-N/    Trainer checkpoints (resume picks the last complete one)
     final/           the adapter (or full model), processor and config; final/merged if merged
 """
@@ -28,15 +29,16 @@ from django.utils import timezone
 from config.names import safe_name
 from datasets_app.exports import dataset_version_export
 from datasets_app.models import DatasetVersion
+from training import protocol
 from training.models import Checkpoint, TrainingJob
+from training.protocol import EXIT_BAD_CONFIG, TrainingProgress
 from training.recipes.config import (
     PRESETS,
     RECIPES,
     ConfigError,
     TrainConfig,
 )
-from training.run import EXIT_BAD_CONFIG, METRICS_FILE
-from training.runs import ZERO_STAGES, TrainingProgress, launch_command
+from training.runs import ZERO_STAGES, launch_command
 from training.services import checkpoint_location, checkpoint_stored_path
 from workers.jobs import (
     JobCancelled,
@@ -73,7 +75,7 @@ def code_version() -> str:
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args],
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=protocol.REPO_ROOT,
             capture_output=True,
             text=True,
             timeout=5,
@@ -86,26 +88,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
-
-
-def parse_overrides(pairs: list[str] | str) -> dict[str, Any]:
-    """`key=value` items (or lines): values are read as JSON when they parse
-    (numbers, true/false/null, lists), else kept as text."""
-    items = pairs.splitlines() if isinstance(pairs, str) else pairs
-    overrides: dict[str, Any] = {}
-    for raw in items:
-        item = raw.strip()
-        if not item or item.startswith("#"):
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"an override is key=value, not {item!r}")
-        try:
-            overrides[key] = json.loads(value.strip())
-        except ValueError:
-            overrides[key] = value.strip()
-    return overrides
 
 
 def _run_name(recipe: str, version: DatasetVersion) -> str:
@@ -218,7 +200,6 @@ def training_launch(
         job = job_create(
             kind=Job.Kind.TRAINING,
             title=f"{recipe} on {dataset_version} from {base_checkpoint.name}",
-            queue="gpu",
             created_by=user,
         )
         training = TrainingJob.objects.create(
@@ -236,12 +217,8 @@ def training_launch(
             code_version=code_version(),
             created_by=user,
         )
-        job.params = {"training_job_id": training.pk}
-        job.save(update_fields=["params"])
         if enqueue:
-            from workers.tasks.training import run_training
-
-            job_enqueue(job, run_training)
+            job_enqueue(job)
     return training
 
 
@@ -272,7 +249,7 @@ def _run_config(training: TrainingJob) -> TrainConfig:
     if values["eval_file"] and values["eval_fraction"]:
         values["eval_fraction"] = 0.0  # the version's own eval split wins
     # A later attempt continues the run; `check_output_dir` refuses a fresh start on top of it.
-    values["resume"] = (Path(training.output_dir) / "train_config.json").is_file()
+    values["resume"] = (Path(training.output_dir) / protocol.CONFIG_FILE).is_file()
     return TrainConfig.from_dict(values)
 
 
@@ -285,28 +262,8 @@ class _Recorder:
         self._last_heartbeat = 0.0
 
     def events(self, events: list[dict[str, Any]]) -> None:
-        lines = []
-        for event in events:
-            self.progress.feed(event)
-            kind = event.get("event")
-            if kind == "started":
-                resumed = event.get("resumed_from")
-                where = f", resuming from {Path(resumed).name}" if resumed else ""
-                lines.append(f"runner started (pid {event.get('pid')}){where}")
-            elif kind == "ref_logps":
-                how = (
-                    "read from the cache"
-                    if event.get("cached")
-                    else f"computed in {event.get('seconds')} s"
-                )
-                lines.append(
-                    f"reference log-probs ({event.get('split')}, {event.get('rows')} rows): {how}"
-                )
-            elif kind == "failed":
-                lines.append(f"runner failed: {event.get('error')}")
-            elif kind == "orphaned":
-                lines.append("runner lost its supervisor and stopped")
-        self._save(lines)
+        protocol.fold(events, self.progress)
+        self._save([line for event in events if (line := protocol.log_line(event)) is not None])
 
     def poll(self) -> None:
         now = timezone.now()
@@ -357,15 +314,15 @@ def training_run(*, job_id: int, poll_s: float = 1.0) -> None:
         except (ConfigError, OSError) as exc:
             raise JobFailed(f"the run cannot start: {exc}") from None
         out = Path(training.output_dir)
-        config_path = out / "job-config.json"
+        config_path = out / protocol.JOB_CONFIG_FILE
         config_path.write_text(json.dumps(config.to_dict(), indent=2))
         command = launch_command(config_path, gpus=training.gpus, zero=training.zero or None)
         run.log(("resuming" if config.resume else "starting") + ": " + " ".join(command[1:]))
         recorder = _Recorder(run.job)
         outcome = supervise(
             command,
-            metrics_path=out / METRICS_FILE,
-            log_path=out / "runner.log",
+            metrics_path=out / protocol.METRICS_FILE,
+            log_path=out / protocol.RUNNER_LOG,
             on_events=recorder.events,
             should_stop=lambda: _cancel_requested(run.job),
             on_poll=recorder.poll,
@@ -373,8 +330,8 @@ def training_run(*, job_id: int, poll_s: float = 1.0) -> None:
         )
         if outcome.stopped:
             raise JobCancelled
-        if outcome.returncode != 0:
-            reason = recorder.progress.error or _runner_log_tail(out / "runner.log")
+        if outcome.returncode != protocol.EXIT_OK:
+            reason = recorder.progress.error or _runner_log_tail(out / protocol.RUNNER_LOG)
             what = "its config was refused" if outcome.returncode == EXIT_BAD_CONFIG else "failed"
             raise JobFailed(f"the training run {what} (exit {outcome.returncode}): {reason}")
         checkpoint = _register_checkpoint(training, config)
@@ -384,8 +341,8 @@ def training_run(*, job_id: int, poll_s: float = 1.0) -> None:
 
 
 def _register_checkpoint(training: TrainingJob, config: TrainConfig) -> Checkpoint:
-    final = Path(training.output_dir) / "final"
-    merged = final / "merged"
+    final = Path(training.output_dir) / protocol.FINAL_DIR
+    merged = final / protocol.MERGED_DIR
     base = training.base_checkpoint
     if config.finetune == "full":
         model_path, adapter_path = checkpoint_stored_path(final), ""
