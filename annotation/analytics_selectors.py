@@ -1,5 +1,5 @@
 """Reads for the agreement analytics page. Each is one query of plain values, however many
-rows, raters or judges there are; the statistics themselves live in `annotation.analytics`.
+rows, raters or judges there are; the statistics themselves live in `annotation.core.analytics`.
 
 A scope narrows every read to the prompts of one campaign and/or one source.
 """

@@ -1,7 +1,7 @@
 from django import forms
 
-from annotation.judges.prompt import prompt_versions
-from annotation.judges.runner import RunLimits
+from annotation.core.judges.prompt import prompt_versions
+from annotation.core.judges.runner import RunLimits
 from annotation.models import JudgeConfig
 from annotation.selectors import judge_config_choices
 from datasets_app.models import Prompt, Source

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 
 # The HelpSteer attributes and scale, defined once in the judge core.
-from annotation.judges.base import ATTRIBUTES, SCORE_MAX, SCORE_MIN
+from annotation.core.judges.base import ATTRIBUTES, SCORE_MAX, SCORE_MIN
 
 
 class Completion(models.Model):

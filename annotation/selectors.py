@@ -27,7 +27,7 @@ def judge_config_choices() -> QuerySet[JudgeConfig]:
     from django.db.models import Exists, OuterRef
 
     from annotation.models import JudgeCall, Rating
-    from annotation.services import judge_config_check
+    from annotation.services.judging import judge_config_check
 
     configs = JudgeConfig.objects.annotate(
         used=Exists(Rating.objects.filter(judge_id=OuterRef("pk")))
@@ -105,8 +105,8 @@ def campaigns_for(user) -> list:
 
 
 def item_page_context(assignment) -> dict:
-    from annotation.guide import GUIDE
-    from annotation.markdown import render_markdown
+    from annotation.core.guide import GUIDE
+    from annotation.core.markdown import render_markdown
     from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
 
     item, user = assignment.item, assignment.annotator
@@ -206,8 +206,8 @@ def review_rows(campaign) -> list[dict]:
 
 def review_context(item) -> dict:
     """Every rater's scores for every completion of an item, disagreement marked."""
-    from annotation.guide import GUIDE
-    from annotation.markdown import render_markdown
+    from annotation.core.guide import GUIDE
+    from annotation.core.markdown import render_markdown
     from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
 
     by_id = Completion.objects.in_bulk(item.completion_ids)

@@ -75,7 +75,7 @@ def _make_prompts(n: int, k: int, tag: str) -> int:
 
 
 def _payload(item_completion_ids: list[int]) -> dict:
-    from annotation.judges.base import ATTRIBUTES
+    from annotation.core.judges.base import ATTRIBUTES
 
     return {
         "scores": {str(c): dict.fromkeys(ATTRIBUTES, 2) for c in item_completion_ids},
@@ -228,8 +228,8 @@ def main() -> None:
         from django.db import connection
         from django.db.models import Count
 
-        from annotation import campaigns
         from annotation.models import Assignment, CampaignItem, PairPick, Rating
+        from annotation.services import campaigns
 
         started = time.perf_counter()
         small_source = _make_prompts(1000, args.k, "small")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets_app.imports import ImageLimits, parse_source
+from datasets_app.core.imports import ImageLimits, parse_source
 
 
 def _write_parquet(path: Path, n: int, side: int) -> int:

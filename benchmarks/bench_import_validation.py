@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets_app.imports import ImageLimits, parse_source
-from datasets_app.shapes import make_shapes
+from datasets_app.core.imports import ImageLimits, parse_source
+from datasets_app.core.shapes import make_shapes
 
 
 def _best_of(repeats: int, fn) -> float:

@@ -64,8 +64,8 @@ def _image_pool() -> dict[str, bytes]:
 
 
 def _items(n: int) -> Iterator:
-    from datasets_app.curation.types import PreferenceRow
-    from datasets_app.export import ExportItem
+    from datasets_app.core.curation.types import PreferenceRow
+    from datasets_app.core.export import ExportItem
 
     names = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
     for i in range(n):
@@ -90,7 +90,7 @@ def _measure(which: str, n: int, out: Path) -> dict:
     pool = _image_pool()
     load_image = pool.__getitem__
     if which == "stream":
-        from datasets_app.export import write_dpo_parquet
+        from datasets_app.core.export import write_dpo_parquet
 
         before = _rss_mb()
         start = time.perf_counter()
@@ -99,7 +99,7 @@ def _measure(which: str, n: int, out: Path) -> dict:
     else:
         import datasets
 
-        from datasets_app.export import DPO_FEATURES
+        from datasets_app.core.export import DPO_FEATURES
 
         datasets.disable_progress_bars()
         features = datasets.Features.from_dict(DPO_FEATURES)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets_app.shapes import draw_scene, random_scene
-from training.generation import (
+from datasets_app.core.shapes import draw_scene, random_scene
+from training.core.generation import (
     GenerationRequest,
     PromptInput,
     SamplingParams,
@@ -31,7 +31,7 @@ from training.generation import (
     VllmBackend,
     generate_batches,
 )
-from training.modeling import build_tiny_llava, load_policy
+from training.core.modeling import build_tiny_llava, load_policy
 
 
 def _requests(n: int) -> list[GenerationRequest]:

@@ -68,11 +68,11 @@ def _make_data(n_prompts: int, k: int) -> int:
 
 
 def _judge(source_id: int, rate: float) -> tuple[float, dict]:
-    from annotation import services
-    from annotation.judges.runner import RunLimits
+    from annotation.core.judges.runner import RunLimits
+    from annotation.services import judging
 
-    config = services.judge_config_from_spec("openai:gpt-4o-mini")
-    job = services.judge_launch(
+    config = judging.judge_config_from_spec("openai:gpt-4o-mini")
+    job = judging.judge_launch(
         judge_config=config,
         selection={"source_id": source_id},
         limits=RunLimits(concurrency=16, requests_per_minute=rate * 60),
@@ -80,7 +80,7 @@ def _judge(source_id: int, rate: float) -> tuple[float, dict]:
         enqueue=False,
     )
     start = time.perf_counter()
-    services.judge_run(job_id=job.pk)
+    judging.judge_run(job_id=job.pk)
     seconds = time.perf_counter() - start
     job.refresh_from_db()
     assert job.status == "succeeded", job.error

@@ -7,7 +7,7 @@ reference log-probs, on the same config and data, in one run.
    save_model), both as subprocesses timed from outside, both with on-the-fly reference
    log-probs (the only kind TRL offers for vision data). Overhead = (runner - bare) /
    runner wall time; the target is <= 10%. Also the runner under the job supervisor
-   (workers/supervisor.py: its own process group, metrics tailed and folded each second),
+   (workers/core/supervisor.py: its own process group, metrics tailed and folded each second),
    i.e. a training job less its database writes.
 2. Precomputed reference: the runner with `precompute_ref_logps` on (a cold cache) against
    off; the train time of the DPO epochs with and without the reference forward, and the
@@ -38,17 +38,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from datasets_app.curation.types import PreferenceRow  # noqa: E402
-from datasets_app.export.parquet import ExportItem, write_dpo_parquet  # noqa: E402
-from datasets_app.shapes import (  # noqa: E402
+from datasets_app.core.curation.types import PreferenceRow  # noqa: E402
+from datasets_app.core.export.parquet import ExportItem, write_dpo_parquet  # noqa: E402
+from datasets_app.core.shapes import (  # noqa: E402
     COLOURS,
     LETTERS,
     draw_scene,
     png_bytes,
     random_scene,
 )
-from training import protocol  # noqa: E402
-from training.protocol import Event  # noqa: E402
+from training.core import protocol  # noqa: E402
+from training.core.protocol import Event  # noqa: E402
 
 BARE_SCRIPT = """
 import json, sys
@@ -139,8 +139,8 @@ def run_runner(work: Path, name: str, base: dict, precompute: bool) -> dict:
 def run_supervised(work: Path, name: str, base: dict) -> float:
     """The runner as a training job runs it: under the supervisor (own process group,
     metrics tailed every second and folded into the job's progress), minus the database."""
-    from training.runs import launch_command
-    from workers.supervisor import supervise
+    from training.core.runs import launch_command
+    from workers.core.supervisor import supervise
 
     out = work / name
     config = {**base, "output_dir": str(out), "precompute_ref_logps": False}
@@ -165,8 +165,8 @@ def run_supervised(work: Path, name: str, base: dict) -> float:
 
 
 def run_bare(work: Path, name: str, base: dict, threads: int | None) -> float:
-    from training.recipes.common import language_model_targets
-    from training.recipes.config import LANGUAGE_MODEL_LINEAR
+    from training.core.recipes.common import language_model_targets
+    from training.core.recipes.config import LANGUAGE_MODEL_LINEAR
 
     args = {
         "train": base["train_file"],
@@ -199,7 +199,7 @@ def main() -> None:
         work = Path(tmp)
         model = args.model
         if model is None:
-            from training.modeling import build_tiny_llava
+            from training.core.modeling import build_tiny_llava
 
             model = str(build_tiny_llava(work / "tiny-llava"))
         base = {

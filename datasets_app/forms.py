@@ -4,9 +4,9 @@ from django.conf import settings
 from annotation.models import JudgeConfig
 from annotation.selectors import judge_config_choices
 from config.names import SAFE_NAME_MAX, SAFE_NAME_RULE, validate_safe_name
-from datasets_app.imports import FORMATS
+from datasets_app.core.imports import FORMATS
 from datasets_app.models import Prompt, Source
-from datasets_app.services import UPLOAD_SUFFIXES
+from datasets_app.services.imports import UPLOAD_SUFFIXES
 
 
 class ImportForm(forms.Form):
@@ -105,7 +105,7 @@ class VersionForm(forms.Form):
     )
 
     def __init__(self, *args, **kwargs):
-        from datasets_app.curation import STRATEGIES
+        from datasets_app.core.curation import STRATEGIES
 
         super().__init__(*args, **kwargs)
         self.fields["strategy"].choices = [

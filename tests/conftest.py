@@ -80,14 +80,14 @@ def outsider(make_user):
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """The tiny LLaVA, built once per test session (about 5 s)."""
-    from training.modeling import build_tiny_llava
+    from training.core.modeling import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny") / "llava", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_dir):
-    from training.modeling import load_policy
+    from training.core.modeling import load_policy
 
     return load_policy(str(tiny_dir), device="cpu")
 
@@ -95,8 +95,8 @@ def tiny_policy(tiny_dir):
 @pytest.fixture
 def shapes_source(db, tmp_path):
     """Six shapes images imported as a ScienceQA-format source named "sqa"."""
-    from datasets_app.services import prompts_import
-    from datasets_app.shapes import make_shapes
+    from datasets_app.core.shapes import make_shapes
+    from datasets_app.services.imports import prompts_import
 
     make_shapes(tmp_path / "shapes", n=6, seed=4)
     return prompts_import(

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self
 
-from annotation.judges.base import ATTRIBUTES, response_key
+from annotation.core.judges.base import ATTRIBUTES, response_key
 
 FAULTS = frozenset(
     {

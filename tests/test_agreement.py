@@ -7,7 +7,7 @@ import math
 import pytest
 from django.urls import reverse
 
-from annotation.agreement import agreement, best_worst_pair, pearson, ranks, spearman
+from annotation.core.agreement import agreement, best_worst_pair, pearson, ranks, spearman
 from annotation.models import ATTRIBUTES, Rating
 from tests import factories
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from annotation.agreement import ATTRIBUTES, best_worst_pair, pearson
-from annotation.analytics import (
+from annotation.core.agreement import ATTRIBUTES, best_worst_pair, pearson
+from annotation.core.analytics import (
     HEATMAP_LABELS,
     analytics_report,
     judge_vs_human_mean,
@@ -289,7 +289,7 @@ def test_analytics_report_puts_it_together():
 
 
 def test_analytics_imports_without_django():
-    code = "import sys, annotation.analytics; print('django' in sys.modules)"
+    code = "import sys, annotation.core.analytics; print('django' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )

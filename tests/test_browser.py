@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from datasets_app.services import prompts_import
-from datasets_app.shapes import make_shapes
+from datasets_app.core.shapes import make_shapes
+from datasets_app.services.imports import prompts_import
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 CHROMIUM = "/usr/bin/chromium"
@@ -91,8 +91,8 @@ def test_annotator_is_refused_the_operations_page(page, live_server, annotator):
 def test_staff_launches_generation_and_reads_the_completions(
     page, live_server, staff_user, tmp_path, tiny_dir
 ):
-    from training import services
     from training.models import Checkpoint
+    from training.services import generation
     from workers.models import Job
 
     Checkpoint.objects.create(name="tiny", model_path=str(tiny_dir))
@@ -113,7 +113,7 @@ def test_staff_launches_generation_and_reads_the_completions(
     job = Job.objects.get()
     assert job.status == Job.Status.QUEUED
 
-    services.generation_run(job_id=job.pk)  # what the gpu worker does
+    generation.generation_run(job_id=job.pk)  # what the gpu worker does
     page.wait_for_selector("[data-status=succeeded]", timeout=15_000)  # the page polls
     assert "completions_per_s" in page.inner_text("#job-progress")
 
@@ -143,8 +143,8 @@ def _rate_with_keys(page, scores_by_col: list[list[int]], best: int, worst: int)
 def test_an_annotator_rates_three_items_by_keyboard_and_edits_one(
     page, live_server, annotator, make_user, shapes_source
 ):
-    from annotation import campaigns
     from annotation.models import ATTRIBUTES, Assignment, Completion, PairPick, Rating
+    from annotation.services import campaigns
     from training.models import Checkpoint
 
     checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
@@ -222,8 +222,8 @@ def test_an_annotator_rates_three_items_by_keyboard_and_edits_one(
 def test_nothing_typed_is_lost_when_the_server_is_unreachable(
     page, live_server, annotator, shapes_source
 ):
-    from annotation import campaigns
     from annotation.models import Completion, Rating
+    from annotation.services import campaigns
     from training.models import Checkpoint
 
     checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
@@ -279,8 +279,8 @@ def test_the_evaluation_page_shows_the_results_when_its_job_ends(
 
 
 def test_the_cursor_follows_the_keys_across_responses(page, live_server, annotator, shapes_source):
-    from annotation import campaigns
     from annotation.models import ATTRIBUTES, Completion, Rating
+    from annotation.services import campaigns
     from training.models import Checkpoint
 
     checkpoint = Checkpoint.objects.create(name="policy", model_path="x")

@@ -12,9 +12,9 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import campaigns
+from annotation.core.submission import SubmissionInvalid
 from annotation.models import ATTRIBUTES, Assignment, CampaignItem, Completion, PairPick, Rating
-from annotation.submission import SubmissionInvalid
+from annotation.services import campaigns
 from training.models import Checkpoint
 
 pytestmark = [pytest.mark.django_db, pytest.mark.db_backend]

@@ -13,9 +13,9 @@ from django.core.management import CommandError, call_command
 
 from datasets_app.models import DatasetRow, DatasetVersion
 from tests import factories
-from training import trainings
+from training.core.recipes.config import NUMERIC_RANGES, PRESETS, ConfigError, TrainConfig
 from training.models import Checkpoint, TrainingJob
-from training.recipes.config import NUMERIC_RANGES, PRESETS, ConfigError, TrainConfig
+from training.services import trainings
 from workers.models import Job
 
 # (field, a value out of its range, what the message says is allowed)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets_app.curation import (
+from datasets_app.core.curation import (
     STRATEGIES,
     Pick,
     PreferenceRow,
@@ -29,7 +29,7 @@ from datasets_app.curation import (
     run_strategy,
     steerlm_label,
 )
-from datasets_app.curation.strategies import (
+from datasets_app.core.curation.strategies import (
     best_vs_random_gap,
     best_vs_worst,
     human_pick,
@@ -670,6 +670,6 @@ def test_row_checksum_is_canonical():
 
 
 def test_curation_core_does_not_import_django():
-    code = "import sys, datasets_app.curation; sys.exit('django' in sys.modules)"
+    code = "import sys, datasets_app.core.curation; sys.exit('django' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()

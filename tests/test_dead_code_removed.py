@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from annotation import campaigns
+from annotation.services import campaigns
+from datasets_app.core.shapes import make_shapes
 from datasets_app.models import Prompt
-from datasets_app.shapes import make_shapes
 from tests import factories
 from tests.test_training_jobs import shapes_versions
-from training import evaluations, trainings
 from training.models import Checkpoint
+from training.services import evaluations, trainings
 
 
 def test_unused_helpers_are_gone():

@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from datasets_app.models import Prompt, Source
 from training.models import Checkpoint
-from training.services import checkpoint_location
+from training.services.checkpoints import checkpoint_location
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -39,8 +39,8 @@ def test_setup_demo_builds_everything_once_and_the_model_answers(settings, monke
 
     from PIL import Image
 
-    from training.generation import generate_text
-    from training.modeling import load_policy
+    from training.core.generation import generate_text
+    from training.core.modeling import load_policy
 
     policy = load_policy(folder)
     prompt = Prompt.objects.filter(source__name="shapes-scienceqa").first()

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from annotation.judges.base import (
+from annotation.core.judges.base import (
     CompletionRating,
     InvalidJudgeOutput,
     JudgeItem,
@@ -22,9 +22,9 @@ from annotation.judges.base import (
     TextResult,
     Usage,
 )
-from annotation.judges.runner import RunLimits
-from datasets_app.shapes import make_shapes
-from training.evaluation import (
+from annotation.core.judges.runner import RunLimits
+from datasets_app.core.shapes import make_shapes
+from training.core.evaluation import (
     TASKS,
     EvalItem,
     EvaluationError,
@@ -38,8 +38,8 @@ from training.evaluation import (
     render_review,
     transformers_generate,
 )
-from training.evaluation.parsing import parse_choice, parse_review_scores, parse_yes_no
-from training.generation.templates import PromptInput, render_prompt
+from training.core.evaluation.parsing import parse_choice, parse_review_scores, parse_yes_no
+from training.core.generation.templates import PromptInput, render_prompt
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -685,7 +685,7 @@ def test_bootstrap_pairs_items_and_falls_back_when_keys_differ():
 
 def test_core_imports_without_django_or_torch():
     code = (
-        "import sys, training.evaluation\n"
+        "import sys, training.core.evaluation\n"
         "bad = [m for m in ('django', 'torch', 'transformers') if m in sys.modules]\n"
         "print(bad, file=sys.stderr)\n"
         "sys.exit(1 if bad else 0)\n"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from datasets_app.shapes import make_shapes
+from datasets_app.core.shapes import make_shapes
 from tests import factories
-from training import evaluations
 from training.models import EvaluationItem, EvaluationRun
+from training.services import evaluations
 from workers import jobs
 
 pytestmark = pytest.mark.django_db

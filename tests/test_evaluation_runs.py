@@ -11,12 +11,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from annotation import services as judging
 from annotation.models import ATTRIBUTES
-from datasets_app.shapes import make_shapes
+from annotation.services import judging
+from datasets_app.core.shapes import make_shapes
 from tests.fake_judge_servers import expected_scores
-from training import evaluations
 from training.models import Checkpoint, EvaluationItem, EvaluationRun
+from training.services import evaluations
 from workers.models import Job
 
 pytestmark = [pytest.mark.django_db, pytest.mark.db_backend]
@@ -156,7 +156,7 @@ def test_the_evaluate_command_prints_the_metric_table(shapes, base, capsys):
 
 def test_a_training_job_can_ask_for_evaluations(shapes, base, settings, tmp_path):
     from tests.test_training_jobs import shapes_versions
-    from training import trainings
+    from training.services import trainings
 
     settings.CHECKPOINT_ROOT = tmp_path / "checkpoints"
     settings.MEDIA_ROOT = tmp_path / "media"
@@ -181,7 +181,7 @@ def test_a_training_job_can_ask_for_evaluations(shapes, base, settings, tmp_path
 
 
 def test_evaluation_lines_parse_for_the_form_and_the_command():
-    from training.evaluation import parse_evaluation_specs
+    from training.core.evaluation import parse_evaluation_specs
 
     text = 'scienceqa /d/sqa.parquet split="test" limit=200\n\n# a comment\npope /d/pope.parquet'
     assert parse_evaluation_specs(text) == [

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.generation import (
+from training.core.generation import (
     GeneratedSamples,
     GenerationError,
     GenerationRequest,
@@ -183,7 +183,7 @@ def test_backend_choice_without_vllm():
 
 
 def _draw(temperature: float, top_p: float, rows: int = 4000) -> torch.Tensor:
-    from training.generation.sampling import make_row_sampler
+    from training.core.generation.sampling import make_row_sampler
 
     sampler = make_row_sampler(list(range(rows)), temperature, top_p, 4, "cpu")
     logits = torch.log(torch.tensor([[0.6, 0.3, 0.1, 0.0]])).repeat(rows, 1)
@@ -205,7 +205,7 @@ def test_top_p_and_temperature_reshape_the_distribution():
 
 
 def test_generated_text_loses_nul_characters():
-    from training.generation.core import clean_text
+    from training.core.generation.core import clean_text
 
     assert clean_text(" a\x00b \n") == "ab"
 
@@ -214,7 +214,7 @@ STEER = "helpfulness:4,correctness:4,coherence:4,complexity:1,verbosity:1"
 
 
 def test_steered_generation_opens_the_assistant_turn_with_the_label(tiny_policy):
-    from training.generation.core import chat_text
+    from training.core.generation.core import chat_text
 
     plain = SamplingParams(k=2, temperature=0.9, max_new_tokens=8, seed=1)
     steered = SamplingParams(k=2, temperature=0.9, max_new_tokens=8, seed=1, steer=STEER)

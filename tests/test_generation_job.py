@@ -8,9 +8,9 @@ from django.core.management import CommandError, call_command
 
 from annotation.models import Completion
 from datasets_app.models import Prompt
-from training import services
-from training.generation import SamplingParams
+from training.core.generation import SamplingParams
 from training.models import Checkpoint
+from training.services import generation
 from workers import jobs
 from workers.models import Job
 
@@ -24,7 +24,7 @@ def checkpoint(tiny_dir):
 
 
 def _launch(checkpoint, source, params=PARAMS, **extra) -> Job:
-    return services.generation_launch(
+    return generation.generation_launch(
         checkpoint=checkpoint,
         selection={"source_id": source.pk},
         params=params,
@@ -35,7 +35,7 @@ def _launch(checkpoint, source, params=PARAMS, **extra) -> Job:
 
 def test_a_job_writes_k_completions_per_prompt_with_their_provenance(checkpoint, shapes_source):
     job = _launch(checkpoint, shapes_source)
-    services.generation_run(job_id=job.pk)
+    generation.generation_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert (job.progress_done, job.progress_total) == (6, 6)
@@ -48,10 +48,10 @@ def test_a_job_writes_k_completions_per_prompt_with_their_provenance(checkpoint,
 
 
 def test_running_the_same_job_again_adds_nothing(checkpoint, shapes_source):
-    services.generation_run(job_id=_launch(checkpoint, shapes_source).pk)
+    generation.generation_run(job_id=_launch(checkpoint, shapes_source).pk)
     texts = list(Completion.objects.order_by("id").values_list("text", flat=True))
     second = _launch(checkpoint, shapes_source)
-    services.generation_run(job_id=second.pk)
+    generation.generation_run(job_id=second.pk)
     second.refresh_from_db()
     assert second.status == Job.Status.SUCCEEDED and "already complete" in second.log_tail
     assert list(Completion.objects.order_by("id").values_list("text", flat=True)) == texts
@@ -65,7 +65,7 @@ def test_a_killed_and_resumed_job_ends_with_exactly_the_expected_completions(
     checkpoint, shapes_source, monkeypatch
 ):
     job = _launch(checkpoint, shapes_source, token_budget=1)  # one prompt per batch
-    real = services.generate_batches
+    real = generation.generate_batches
 
     def dies_after_two(*args, **kwargs):
         for n, batch in enumerate(real(*args, **kwargs)):
@@ -73,14 +73,14 @@ def test_a_killed_and_resumed_job_ends_with_exactly_the_expected_completions(
                 raise WorkerKilled
             yield batch
 
-    monkeypatch.setattr(services, "generate_batches", dies_after_two)
+    monkeypatch.setattr(generation, "generate_batches", dies_after_two)
     with pytest.raises(WorkerKilled):
-        services.generation_run(job_id=job.pk)
+        generation.generation_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.RUNNING and Completion.objects.count() == 6
 
-    monkeypatch.setattr(services, "generate_batches", real)
-    services.generation_run(job_id=job.pk)  # the broker redelivers: acks_late
+    monkeypatch.setattr(generation, "generate_batches", real)
+    generation.generation_run(job_id=job.pk)  # the broker redelivers: acks_late
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED and job.attempts == 2
     assert Completion.objects.count() == 18
@@ -89,7 +89,7 @@ def test_a_killed_and_resumed_job_ends_with_exactly_the_expected_completions(
 
 def test_cancel_keeps_only_whole_prompts(checkpoint, shapes_source, monkeypatch):
     job = _launch(checkpoint, shapes_source, token_budget=1)
-    real = services.generate_batches
+    real = generation.generate_batches
 
     def cancel_after_one(*args, **kwargs):
         for n, batch in enumerate(real(*args, **kwargs)):
@@ -97,8 +97,8 @@ def test_cancel_keeps_only_whole_prompts(checkpoint, shapes_source, monkeypatch)
                 jobs.job_request_cancel(job=Job.objects.get(pk=job.pk))
             yield batch
 
-    monkeypatch.setattr(services, "generate_batches", cancel_after_one)
-    services.generation_run(job_id=job.pk)
+    monkeypatch.setattr(generation, "generate_batches", cancel_after_one)
+    generation.generation_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.CANCELLED
     per_prompt = Completion.objects.values_list("prompt_id", flat=True)
@@ -108,7 +108,7 @@ def test_cancel_keeps_only_whole_prompts(checkpoint, shapes_source, monkeypatch)
 def test_a_bad_checkpoint_path_fails_the_job_with_a_readable_error(shapes_source, tmp_path):
     missing = Checkpoint.objects.create(name="gone", model_path=str(tmp_path / "nowhere"))
     job = _launch(missing, shapes_source)
-    services.generation_run(job_id=job.pk)
+    generation.generation_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED
     assert job.error == f"checkpoint gone: checkpoint path {tmp_path / 'nowhere'} does not exist"
@@ -121,7 +121,7 @@ def test_an_image_that_fails_to_load_stops_the_job_at_that_prompt(checkpoint, sh
     # The same picture may back another prompt; give this one a name of its own.
     Prompt.objects.filter(pk=broken.pk).update(image="images/missing.png")
     job = _launch(checkpoint, shapes_source, token_budget=1)
-    services.generation_run(job_id=job.pk)
+    generation.generation_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED
     assert f"prompt #{broken.pk}: its image images/missing.png cannot be loaded" in job.error
@@ -131,7 +131,7 @@ def test_an_image_that_fails_to_load_stops_the_job_at_that_prompt(checkpoint, sh
 
 def test_launch_refuses_bad_requests_before_queueing(checkpoint, shapes_source):
     with pytest.raises(ValueError, match="no prompts match"):
-        services.generation_launch(
+        generation.generation_launch(
             checkpoint=checkpoint,
             selection={"source_id": shapes_source.pk, "split": "test", "subject": "nope"},
             params=PARAMS,

@@ -9,10 +9,16 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
-from datasets_app import exports, versions
-from datasets_app.curation import STRATEGIES, Pick, RatedCompletion, RatedPrompt, RaterSelection
-from datasets_app.curation.strategies import HELD_OUT_REASON, run_strategy
+from datasets_app.core.curation import (
+    STRATEGIES,
+    Pick,
+    RatedCompletion,
+    RatedPrompt,
+    RaterSelection,
+)
+from datasets_app.core.curation.strategies import HELD_OUT_REASON, run_strategy
 from datasets_app.models import DatasetVersion, Prompt
+from datasets_app.services import exports, versions
 from tests import factories
 from training.models import Checkpoint
 
@@ -87,9 +93,9 @@ def test_include_heldout_must_be_a_boolean():
 def three_splits(db, tmp_path):
     """Ten shapes images (8 train, 1 validation, 1 test), each with three completions rated
     by a judge (4, 2, 1 on every attribute), an annotator's pick and the oracle's answer."""
-    from annotation import services as judging
-    from datasets_app.services import prompts_import
-    from datasets_app.shapes import make_shapes
+    from annotation.services import judging
+    from datasets_app.core.shapes import make_shapes
+    from datasets_app.services.imports import prompts_import
 
     make_shapes(tmp_path / "shapes", n=10, seed=2)
     source = prompts_import(

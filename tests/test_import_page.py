@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from datasets_app.models import Prompt
-from datasets_app.services import prompts_import_job_run
+from datasets_app.services.imports import prompts_import_job_run
 from tests.conftest import png_bytes
 from workers.models import Job
 

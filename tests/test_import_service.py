@@ -8,9 +8,9 @@ import pytest
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 
+from datasets_app.core.shapes import make_shapes
 from datasets_app.models import Prompt, Source
-from datasets_app.services import ImportRejected, prompts_import
-from datasets_app.shapes import make_shapes
+from datasets_app.services.imports import ImportRejected, prompts_import
 from tests.conftest import png_bytes
 from tests.test_import_validation import bomb_png
 

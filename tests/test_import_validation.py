@@ -11,7 +11,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from datasets_app.imports import ImageLimits, ImageRejected, parse_source, validate_image
+from datasets_app.core.imports import ImageLimits, ImageRejected, parse_source, validate_image
 from tests.conftest import png_bytes
 
 LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=1_000_000)

@@ -10,9 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from annotation import services
 from annotation.forms import CampaignForm
 from annotation.models import ATTRIBUTES, JudgeConfig, Rating
+from annotation.services import judging
 from tests import factories
 from workers.models import Job
 
@@ -90,24 +90,24 @@ def test_a_local_folder_needs_a_config_that_transformers_loads(tmp_path, setting
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match=r"has no config\.json"):
-        services.judge_config_from_spec(f"local:{empty}")
+        judging.judge_config_from_spec(f"local:{empty}")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with pytest.raises(ValueError, match="does not load"):
-        services.judge_config_from_spec(f"local:{broken}")
+        judging.judge_config_from_spec(f"local:{broken}")
     not_json = tmp_path / "not-json"
     not_json.mkdir()
     (not_json / "config.json").write_text("this is not json")
     with pytest.raises(ValueError, match="does not load"):
-        services.judge_config_from_spec(f"local:{not_json}")
+        judging.judge_config_from_spec(f"local:{not_json}")
     assert JudgeConfig.objects.count() == 0
 
     _tiny_config(tmp_path / "good")
-    assert services.judge_config_from_spec(f"local:{tmp_path / 'good'}").provider == "local"
+    assert judging.judge_config_from_spec(f"local:{tmp_path / 'good'}").provider == "local"
     # A folder under CHECKPOINT_ROOT is named relative to it.
     _tiny_config(settings.CHECKPOINT_ROOT / "judges" / "tiny")
-    assert services.judge_config_from_spec("local:judges/tiny").model == "judges/tiny"
+    assert judging.judge_config_from_spec("local:judges/tiny").model == "judges/tiny"
 
 
 def test_a_launch_checks_a_saved_judge_again(shapes_source, tmp_path):
@@ -115,7 +115,7 @@ def test_a_launch_checks_a_saved_judge_again(shapes_source, tmp_path):
     is refused before a job."""
     gone = JudgeConfig.objects.create(name="gone", provider="local", model=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="no checkpoint folder"):
-        services.judge_launch(
+        judging.judge_launch(
             judge_config=gone, selection={"source_id": shapes_source.pk}, enqueue=False
         )
     assert Job.objects.count() == 0
@@ -148,8 +148,8 @@ def test_dropdowns_offer_only_judges_that_were_used_or_can_be_called(settings, t
 def test_an_existing_configuration_is_found_without_a_key(settings):
     """Naming a judge to look up its ratings or answers needs no key; launching it does."""
     settings.OPENAI_API_KEY = "sk-test"
-    first = services.judge_config_from_spec("openai:gpt-4o-mini")
+    first = judging.judge_config_from_spec("openai:gpt-4o-mini")
     settings.OPENAI_API_KEY = ""
-    assert services.judge_config_from_spec("openai:gpt-4o-mini") == first
+    assert judging.judge_config_from_spec("openai:gpt-4o-mini") == first
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
-        services.judge_config_from_spec("openai:gpt-4o")
+        judging.judge_config_from_spec("openai:gpt-4o")

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from annotation.judges.base import (
+from annotation.core.judges.base import (
     ATTRIBUTES,
     CompletionRating,
     FatalJudgeError,
@@ -21,11 +21,11 @@ from annotation.judges.base import (
     ratings_schema,
     response_key,
 )
-from annotation.judges.cache import item_cache_key
-from annotation.judges.oracle import OracleJudge
-from annotation.judges.pricing import cost_usd
-from annotation.judges.prompt import answer_layout, render_judge_prompt
-from annotation.judges.runner import RateLimiter, RunLimits, backoff_delay, run_items
+from annotation.core.judges.cache import item_cache_key
+from annotation.core.judges.oracle import OracleJudge
+from annotation.core.judges.pricing import cost_usd
+from annotation.core.judges.prompt import answer_layout, render_judge_prompt
+from annotation.core.judges.runner import RateLimiter, RunLimits, backoff_delay, run_items
 
 ITEM = JudgeItem(
     key="p1",

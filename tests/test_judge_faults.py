@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from annotation import services
-from annotation.judges.runner import RunLimits
+from annotation.core.judges.runner import RunLimits
 from annotation.models import Completion, JudgeCall, Rating
+from annotation.services import judging
 from tests.fake_judge_servers import expected_scores
 from training.models import Checkpoint
 from workers.models import Job
@@ -33,18 +33,18 @@ def openai_judge(settings, fake_openai):
     settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
     settings.OPENAI_BASE_URL = fake_openai.base_url
     fake_openai.retry_after = 0.05
-    return services.judge_config_from_spec("openai:gpt-4o-mini")
+    return judging.judge_config_from_spec("openai:gpt-4o-mini")
 
 
 def _run(config, source, limits=FAST, timeout_s=5.0) -> Job:
-    job = services.judge_launch(
+    job = judging.judge_launch(
         judge_config=config,
         selection={"source_id": source.pk},
         limits=limits,
         timeout_s=timeout_s,
         enqueue=False,
     )
-    services.judge_run(job_id=job.pk)
+    judging.judge_run(job_id=job.pk)
     job.refresh_from_db()
     return job
 
@@ -104,13 +104,13 @@ class WorkerKilled(BaseException):
 def test_a_killed_run_resumes_and_never_calls_twice_for_an_item(
     openai_judge, fake_openai, shapes_source, completions, monkeypatch
 ):
-    job = services.judge_launch(
+    job = judging.judge_launch(
         judge_config=openai_judge,
         selection={"source_id": shapes_source.pk},
         limits=RunLimits(concurrency=1),
         enqueue=False,
     )
-    real = services._JudgeJob.record
+    real = judging._JudgeJob.record
     recorded = []
 
     def killed_after_three(self, outcome):
@@ -119,12 +119,12 @@ def test_a_killed_run_resumes_and_never_calls_twice_for_an_item(
         if len(recorded) == 3:
             raise WorkerKilled
 
-    monkeypatch.setattr(services._JudgeJob, "record", killed_after_three)
+    monkeypatch.setattr(judging._JudgeJob, "record", killed_after_three)
     with pytest.raises(WorkerKilled):
-        services.judge_run(job_id=job.pk)
+        judging.judge_run(job_id=job.pk)
     assert fake_openai.calls == 3
-    monkeypatch.setattr(services._JudgeJob, "record", real)
-    services.judge_run(job_id=job.pk)
+    monkeypatch.setattr(judging._JudgeJob, "record", real)
+    judging.judge_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED
     assert fake_openai.calls == 6  # one call per item, over both attempts
@@ -136,7 +136,7 @@ def test_gemini_end_to_end(settings, fake_gemini, shapes_source, completions):
     settings.GEMINI_BASE_URL = fake_gemini.base_url
     fake_gemini.retry_after = 0.05
     fake_gemini.push_faults("429", "score_high")
-    config = services.judge_config_from_spec("gemini:gemini-2.5-flash")
+    config = judging.judge_config_from_spec("gemini:gemini-2.5-flash")
     job = _run(config, shapes_source)
     assert job.status == Job.Status.SUCCEEDED and fake_gemini.calls == 8
     _assert_all_rated_as_the_server_said()
@@ -150,14 +150,14 @@ def test_the_judge_answers_questions_itself_and_reruns_pay_nothing(
 ):
     from tests.fake_judge_servers import free_answer
 
-    job = services.judge_launch(
+    job = judging.judge_launch(
         judge_config=openai_judge,
         selection={"source_id": shapes_source.pk},
         mode="answer",
         limits=FAST,
         enqueue=False,
     )
-    services.judge_run(job_id=job.pk)
+    judging.judge_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED and fake_openai.calls == 6
     answers = JudgeCall.objects.filter(mode=JudgeCall.Mode.ANSWER, status="ok")
@@ -166,13 +166,13 @@ def test_the_judge_answers_questions_itself_and_reruns_pay_nothing(
     assert "response_format" not in sent.body and sent.images
     stored = {call.result["answer"] for call in answers}
     assert stored == {free_answer(r.prompt) for r in fake_openai.requests}
-    again = services.judge_launch(
+    again = judging.judge_launch(
         judge_config=openai_judge,
         selection={"source_id": shapes_source.pk},
         mode="answer",
         enqueue=False,
     )
-    services.judge_run(job_id=again.pk)
+    judging.judge_run(job_id=again.pk)
     assert fake_openai.calls == 6
 
 
@@ -182,8 +182,8 @@ def test_prompts_of_the_same_content_in_flight_together_share_one_call(
     """POPE repeats an image and question; two sources may hold the same items. The second
     of two identical items waits for the first call instead of paying again and then
     breaking the one-answer-per-key constraint."""
-    from datasets_app.services import prompts_import
-    from datasets_app.shapes import make_shapes
+    from datasets_app.core.shapes import make_shapes
+    from datasets_app.services.imports import prompts_import
 
     make_shapes(tmp_path / "again", n=6, seed=4)  # the fixture's images and questions
     twin = prompts_import(
@@ -196,13 +196,13 @@ def test_prompts_of_the_same_content_in_flight_together_share_one_call(
         for p in prompts
         for i in range(2)
     )
-    job = services.judge_launch(
+    job = judging.judge_launch(
         judge_config=openai_judge,
         selection={"prompt_ids": [p.pk for p in prompts]},
         limits=RunLimits(concurrency=8),
         enqueue=False,
     )
-    services.judge_run(job_id=job.pk)
+    judging.judge_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert fake_openai.calls == 6 and JudgeCall.objects.count() == 6

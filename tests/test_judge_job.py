@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotation import services
-from annotation.judges.runner import RunLimits
+from annotation.core.judges.runner import RunLimits
 from annotation.models import ATTRIBUTES, Completion, JudgeCall, Rating
+from annotation.services import judging
 from training.models import Checkpoint
 from workers import jobs
 from workers.models import Job
@@ -41,15 +41,15 @@ def completions(shapes_source):
 
 
 def _launch(source, **extra):
-    config = services.judge_config_from_spec("oracle")
-    return services.judge_launch(
+    config = judging.judge_config_from_spec("oracle")
+    return judging.judge_launch(
         judge_config=config, selection={"source_id": source.pk}, enqueue=False, **extra
     )
 
 
 def test_the_oracle_rates_every_completion_and_the_right_one_wins(shapes_source, completions):
     job = _launch(shapes_source)
-    services.judge_run(job_id=job.pk)
+    judging.judge_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert (job.progress_done, job.progress_total) == (6, 6)
@@ -66,21 +66,21 @@ def test_the_oracle_rates_every_completion_and_the_right_one_wins(shapes_source,
 
 
 def test_k_per_call_splits_a_prompts_completions(shapes_source, completions):
-    services.judge_run(job_id=_launch(shapes_source, k_per_call=2).pk)
+    judging.judge_run(job_id=_launch(shapes_source, k_per_call=2).pk)
     assert JudgeCall.objects.count() == 12 and Rating.objects.count() == 24
     assert {len(c.completion_ids) for c in JudgeCall.objects.all()} == {2}
 
 
 def test_a_rerun_makes_no_call_and_a_lost_rating_comes_from_the_cache(shapes_source, completions):
-    services.judge_run(job_id=_launch(shapes_source).pk)
+    judging.judge_run(job_id=_launch(shapes_source).pk)
     again = _launch(shapes_source)
-    services.judge_run(job_id=again.pk)
+    judging.judge_run(job_id=again.pk)
     again.refresh_from_db()
     assert again.metrics["calls"] == 0 and again.metrics["skipped"] == 6
 
     Rating.objects.filter(completion__prompt=shapes_source.prompts.first()).delete()
     third = _launch(shapes_source)
-    services.judge_run(job_id=third.pk)
+    judging.judge_run(job_id=third.pk)
     third.refresh_from_db()
     assert (third.metrics["calls"], third.metrics["cache_hits"]) == (0, 1)
     assert Rating.objects.count() == 24 and JudgeCall.objects.count() == 6
@@ -94,7 +94,7 @@ def test_a_killed_run_resumes_without_second_calls_or_duplicates(
     shapes_source, completions, monkeypatch
 ):
     job = _launch(shapes_source, limits=RunLimits(concurrency=1))
-    real = services._JudgeJob.record
+    real = judging._JudgeJob.record
     seen = []
 
     def dies_on_the_third(self, outcome):
@@ -103,13 +103,13 @@ def test_a_killed_run_resumes_without_second_calls_or_duplicates(
         seen.append(outcome.item.key)
         real(self, outcome)
 
-    monkeypatch.setattr(services._JudgeJob, "record", dies_on_the_third)
+    monkeypatch.setattr(judging._JudgeJob, "record", dies_on_the_third)
     with pytest.raises(WorkerKilled):
-        services.judge_run(job_id=job.pk)
+        judging.judge_run(job_id=job.pk)
     assert JudgeCall.objects.count() == 2 and Rating.objects.count() == 8
 
-    monkeypatch.setattr(services._JudgeJob, "record", real)
-    services.judge_run(job_id=job.pk)  # redelivered
+    monkeypatch.setattr(judging._JudgeJob, "record", real)
+    judging.judge_run(job_id=job.pk)  # redelivered
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED and job.attempts == 2
     assert Rating.objects.count() == 24 and JudgeCall.objects.count() == 6
@@ -118,14 +118,14 @@ def test_a_killed_run_resumes_without_second_calls_or_duplicates(
 
 def test_cancel_stops_the_run_and_keeps_what_was_rated(shapes_source, completions, monkeypatch):
     job = _launch(shapes_source, limits=RunLimits(concurrency=1))
-    real = services._JudgeJob.record
+    real = judging._JudgeJob.record
 
     def cancel_after_first(self, outcome):
         real(self, outcome)
         jobs.job_request_cancel(job=Job.objects.get(pk=job.pk))
 
-    monkeypatch.setattr(services._JudgeJob, "record", cancel_after_first)
-    services.judge_run(job_id=job.pk)
+    monkeypatch.setattr(judging._JudgeJob, "record", cancel_after_first)
+    judging.judge_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.CANCELLED
     assert 1 <= JudgeCall.objects.count() < 6
@@ -134,10 +134,10 @@ def test_cancel_stops_the_run_and_keeps_what_was_rated(shapes_source, completion
 
 def test_a_missing_api_key_is_refused_before_any_work(shapes_source, completions, settings):
     settings.OPENAI_API_KEY = "sk-test"
-    config = services.judge_config_from_spec("openai:gpt-4o-mini")
+    config = judging.judge_config_from_spec("openai:gpt-4o-mini")
     settings.OPENAI_API_KEY = ""  # unset since the configuration was saved
     with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
-        services.judge_launch(
+        judging.judge_launch(
             judge_config=config, selection={"source_id": shapes_source.pk}, enqueue=False
         )
     assert Job.objects.count() == 0
@@ -149,13 +149,13 @@ def test_a_missing_api_key_is_refused_before_any_work(shapes_source, completions
 def test_judge_specs_are_checked(settings):
     settings.OPENAI_API_KEY = "sk-test"
     with pytest.raises(ValueError, match="unknown judge provider"):
-        services.judge_config_from_spec("claude:opus")
+        judging.judge_config_from_spec("claude:opus")
     with pytest.raises(ValueError, match="needs a model"):
-        services.judge_config_from_spec("openai")
+        judging.judge_config_from_spec("openai")
     with pytest.raises(ValueError, match="unknown prompt version"):
-        services.judge_config_from_spec("oracle", prompt_version="v7")
-    first = services.judge_config_from_spec("openai:gpt-4o-mini")
-    assert services.judge_config_from_spec("openai:gpt-4o-mini") == first
+        judging.judge_config_from_spec("oracle", prompt_version="v7")
+    first = judging.judge_config_from_spec("openai:gpt-4o-mini")
+    assert judging.judge_config_from_spec("openai:gpt-4o-mini") == first
 
 
 def test_judge_command_runs_inline_and_enqueues(shapes_source, completions, capsys):
@@ -169,10 +169,10 @@ def test_judge_command_runs_inline_and_enqueues(shapes_source, completions, caps
 
 def test_each_mode_says_how_it_groups_what_it_skips_and_how_it_calls(shapes_source, completions):
     rate, answer = _launch(shapes_source, k_per_call=3), _launch(shapes_source, mode="answer")
-    config = services.judge_config_from_spec("oracle")
-    judge = services.build_judge(config)
-    rating = services._JOBS["rate"](SimpleNamespace(job=rate), config)
-    answering = services._JOBS["answer"](SimpleNamespace(job=answer), config)
+    config = judging.judge_config_from_spec("oracle")
+    judge = judging.build_judge(config)
+    rating = judging._JOBS["rate"](SimpleNamespace(job=rate), config)
+    answering = judging._JOBS["answer"](SimpleNamespace(job=answer), config)
     groups = rating.groups(rate.params)
     assert [len(c) for _, c in groups] == [3, 1] * 6 and rating.call(judge) is None
     prompts = answering.groups(answer.params)
@@ -187,7 +187,7 @@ def test_a_job_in_a_mode_no_judge_runs_fails_clearly_and_writes_nothing(shapes_s
     job = _launch(shapes_source)
     job.params = {**job.params, "mode": "rewrite"}
     job.save(update_fields=["params"])
-    services.judge_run(job_id=job.pk)
+    judging.judge_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED and "mode 'rewrite'" in job.error
     assert not JudgeCall.objects.exists() and not Rating.objects.exists()

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from annotation.judges.base import ATTRIBUTES, JudgeItem, Usage, parse_ratings, require_text
-from annotation.judges.gemini_judge import GeminiJudge
-from annotation.judges.openai_judge import OpenAIJudge
+from annotation.core.judges.base import ATTRIBUTES, JudgeItem, Usage, parse_ratings, require_text
+from annotation.core.judges.gemini_judge import GeminiJudge
+from annotation.core.judges.openai_judge import OpenAIJudge
 from tests.fake_judge_servers import FakeGeminiServer, FakeOpenAIServer, schema_instance
 
 KS = (1, 2, 3, 4, 6)
@@ -232,8 +232,8 @@ def test_any_text_that_is_not_blank_is_a_valid_free_answer(text):
 def ten_items(db, tmp_path):
     """Ten prompts with four completions each: ten judge calls at K=4."""
     from annotation.models import Completion
-    from datasets_app.services import prompts_import
-    from datasets_app.shapes import make_shapes
+    from datasets_app.core.shapes import make_shapes
+    from datasets_app.services.imports import prompts_import
     from training.models import Checkpoint
 
     make_shapes(tmp_path / "shapes", n=10, seed=12)
@@ -254,26 +254,26 @@ def ten_items(db, tmp_path):
 def test_a_server_answering_instances_of_the_sent_schema_gets_every_item_rated_at_once(
     provider, ten_items, settings
 ):
-    from annotation import services
-    from annotation.judges.runner import RunLimits
+    from annotation.core.judges.runner import RunLimits
     from annotation.models import JudgeCall, Rating
+    from annotation.services import judging
     from workers.models import Job
 
     server_class = FakeOpenAIServer if provider == "openai" else FakeGeminiServer
     with server_class(schema_answers=True) as server:
         if provider == "openai":
             settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL = "sk-test", server.base_url
-            config = services.judge_config_from_spec("openai:gpt-4o-mini")
+            config = judging.judge_config_from_spec("openai:gpt-4o-mini")
         else:
             settings.GEMINI_API_KEY, settings.GEMINI_BASE_URL = "gm-test", server.base_url
-            config = services.judge_config_from_spec("gemini:gemini-2.5-flash")
-        job = services.judge_launch(
+            config = judging.judge_config_from_spec("gemini:gemini-2.5-flash")
+        job = judging.judge_launch(
             judge_config=config,
             selection={"source_id": ten_items.pk},
             limits=RunLimits(concurrency=2, backoff_base_s=0.01, backoff_max_s=0.05),
             enqueue=False,
         )
-        services.judge_run(job_id=job.pk)
+        judging.judge_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert job.metrics["failures"] == 0

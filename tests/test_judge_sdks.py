@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from annotation.judges.base import (
+from annotation.core.judges.base import (
     ATTRIBUTES,
     FatalJudgeError,
     InvalidJudgeOutput,
@@ -27,9 +27,9 @@ from annotation.judges.base import (
     TransientJudgeError,
     ratings_schema,
 )
-from annotation.judges.gemini_judge import GeminiJudge
-from annotation.judges.openai_judge import OpenAIJudge
-from annotation.judges.prompt import render_judge_prompt
+from annotation.core.judges.gemini_judge import GeminiJudge
+from annotation.core.judges.openai_judge import OpenAIJudge
+from annotation.core.judges.prompt import render_judge_prompt
 from tests.conftest import png_bytes
 from tests.fake_judge_servers import (
     FakeGeminiServer,
@@ -453,7 +453,7 @@ def test_reset_forgets_requests_and_faults(fake_gemini: FakeGeminiServer) -> Non
 def test_importing_the_judges_does_not_import_django() -> None:
     code = (
         "import sys\n"
-        "import annotation.judges.gemini_judge, annotation.judges.openai_judge\n"
+        "import annotation.core.judges.gemini_judge, annotation.core.judges.openai_judge\n"
         "assert 'django' not in sys.modules, sorted(m for m in sys.modules if 'django' in m)\n"
         "print('ok')\n"
     )

@@ -10,8 +10,8 @@ from django.urls import reverse
 
 from tests.test_browser import SHOTS, _log_in
 from tests.test_browser import page as page
-from training.loop import run_loop
 from training.models import EvaluationRun
+from training.services.loop import run_loop
 
 pytestmark = [
     pytest.mark.slow,

@@ -12,7 +12,8 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from tests import factories
-from training.loop import (
+from training.models import TrainingJob
+from training.services.loop import (
     Evaluated,
     LoopConfig,
     LoopError,
@@ -23,7 +24,6 @@ from training.loop import (
     make_shapes_data,
     train_sft,
 )
-from training.models import TrainingJob
 
 
 def test_one_timer_logs_each_stage_and_records_its_name_seconds_and_detail():

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from annotation.markdown import render_markdown
+from annotation.core.markdown import render_markdown
 
 
 def _attributes(html: str) -> dict[str, dict[str, str]]:

@@ -10,10 +10,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.urls import reverse
 
-from annotation import campaigns
 from annotation.models import Completion
+from annotation.services import campaigns
 from datasets_app.models import Prompt
-from datasets_app.services import ImportRejected, prompts_import
+from datasets_app.services.imports import ImportRejected, prompts_import
 from tests.conftest import free_port
 from training.models import Checkpoint
 

@@ -23,12 +23,12 @@ def test_attributes_are_assigned_in_exactly_one_module():
                     targets = [node.target]
                 if any(isinstance(t, ast.Name) and t.id == "ATTRIBUTES" for t in targets):
                     definers.append(path.relative_to(ROOT).as_posix())
-    assert definers == ["annotation/judges/base.py"]
+    assert definers == ["annotation/core/judges/base.py"]
 
 
 def test_every_module_shares_the_same_tuple():
-    from annotation.judges.base import ATTRIBUTES
-    from datasets_app.curation.types import ATTRIBUTES as curation
-    from training.evaluation.metrics import ATTRIBUTES as evaluation
+    from annotation.core.judges.base import ATTRIBUTES
+    from datasets_app.core.curation.types import ATTRIBUTES as curation
+    from training.core.evaluation.metrics import ATTRIBUTES as evaluation
 
     assert curation is ATTRIBUTES and evaluation is ATTRIBUTES

@@ -13,11 +13,11 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.urls import reverse
 
-from annotation import campaigns
 from annotation.models import ATTRIBUTES, Completion, Rating
+from annotation.services import campaigns
 from common.charts import bars_svg
-from datasets_app import exports
 from datasets_app.models import DatasetVersion
+from datasets_app.services import exports
 from tests import factories
 from tests.test_evaluation_live import finish_evaluation, queued_evaluation
 from training.models import Checkpoint, TrainingJob

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from datasets_app.services import prompts_import
-from datasets_app.shapes import make_shapes
+from datasets_app.core.shapes import make_shapes
+from datasets_app.services.imports import prompts_import
 from workers.models import Job
 
 pytestmark = pytest.mark.django_db

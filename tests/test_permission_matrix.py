@@ -14,10 +14,10 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from annotation import campaigns
 from annotation.models import Completion
-from datasets_app import exports
+from annotation.services import campaigns
 from datasets_app.models import DatasetVersion
+from datasets_app.services import exports
 from training.models import Checkpoint, EvaluationRun, TrainingJob
 from workers.jobs import job_create
 from workers.models import Job

@@ -1,4 +1,4 @@
-"""Training recipes (training/recipes) and the runner (training/run.py) on the tiny LLaVA.
+"""Training recipes (training/core/recipes) and the runner (training/run.py) on the tiny LLaVA.
 
 Pure tests: no database. The data is a small "shapes" world written with the export writer:
 one big coloured shape per image, the question "What colour is the <kind>?" with the four
@@ -22,15 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from datasets_app.curation.types import PreferenceRow, SftRow
-from datasets_app.export.parquet import (
+from datasets_app.core.curation.types import PreferenceRow, SftRow
+from datasets_app.core.export.parquet import (
     DPO_FEATURES,
     ExportItem,
     write_dpo_parquet,
     write_sft_parquet,
 )
-from datasets_app.shapes import COLOURS, KINDS, LETTERS, Scene, Shape, draw_scene, png_bytes
-from training.recipes import DPO_LOSS_TYPES, PRESETS, ConfigError, TrainConfig
+from datasets_app.core.shapes import COLOURS, KINDS, LETTERS, Scene, Shape, draw_scene, png_bytes
+from training.core.recipes import DPO_LOSS_TYPES, PRESETS, ConfigError, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONS = list(COLOURS)  # red, green, blue, yellow: options A-D, always in this order
@@ -221,13 +221,14 @@ def test_validation_loads_no_model_and_the_core_never_imports_django(tmp_path, t
     bad = make_config(tmp_path, tiny_dir, "sft", data["sft"], lora_r=0).to_dict()
     script = f"""
 import json, sys
-from training.recipes import ConfigError, TrainConfig
+from training.core.recipes import ConfigError, TrainConfig
 try:
     TrainConfig.from_dict(json.loads({json.dumps(json.dumps(bad))})).validate()
 except ConfigError as exc:
     print("refused:", exc)
 print("torch loaded:", "torch" in sys.modules, "transformers:", "transformers" in sys.modules)
-import training.recipes.dpo, training.recipes.sft, training.recipes.ref_logps, training.run
+import training.core.recipes.dpo, training.core.recipes.sft, training.core.recipes.ref_logps
+import training.run
 print("django loaded:", "django" in sys.modules)
 """
     result = subprocess.run(
@@ -248,7 +249,7 @@ def test_loss_types_match_the_installed_trl():
 
 
 def test_dataset_kind_comes_from_the_card(tmp_path, tiny_dir, data):
-    from datasets_app.export.card import dataset_card
+    from datasets_app.core.export.card import dataset_card
 
     folder = tmp_path / "export"
     folder.mkdir()
@@ -280,7 +281,7 @@ def test_dataset_kind_comes_from_the_card(tmp_path, tiny_dir, data):
 def test_images_shrink_to_the_pixel_budget():
     from PIL import Image
 
-    from training.recipes.common import fit_pixel_budget
+    from training.core.recipes.common import fit_pixel_budget
 
     image = Image.new("RGB", (400, 200), "red")
     small = fit_pixel_budget(image, 20_000)
@@ -293,7 +294,7 @@ def test_images_shrink_to_the_pixel_budget():
 def test_max_length_that_would_cut_image_tokens_is_refused(tmp_path, data, tiny_policy):
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    from training.recipes.common import VisionCollator, check_max_length, load_parquet
+    from training.core.recipes.common import VisionCollator, check_max_length, load_parquet
 
     dataset = load_parquet(str(data["dpo_eval"]), tmp_path / "cache")
     collator = VisionCollator(DataCollatorForVisionPreference(tiny_policy.processor))
@@ -315,8 +316,8 @@ def test_max_length_that_would_cut_image_tokens_is_refused(tmp_path, data, tiny_
 def test_lora_trains_the_language_model_only(tmp_path, tiny_dir, data):
     import torch
 
-    from training.modeling import load_policy
-    from training.recipes import sft
+    from training.core.modeling import load_policy
+    from training.core.recipes import sft
 
     config = make_config(tmp_path, tiny_dir, "sft", data["sft"], max_steps=2, logging_steps=1)
     config.validate()
@@ -346,8 +347,8 @@ def test_projector_trains_on_request_and_the_vision_tower_stays_frozen(
 ):
     import torch
 
-    from training.modeling import load_policy
-    from training.recipes import sft
+    from training.core.modeling import load_policy
+    from training.core.recipes import sft
 
     config = make_config(
         tmp_path, tiny_dir, "sft", data["sft"], max_steps=2, finetune=finetune, train_projector=True
@@ -373,7 +374,7 @@ def test_projector_trains_on_request_and_the_vision_tower_stays_frozen(
 
 @pytest.mark.slow
 def test_sft_lowers_eval_loss_on_the_answer(tmp_path, tiny_dir, data):
-    from training.recipes import sft
+    from training.core.recipes import sft
 
     config = make_config(
         tmp_path,
@@ -400,8 +401,8 @@ def test_sft_lowers_eval_loss_on_the_answer(tmp_path, tiny_dir, data):
 def test_steerlm_masks_the_label_and_trains_the_response(tmp_path, tiny_dir, data, tiny_policy):
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-    from training.recipes import sft
-    from training.recipes.common import load_parquet
+    from training.core.recipes import sft
+    from training.core.recipes.common import load_parquet
 
     processor = tiny_policy.processor
     rows = list(load_parquet(str(data["steerlm"]), tmp_path / "cache").select(range(3)))
@@ -429,7 +430,7 @@ def test_steerlm_masks_the_label_and_trains_the_response(tmp_path, tiny_dir, dat
 
 @pytest.mark.slow
 def test_dpo_learns_to_prefer_the_correct_answer(tmp_path, tiny_dir, data):
-    from training.recipes import dpo
+    from training.core.recipes import dpo
 
     config = make_config(
         tmp_path,
@@ -459,7 +460,7 @@ def test_dpo_learns_to_prefer_the_correct_answer(tmp_path, tiny_dir, data):
     ],
 )
 def test_dpo_loss_types_reach_trl(tmp_path, tiny_dir, data, loss_type, first_loss):
-    from training.recipes import dpo
+    from training.core.recipes import dpo
 
     weights = [1.0, 0.5] if len(loss_type) == 2 else None
     config = make_config(
@@ -485,7 +486,7 @@ def test_dpo_loss_types_reach_trl(tmp_path, tiny_dir, data, loss_type, first_los
 def test_precomputed_reference_gives_the_on_the_fly_losses(tmp_path, tiny_dir, data):
     import numpy as np
 
-    from training.recipes import dpo
+    from training.core.recipes import dpo
 
     losses, events = {}, []
     for precompute in (False, True, True):
@@ -522,7 +523,7 @@ def write_config(path: Path, config: TrainConfig) -> Path:
 
 @pytest.mark.slow
 def test_runner_writes_metrics_heartbeats_and_the_final_adapter(tmp_path, tiny_dir, data):
-    from training.modeling import load_policy
+    from training.core.modeling import load_policy
 
     config = make_config(
         tmp_path,

@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 
 from tests.test_training_jobs import base, roots, small_versions  # noqa: F401 (fixtures)
-from training import trainings
 from training.models import TrainingJob
+from training.services import trainings
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def test_two_default_names_in_one_second_do_not_collide(small_versions, base, mo
     from datetime import UTC, datetime
 
     frozen = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    monkeypatch.setattr("training.trainings.timezone.now", lambda: frozen)
+    monkeypatch.setattr("training.services.trainings.timezone.now", lambda: frozen)
     launched = [
         trainings.training_launch(
             recipe="dpo",

@@ -1,4 +1,4 @@
-"""The runner protocol (training/protocol.py): what the runner and the recipes write is what
+"""The runner protocol (training/core/protocol.py): what the runner and the recipes write is what
 the supervisor and the training service read back, in the format runs already on disk have;
 the runner needs nothing from workers/, and the protocol needs neither Django nor torch."""
 
@@ -13,9 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from training import protocol, run, runs
-from training.protocol import Event, TrainingProgress
-from workers import supervisor
+from training import run
+from training.core import protocol, runs
+from training.core.protocol import Event, TrainingProgress
+from workers.core import supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +106,7 @@ def test_rank_files_and_log_lines():
 def test_the_runners_writers_speak_the_protocol(tmp_path):
     """The runner's log (started, heartbeat, failed) and the recipes' callback (train_begin,
     metrics) write what the fold reads."""
-    from training.recipes.common import MetricsCallback
+    from training.core.recipes.common import MetricsCallback
 
     path = tmp_path / protocol.METRICS_FILE
     log = run.MetricsLog(path, heartbeat_s=60.0)
@@ -139,11 +140,14 @@ def test_the_runner_imports_nothing_from_workers():
     assert out == "[]"
 
 
-@pytest.mark.parametrize("module", ["training.protocol", "workers.supervisor", "training.runs"])
+@pytest.mark.parametrize(
+    "module", ["training.core.protocol", "workers.core.supervisor", "training.core.runs"]
+)
 def test_the_protocol_and_its_readers_need_no_django_nor_torch(module):
     out = _fresh(
         f"import {module}, sys; "
-        "print(sorted(m for m in ('django', 'torch', 'training.trainings') if m in sys.modules))"
+        "heavy = ('django', 'torch', 'training.services.trainings'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     assert out == "[]"
 
@@ -162,4 +166,4 @@ def test_one_repo_root():
             targets = node.targets if isinstance(node, ast.Assign) else []
             if any(isinstance(t, ast.Name) and t.id == "REPO_ROOT" for t in targets):
                 defined.append(str(path.relative_to(ROOT)))
-    assert defined == ["training/protocol.py"]
+    assert defined == ["training/core/protocol.py"]

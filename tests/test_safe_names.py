@@ -11,9 +11,9 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from config.names import safe_name
-from datasets_app import versions
 from datasets_app.models import DatasetVersion, Source
-from datasets_app.services import prompts_import
+from datasets_app.services import versions
+from datasets_app.services.imports import prompts_import
 from tests.test_versions import rated  # noqa: F401 (fixture)
 from workers.models import Job
 
@@ -89,7 +89,7 @@ def test_the_import_service_refuses_an_unsafe_source_name(tmp_path):
 
 
 def test_an_old_version_whose_name_is_a_path_fails_its_export_in_one_line(rated, settings):  # noqa: F811
-    from datasets_app import exports
+    from datasets_app.services import exports
 
     version = versions.dataset_version_build(
         name="fine", strategy="rejection_sampling", selection={"source_id": rated[0].pk}

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets_app import shapes
-from datasets_app.shapes import Scene, oracle_answer
+from datasets_app.core import shapes
+from datasets_app.core.shapes import Scene, oracle_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 N, SEED = 60, 7
@@ -219,6 +219,6 @@ def test_oracle_agrees_with_generated_answers_for_any_seed(seed):
 
 
 def test_shapes_core_does_not_import_django():
-    code = "import sys, datasets_app.shapes; sys.exit('django' in sys.modules)"
+    code = "import sys, datasets_app.core.shapes; sys.exit('django' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()

@@ -1,4 +1,4 @@
-"""The offline tiny LLaVA and the shared loader (training/modeling.py).
+"""The offline tiny LLaVA and the shared loader (training/core/modeling.py).
 
 Pure tests: no database, no network. The model is built once per module.
 """
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-from training.generation import generate_text
-from training.modeling import (
+from training.core.generation import generate_text
+from training.core.modeling import (
     LoadedPolicy,
     ModelLoadError,
     build_tiny_llava,
@@ -234,7 +234,7 @@ def test_missing_adapter_raises(tiny_dir: Path, tmp_path: Path) -> None:
 def test_hub_id_offline_fails_fast() -> None:
     # huggingface_hub reads HF_HUB_OFFLINE once at import, so test it in a fresh interpreter.
     code = (
-        "from training.modeling import ModelLoadError, load_policy\n"
+        "from training.core.modeling import ModelLoadError, load_policy\n"
         "try:\n"
         "    load_policy('llava-hf/llava-1.5-7b-hf')\n"
         "except ModelLoadError as exc:\n"
@@ -306,7 +306,7 @@ def test_lora_adapter_round_trip(tiny_dir: Path, tmp_path: Path) -> None:
 
 def test_modeling_imports_without_django_or_torch() -> None:
     code = (
-        "import sys, training.modeling\n"
+        "import sys, training.core.modeling\n"
         "print(sorted(m for m in ('django', 'torch', 'transformers', 'peft', 'tokenizers')"
         " if m in sys.modules))\n"
     )

@@ -21,22 +21,22 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from annotation import services as judging
 from annotation.models import Completion, JudgeConfig
-from datasets_app import versions
+from annotation.services import judging
+from datasets_app.core.shapes import make_shapes
 from datasets_app.models import DatasetVersion
-from datasets_app.services import prompts_import
-from datasets_app.shapes import make_shapes
+from datasets_app.services import versions
+from datasets_app.services.imports import prompts_import
 from tests.processes import database_url
-from training import trainings
+from training.core.protocol import TrainingProgress
+from training.core.recipes.config import last_checkpoint, parse_overrides
+from training.core.runs import ACCELERATE_CONFIGS, ZERO_STAGES, launch_command
 from training.models import Checkpoint, TrainingJob
-from training.protocol import TrainingProgress
-from training.recipes.config import last_checkpoint, parse_overrides
-from training.runs import ACCELERATE_CONFIGS, ZERO_STAGES, launch_command
+from training.services import trainings
+from workers.core.supervisor import MetricsTail, supervise
 from workers.jobs import job_request_cancel, jobs_fail_stale
 from workers.models import Job
 from workers.services import job_resume
-from workers.supervisor import MetricsTail, supervise
 
 pytestmark = [pytest.mark.db_backend]
 ROOT = Path(__file__).resolve().parent.parent
@@ -376,16 +376,16 @@ def test_a_dpo_job_learns_the_shapes_preferences_and_registers_a_checkpoint(lear
     assert job.metrics["checkpoint_id"] == checkpoint.pk
 
     # usable at once: generation loads base + adapter
-    from training import services
-    from training.generation import SamplingParams
+    from training.core.generation import SamplingParams
+    from training.services import generation
 
-    gen = services.generation_launch(
+    gen = generation.generation_launch(
         checkpoint=checkpoint,
         selection={"source_id": learn_versions["dpo"].sources.first().pk, "limit": 2},
         params=SamplingParams(k=1, temperature=0.0, max_new_tokens=4),
         enqueue=False,
     )
-    services.generation_run(job_id=gen.pk)
+    generation.generation_run(job_id=gen.pk)
     assert Completion.objects.filter(checkpoint=checkpoint).count() == 2
 
 
@@ -418,7 +418,7 @@ def _worker_env(tmp_path: Path) -> dict[str, str]:
 def _start_worker(job_id: int, tmp_path: Path) -> subprocess.Popen:
     """The task body in its own process, as a Celery worker runs it."""
     code = (
-        "import django; django.setup(); from training import trainings; "
+        "import django; django.setup(); from training.services import trainings; "
         f"trainings.training_run(job_id={job_id}, poll_s=0.2)"
     )
     return subprocess.Popen(
@@ -511,7 +511,7 @@ def test_the_launch_page_refuses_a_bad_config_and_launches_a_good_one(
 ):
     sent = []
     monkeypatch.setattr("workers.jobs.job_enqueue", lambda job: sent.append(job.pk))
-    monkeypatch.setattr("training.trainings.job_enqueue", lambda job: sent.append(job.pk))
+    monkeypatch.setattr("training.services.trainings.job_enqueue", lambda job: sent.append(job.pk))
     client.force_login(staff_user)
     url = reverse("training:training_new")
     assert client.get(url).status_code == 200

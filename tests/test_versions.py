@@ -6,8 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
-from datasets_app import versions
 from datasets_app.models import DatasetRow, DatasetVersion
+from datasets_app.services import versions
 from tests import factories
 from training.models import Checkpoint
 
@@ -163,7 +163,7 @@ def test_the_build_page_previews_then_saves(client, curator, annotator, rated):
 
 
 def test_judge_answer_sft_trains_on_the_oracles_own_answers(shapes_source):
-    from annotation import services as judging
+    from annotation.services import judging
 
     oracle = judging.judge_config_from_spec("oracle")
     job = judging.judge_launch(
@@ -188,8 +188,8 @@ def test_judge_answer_sft_trains_on_the_oracles_own_answers(shapes_source):
 def test_scienceqa_reformatted_rewrites_long_answers_through_a_judge_once(
     shapes_source, settings, fake_openai
 ):
-    from annotation import services as judging
     from annotation.models import JudgeCall
+    from annotation.services import judging
 
     settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL = "sk-test", fake_openai.base_url
     rewriter = judging.judge_config_from_spec("openai:gpt-4o-mini")
@@ -211,9 +211,9 @@ def test_scienceqa_reformatted_rewrites_long_answers_through_a_judge_once(
 def test_prompts_that_share_a_judge_answer_all_get_their_row(shapes_source, tmp_path):
     """Issue 12 point 7: the same items in two sources are answered once, under the first
     prompt; the answers are found by the call's content hash, so both sources get rows."""
-    from annotation import services as judging
     from annotation.models import JudgeCall
-    from datasets_app.services import prompts_import
+    from annotation.services import judging
+    from datasets_app.services.imports import prompts_import
 
     copy = prompts_import(
         path=tmp_path / "shapes" / "scienceqa.parquet", source_name="sqa-copy", fmt="scienceqa"
@@ -249,7 +249,7 @@ def test_prompts_that_share_a_judge_answer_all_get_their_row(shapes_source, tmp_
 def test_an_answer_to_other_content_is_not_used(shapes_source):
     """An answer belongs to the content it was given: after the question changes, the old
     answer is not the answer to it."""
-    from annotation import services as judging
+    from annotation.services import judging
 
     oracle = judging.judge_config_from_spec("oracle")
     job = judging.judge_launch(
@@ -294,7 +294,7 @@ def test_rejection_sampling_reports_prompts_with_no_good_enough_answer(rated, ca
 
 
 def test_a_build_resolves_the_strategy_parameters_once(rated, monkeypatch):
-    from datasets_app.curation import strategies
+    from datasets_app.core.curation import strategies
 
     calls: list[str] = []
     real = strategies.resolve_params

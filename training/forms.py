@@ -4,11 +4,11 @@ from annotation.models import JudgeConfig
 from annotation.selectors import judge_config_choices
 from config.names import SAFE_NAME_MAX, SAFE_NAME_RULE, validate_safe_name
 from datasets_app.models import DatasetVersion, Prompt, Source
-from training.evaluation import TASKS, parse_evaluation_specs
-from training.generation import TEMPLATES, SamplingParams
+from training.core.evaluation import TASKS, parse_evaluation_specs
+from training.core.generation import TEMPLATES, SamplingParams
+from training.core.recipes.config import PRESETS, parse_overrides
+from training.core.runs import ZERO_STAGES
 from training.models import Checkpoint
-from training.recipes.config import PRESETS, parse_overrides
-from training.runs import ZERO_STAGES
 
 
 class GenerationForm(forms.Form):

@@ -2,7 +2,7 @@
 
 Reads a TrainConfig from JSON, validates it before anything heavy is imported, trains with
 the recipe it names, and reports through OUTPUT_DIR/metrics.jsonl, one JSON object a line:
-the events, files and exit codes of training/protocol.py. Heartbeats come from a thread
+the events, files and exit codes of training/core/protocol.py. Heartbeats come from a thread
 (a TrainerCallback only runs between steps), so that loading, reference log-probs, long
 steps and evaluations show the job is alive too.
 
@@ -24,9 +24,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from training import protocol
-from training.protocol import EXIT_BAD_CONFIG, EXIT_FAILED, EXIT_OK, Event
-from training.recipes.config import ConfigError, TrainConfig, last_checkpoint
+from training.core import protocol
+from training.core.protocol import EXIT_BAD_CONFIG, EXIT_FAILED, EXIT_OK, Event
+from training.core.recipes.config import ConfigError, TrainConfig, last_checkpoint
 
 
 class Terminated(Exception):
@@ -121,16 +121,16 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
     )
     supervisor = os.environ.get(protocol.SUPERVISOR_PID_ENV)
     log.start_heartbeat(supervisor_pid=int(supervisor) if supervisor else None)
-    from training.recipes import common  # transformers: seconds of imports, after "started"
+    from training.core.recipes import common  # transformers: seconds of imports, after "started"
 
     callback = common.MetricsCallback(log.write)
     log.step = lambda: callback.global_step
     if config.recipe == "dpo":
-        from training.recipes import dpo
+        from training.core.recipes import dpo
 
         result = dpo.main(config, callbacks=[callback], report=log.write)
     else:  # "sft" and "steerlm" (validate() allows nothing else)
-        from training.recipes import sft
+        from training.core.recipes import sft
 
         result = sft.main(config, callbacks=[callback], report=log.write)
     log.event(

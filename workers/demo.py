@@ -15,8 +15,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from datasets_app.services import prompts_import
-from training.services import checkpoint_register_base
+from datasets_app.services.imports import prompts_import
+from training.services.checkpoints import checkpoint_register_base
 
 TINY_MODEL_DIR = "tiny-llava"
 DEMO_CHECKPOINT = "tiny-llava (random weights)"
@@ -80,8 +80,8 @@ def demo_setup(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> DemoOutcome:
-    from datasets_app.shapes import make_shapes
-    from training.modeling import build_tiny_llava
+    from datasets_app.core.shapes import make_shapes
+    from training.core.modeling import build_tiny_llava
 
     password = demo_user_ensure(username=username, password=password)
     if password:

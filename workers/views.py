@@ -78,8 +78,8 @@ def _generation_outputs(job: Job) -> list[tuple[str, str]]:
 
 
 def _export_outputs(job: Job) -> list[tuple[str, str]]:
-    from datasets_app.exports import export_files
     from datasets_app.models import DatasetVersion
+    from datasets_app.services.exports import export_files
 
     version = DatasetVersion.objects.filter(pk=job.params.get("version_id")).first()
     if version is None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from training import evaluations
+from training.services import evaluations
 
 
 @shared_task(name="workers.tasks.evaluation.run_evaluation", time_limit=48 * 3600)

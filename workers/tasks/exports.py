@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from datasets_app import exports
+from datasets_app.services import exports
 
 
 @shared_task(name="workers.tasks.exports.run_export", time_limit=12 * 3600, acks_late=True)

@@ -12,6 +12,6 @@ def reap_stale_jobs() -> None:
 
 @shared_task(name="workers.tasks.maintenance.expire_assignments", time_limit=60)
 def expire_assignments() -> None:
-    from annotation.campaigns import assignments_expire
+    from annotation.services.campaigns import assignments_expire
 
     assignments_expire()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from training import trainings
+from training.services import trainings
 
 
 # acks_late: a worker that dies mid-run leaves the message for another, whose claim sees the

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import services
-from annotation.judges.runner import RunLimits
+from annotation.core.judges.runner import RunLimits
+from annotation.services import judging
 from config.commands import add_source_argument, object_by_name_or_id, source_selection
 from training.models import Checkpoint
 from workers.models import Job
@@ -44,13 +44,13 @@ class Command(BaseCommand):
             else None
         )
         try:
-            config = services.judge_config_from_spec(
+            config = judging.judge_config_from_spec(
                 o["judge"],
                 prompt_version=o["prompt_version"],
                 temperature=o["temperature"],
                 base_url=o["base_url"],
             )
-            job = services.judge_launch(
+            job = judging.judge_launch(
                 judge_config=config,
                 selection={
                     **sources,
@@ -75,7 +75,7 @@ class Command(BaseCommand):
             self.stdout.write(f"job {job.pk} queued on judge: {job.title}")
             return
         self.stdout.write(f"job {job.pk}: {job.title}")
-        run_here_with_progress(job, lambda: services.judge_run(job_id=job.pk), self._line)
+        run_here_with_progress(job, lambda: judging.judge_run(job_id=job.pk), self._line)
 
     def _line(self, job: Job, end: str) -> None:
         m = job.metrics

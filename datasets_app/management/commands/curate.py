@@ -2,10 +2,10 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.services import judge_config_from_spec
+from annotation.services.judging import judge_config_from_spec
 from config.commands import add_source_argument, source_selection
-from datasets_app import versions
-from datasets_app.curation import STRATEGIES
+from datasets_app.core.curation import STRATEGIES
+from datasets_app.services import versions
 
 
 def _value(text: str):

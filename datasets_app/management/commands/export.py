@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from datasets_app import exports
+from datasets_app.services import exports
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from datasets_app import services
-from datasets_app.imports import FORMATS
+from datasets_app.core.imports import FORMATS
+from datasets_app.services import imports
 
 
 class Command(BaseCommand):
@@ -19,13 +19,13 @@ class Command(BaseCommand):
         if opts["format"] in ("dpo", "sft"):
             return self._answers(opts)
         try:
-            outcome = services.prompts_import(
+            outcome = imports.prompts_import(
                 path=opts["file"],
                 source_name=opts["source"],
                 fmt=opts["format"],
                 skip_bad=opts["skip_bad"],
             )
-        except services.ImportRejected as exc:
+        except imports.ImportRejected as exc:
             for error in exc.parsed.errors:
                 self.stderr.write(f"  {error}")
             raise CommandError(
@@ -45,7 +45,7 @@ class Command(BaseCommand):
             self.stdout.write(f"report: {outcome.report_name}")
 
     def _answers(self, opts):
-        from datasets_app.exports import preference_import
+        from datasets_app.services.exports import preference_import
 
         try:
             counts = preference_import(

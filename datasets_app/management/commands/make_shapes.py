@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from datasets_app.shapes import make_shapes
+from datasets_app.core.shapes import make_shapes
 
 
 class Command(BaseCommand):

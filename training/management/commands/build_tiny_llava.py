@@ -14,7 +14,7 @@ class Command(BaseCommand):
     def handle(self, *args: object, out: str, seed: int, **options: object) -> None:
         from safetensors import safe_open
 
-        from training.modeling import build_tiny_llava
+        from training.core.modeling import build_tiny_llava
 
         started = time.perf_counter()
         folder = build_tiny_llava(out, seed=seed)

@@ -2,10 +2,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import JudgeConfig
 from config.commands import object_by_name_or_id
-from training import evaluations
-from training.evaluation import TASKS
-from training.evaluation.metrics import flatten_metrics
+from training.core.evaluation import TASKS
+from training.core.evaluation.metrics import flatten_metrics
 from training.models import Checkpoint
+from training.services import evaluations
 from workers.models import Job
 from workers.progress import run_here_with_progress
 

@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from config.commands import add_source_argument, object_by_name_or_id, source_selection
-from training import services
-from training.generation import TEMPLATES, SamplingParams
+from training.core.generation import TEMPLATES, SamplingParams
 from training.models import Checkpoint
+from training.services import generation
 from workers.models import Job
 from workers.progress import run_here_with_progress
 
@@ -56,7 +56,7 @@ class Command(BaseCommand):
             steer=o["steer"],
         )
         try:
-            job = services.generation_launch(
+            job = generation.generation_launch(
                 checkpoint=checkpoint,
                 selection=selection,
                 params=params,
@@ -73,7 +73,9 @@ class Command(BaseCommand):
         self._run_with_progress(job)
 
     def _run_with_progress(self, job: Job) -> None:
-        job = run_here_with_progress(job, lambda: services.generation_run(job_id=job.pk), self._bar)
+        job = run_here_with_progress(
+            job, lambda: generation.generation_run(job_id=job.pk), self._bar
+        )
         m = job.metrics
         self.stdout.write(
             self.style.SUCCESS(

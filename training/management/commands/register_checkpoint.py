@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from training.services import checkpoint_register
+from training.services.checkpoints import checkpoint_register
 
 
 class Command(BaseCommand):

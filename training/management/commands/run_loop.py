@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from training.loop import DEFAULT_IMAGES, LoopError, pct, run_loop
+from training.services.loop import DEFAULT_IMAGES, LoopError, pct, run_loop
 
 
 class Command(BaseCommand):

@@ -1,12 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from config.commands import object_by_name_or_id
-from datasets_app.exports import dataset_version_by_spec
-from training import trainings
-from training.evaluation import parse_evaluation_specs
+from datasets_app.services.exports import dataset_version_by_spec
+from training.core.evaluation import parse_evaluation_specs
+from training.core.recipes.config import PRESETS, RECIPES, parse_overrides
+from training.core.runs import ZERO_STAGES
 from training.models import Checkpoint
-from training.recipes.config import PRESETS, RECIPES, parse_overrides
-from training.runs import ZERO_STAGES
+from training.services import trainings
 from workers.models import Job
 from workers.progress import run_here_with_progress
 

@@ -1,0 +1,28 @@
+"""The key under which a judge's answer to an item is kept: a rerun, or a resumed run,
+finds the answer there and never pays for the same call twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from annotation.core.judges.base import JudgeItem
+
+
+def item_cache_key(
+    *, provider: str, model: str, prompt_version: str, temperature: float, item: JudgeItem
+) -> str:
+    payload = [
+        provider,
+        model,
+        prompt_version,
+        round(float(temperature), 4),
+        hashlib.sha256(item.image).hexdigest() if item.image else "",
+        item.question,
+        list(item.choices),
+        item.answer_index,
+        item.reference_answer,
+        item.hint,
+        list(item.completions),
+    ]
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()

@@ -1,0 +1,638 @@
+"""Writes for judges and ratings: the only code that joins the judge core to the ORM."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from annotation.core.judges.base import (
+    ATTRIBUTES,
+    FatalJudgeError,
+    Judge,
+    JudgeItem,
+    JudgeResult,
+    TextResult,
+)
+from annotation.core.judges.cache import item_cache_key
+from annotation.core.judges.pricing import cost_usd, price_for
+from annotation.core.judges.prompt import prompt_versions
+from annotation.core.judges.runner import ItemOutcome, RunLimits, run_items
+from annotation.models import Completion, JudgeCall, JudgeConfig, Rating
+from datasets_app.models import Prompt
+from datasets_app.selectors import prompt_selection_ids
+from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_progress, job_running
+from workers.models import Job
+
+PROVIDERS = ("oracle", "gemini", "openai", "local")
+Group = tuple[Prompt, list[Completion]]
+MAX_FAILURES_SHOWN = 50
+
+
+# Model names as the providers spell them: "gpt-4o-mini", "ft:gpt-4o-mini:org::id",
+# "models/gemini-2.5-flash", a vLLM served name such as "llava-hf/llava-1.5-7b-hf".
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def judge_config_check(*, provider: str, model: str, base_url: str = "") -> None:
+    """Refuse, with a message for the user, a judge that cannot be called from here: an
+    unknown provider, a missing or odd model name, no API key, a base URL that is not
+    http(s), a local checkpoint whose config does not load. Runs before a configuration is
+    saved and before a job is queued, so that a refused judge leaves nothing behind."""
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown judge provider {provider!r}; use {', '.join(PROVIDERS)}")
+    if provider != "oracle" and not model:
+        raise ValueError(f"the {provider} judge needs a model: {provider}:MODEL")
+    if base_url and provider not in ("gemini", "openai"):
+        raise ValueError("a base URL is only for gemini and openai judges")
+    if base_url and not re.match(r"^https?://[^\s/]+", base_url):
+        raise ValueError(f"the base URL {base_url!r} is not an http(s) URL")
+    if provider == "local":
+        _local_judge_check(model)
+    elif provider in ("gemini", "openai"):
+        if not _MODEL_NAME.match(model):
+            raise ValueError(
+                f"{model!r} is not a model name: letters, digits and . _ : / @ + - only"
+            )
+        if provider == "gemini" and not settings.GEMINI_API_KEY:
+            raise ValueError("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set in the environment")
+        if provider == "openai" and not settings.OPENAI_API_KEY:
+            raise ValueError(
+                "OPENAI_API_KEY is not set in the environment "
+                "(an OpenAI-compatible server at a base URL takes any text, but needs one)"
+            )
+
+
+def _local_judge_check(model: str) -> None:
+    """A folder (absolute, or under CHECKPOINT_ROOT) with a config.json that transformers
+    loads without a network; or a hub id that the hub (or its cache) knows."""
+    from training.services.checkpoints import checkpoint_location
+
+    location = Path(checkpoint_location(model))
+    if location.is_dir():
+        if not (location / "config.json").is_file():
+            raise ValueError(f"local judge: {model} has no config.json")
+        _load_model_config(str(location), model, local_files_only=True)
+    elif _HUB_ID.match(model) and not location.exists():
+        _load_model_config(model, model, local_files_only=False)
+    else:
+        raise ValueError(f"local judge: no checkpoint folder {model}")
+
+
+def _load_model_config(location: str, model: str, *, local_files_only: bool) -> None:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(location, local_files_only=local_files_only)
+    except (OSError, ValueError, KeyError) as exc:
+        # OSError: no such folder or hub id (offline: not in the cache); ValueError /
+        # KeyError: a config.json that is not JSON or names an unknown model type.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"local judge: the config of {model} does not load: {reason}") from None
+
+
+def judge_config_get_or_create(
+    *,
+    provider: str,
+    model: str = "",
+    prompt_version: str = "v1",
+    temperature: float = 0.0,
+    base_url: str = "",
+) -> JudgeConfig:
+    """The configuration for these settings. A new one is saved only once the judge is
+    known to be callable (`judge_config_check`); an existing one is returned as it is (a
+    lookup, e.g. of whose ratings or answers to curate, needs no key), and `judge_launch`
+    checks it again before any job."""
+    if provider == "oracle":
+        model = model or "rules-v1"
+    if prompt_version not in prompt_versions():
+        raise ValueError(f"unknown prompt version {prompt_version!r}; have {prompt_versions()}")
+    if not 0 <= temperature <= 2:
+        raise ValueError("judge temperature must be between 0 and 2")
+    fields = {
+        "provider": provider,
+        "model": model,
+        "prompt_version": prompt_version,
+        "temperature": temperature,
+        "base_url": base_url,
+    }
+    existing = JudgeConfig.objects.filter(**fields).first()
+    if existing is not None:
+        return existing
+    judge_config_check(provider=provider, model=model, base_url=base_url)
+    name = f"{provider}:{model} {prompt_version} T={temperature:g}"
+    if base_url:
+        name += f" @{base_url}"
+    config, _ = JudgeConfig.objects.get_or_create(**fields, defaults={"name": name[:200]})
+    return config
+
+
+def judge_config_from_spec(spec: str, **options: Any) -> JudgeConfig:
+    """`oracle`, `gemini:MODEL`, `openai:MODEL` or `local:PATH`."""
+    provider, _, model = spec.partition(":")
+    return judge_config_get_or_create(provider=provider.strip(), model=model.strip(), **options)
+
+
+def build_judge(config: JudgeConfig, *, timeout_s: float = 120.0) -> Judge:
+    """The judge for a configuration; a missing API key is a clear error, before any work."""
+    if config.provider == "oracle":
+        from annotation.core.judges.oracle import OracleJudge
+
+        return OracleJudge(model=config.model)
+    if config.provider == "local":
+        from annotation.core.judges.local_judge import LocalJudge
+        from training.services.checkpoints import checkpoint_location
+
+        return LocalJudge(
+            model=checkpoint_location(config.model),
+            temperature=config.temperature,
+            prompt_version=config.prompt_version,
+        )
+    if config.provider == "gemini":
+        if not settings.GEMINI_API_KEY:
+            raise ValueError("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set in the environment")
+        from annotation.core.judges.gemini_judge import GeminiJudge
+
+        return GeminiJudge(
+            model=config.model,
+            api_key=settings.GEMINI_API_KEY,
+            base_url=config.base_url or settings.GEMINI_BASE_URL or None,
+            temperature=config.temperature,
+            prompt_version=config.prompt_version,
+            timeout_s=timeout_s,
+        )
+    if config.provider == "openai":
+        if not settings.OPENAI_API_KEY:
+            raise ValueError("OPENAI_API_KEY is not set in the environment")
+        from annotation.core.judges.openai_judge import OpenAIJudge
+
+        return OpenAIJudge(
+            model=config.model,
+            api_key=settings.OPENAI_API_KEY,
+            base_url=config.base_url or settings.OPENAI_BASE_URL or None,
+            temperature=config.temperature,
+            prompt_version=config.prompt_version,
+            timeout_s=timeout_s,
+        )
+    raise ValueError(f"unknown judge provider {config.provider!r}")
+
+
+def judge_launch(
+    *,
+    judge_config: JudgeConfig,
+    selection: dict[str, Any],
+    checkpoint_id: int | None = None,
+    k_per_call: int = 4,
+    limits: RunLimits | None = None,
+    timeout_s: float = 120.0,
+    mode: str = JudgeCall.Mode.RATE,
+    user: Any = None,
+    enqueue: bool = True,
+) -> Job:
+    """Freeze the prompts into a judging job on the judge queue: rating their completions
+    (mode "rate"), or the judge answering each question itself (mode "answer")."""
+    limits = limits or RunLimits()
+    limits.validate()
+    if not 1 <= k_per_call <= 32:
+        raise ValueError("K per call must be between 1 and 32")
+    if mode not in (JudgeCall.Mode.RATE, JudgeCall.Mode.ANSWER):
+        raise ValueError(f"unknown judging mode {mode!r}; use rate or answer")
+    # Refuse a judge that cannot be called (a key unset since, a folder gone) before a job.
+    judge_config_check(
+        provider=judge_config.provider, model=judge_config.model, base_url=judge_config.base_url
+    )
+    build_judge(judge_config, timeout_s=timeout_s)
+    prompt_ids = prompt_selection_ids(**selection)
+    if mode == JudgeCall.Mode.RATE:
+        with_completions = Completion.objects.all()
+        if checkpoint_id:
+            with_completions = with_completions.filter(checkpoint_id=checkpoint_id)
+        ids = set(with_completions.values_list("prompt_id", flat=True).distinct())
+        prompt_ids = [pk for pk in prompt_ids if pk in ids]
+        if not prompt_ids:
+            raise ValueError("no selected prompt has completions to judge")
+    elif not prompt_ids:
+        raise ValueError("no prompts match this selection")
+    verb = "answers" if mode == JudgeCall.Mode.ANSWER else "on"
+    job = job_create(
+        kind=Job.Kind.JUDGING,
+        title=f"{judge_config.name} {verb} {len(prompt_ids)} prompts",
+        params={
+            "judge_config_id": judge_config.pk,
+            "prompt_ids": prompt_ids,
+            "checkpoint_id": checkpoint_id,
+            "k_per_call": k_per_call,
+            "limits": asdict(limits),
+            "timeout_s": timeout_s,
+            "mode": str(mode),
+        },
+        created_by=user,
+    )
+    if enqueue:
+        job_enqueue(job)
+    return job
+
+
+def _image_bytes(prompt: Prompt) -> tuple[bytes | None, str]:
+    if not prompt.image:
+        return None, ""
+    with prompt.image.open("rb") as handle:
+        data = handle.read()
+    return data, mimetypes.guess_type(prompt.image.name)[0] or "image/png"
+
+
+def _groups(prompt_ids: list[int], checkpoint_id: int | None, k: int) -> Iterator[Group]:
+    """Each prompt's completions, K at a time, in a stable order."""
+    for start in range(0, len(prompt_ids), 100):
+        chunk = prompt_ids[start : start + 100]
+        completions = Completion.objects.filter(prompt_id__in=chunk).order_by(
+            "prompt_id", "checkpoint_id", "template", "sampling_hash", "sample_index", "id"
+        )
+        if checkpoint_id:
+            completions = completions.filter(checkpoint_id=checkpoint_id)
+        by_prompt: dict[int, list[Completion]] = {}
+        for completion in completions:
+            by_prompt.setdefault(completion.prompt_id, []).append(completion)
+        prompts = Prompt.objects.in_bulk(chunk)
+        for pk in chunk:
+            rows = by_prompt.get(pk, [])
+            for i in range(0, len(rows), k):
+                yield prompts[pk], rows[i : i + k]
+
+
+def _item(prompt: Prompt, completions: list[Completion]) -> JudgeItem:
+    image, mime = _image_bytes(prompt)
+    return JudgeItem(
+        key=f"{prompt.pk}:{','.join(str(c.pk) for c in completions)}",
+        question=prompt.question,
+        completions=tuple(c.text for c in completions),
+        image=image,
+        image_mime=mime or "image/png",
+        choices=tuple(prompt.choices),
+        answer_index=prompt.answer_index,
+        reference_answer=prompt.reference_answer,
+        hint=prompt.hint,
+        facts={"scene": prompt.metadata.get("scene")} if prompt.metadata.get("scene") else {},
+    )
+
+
+def _result_json(result: JudgeResult) -> dict[str, Any]:
+    return {
+        "reasoning": result.reasoning,
+        "ratings": [{**r.scores, "reasoning": r.reasoning} for r in result.ratings],
+    }
+
+
+def _write_ratings(
+    config: JudgeConfig, completions: list[Completion], result: dict[str, Any], job: Job
+) -> None:
+    overall = result.get("reasoning", "")
+    Rating.objects.bulk_create(
+        [
+            Rating(
+                completion=completion,
+                judge=config,
+                reasoning="\n\n".join(x for x in (overall, entry.get("reasoning", "")) if x),
+                job=job,
+                **{a: entry[a] for a in ATTRIBUTES},
+            )
+            for completion, entry in zip(completions, result["ratings"], strict=True)
+        ],
+        ignore_conflicts=True,  # a completion rated by an earlier attempt keeps its rating
+    )
+
+
+class _JudgeJob:
+    """State of one judging run while its outcomes arrive."""
+
+    def __init__(self, run: Any, config: JudgeConfig) -> None:
+        self.run, self.job, self.config = run, run.job, config
+        self.pending: dict[str, tuple[Prompt, list[Completion], str]] = {}
+        # Calls in flight by cache key, with the groups of the same content waiting on them:
+        # POPE repeats an image and question across splits, and two identical calls at
+        # once would pay twice and then break the one-answer-per-key constraint.
+        self.followers: dict[str, list[tuple[Prompt, list[Completion]]]] = {}
+        self.cancelled = False
+        m = self.job.metrics
+        self.metrics = {
+            "calls": m.get("calls", 0),
+            "cache_hits": m.get("cache_hits", 0),
+            "skipped": 0,
+            "failures": m.get("failures", 0),
+            "input_tokens": m.get("input_tokens", 0),
+            "output_tokens": m.get("output_tokens", 0),
+            "cost_usd": m.get("cost_usd", 0.0),
+        }
+        self.failed_items: list[dict[str, Any]] = list(m.get("failed_items", []))
+        # Completions this judge has rated already, read once (a rerun skips them all).
+        self.rated: set[int] = set()
+
+    def save_metrics(self) -> None:
+        self.job.metrics = {
+            **self.job.metrics,
+            **self.metrics,
+            "cost_usd": round(self.metrics["cost_usd"], 6),
+            "failed_items": self.failed_items[-MAX_FAILURES_SHOWN:],
+        }
+        self.job.save(update_fields=["metrics"])
+
+    def advance(self, *, force: bool = True) -> None:
+        try:
+            self.run.advance(force=force)
+        except JobCancelled:
+            self.cancelled = True
+
+    def groups(self, spec: dict[str, Any]) -> list[Group]:
+        """The calls to make: each prompt's completions, `k_per_call` at a time."""
+        return list(_groups(spec["prompt_ids"], spec.get("checkpoint_id"), spec["k_per_call"]))
+
+    def call(self, judge: Judge) -> Callable[[JudgeItem], TextResult] | None:
+        """How an item is sent: None is the runner's default, the judge rating it."""
+        return None
+
+    def load_rated(self, groups: list[Group]) -> None:
+        """Note which completions this judge has rated already (a rerun skips them)."""
+        ids = [c.pk for _, completions in groups for c in completions]
+        for start in range(0, len(ids), 900):  # under SQLite's parameter limit
+            self.rated.update(
+                Rating.objects.filter(
+                    judge=self.config, completion_id__in=ids[start : start + 900]
+                ).values_list("completion_id", flat=True)
+            )
+
+    def items_to_call(self, groups: Iterator[Group]) -> Iterator[JudgeItem]:
+        """Skip what is rated, answer from the cache what was paid for, yield the rest."""
+        config = self.config
+        for prompt, completions in groups:
+            if self.cancelled:
+                return
+            if all(c.pk in self.rated for c in completions):
+                self.metrics["skipped"] += 1
+                self.advance(force=False)  # throttled: a rerun skips thousands
+                continue
+            item = _item(prompt, completions)
+            key = item_cache_key(
+                provider=config.provider,
+                model=config.model,
+                prompt_version=config.prompt_version,
+                temperature=config.temperature,
+                item=item,
+            )
+            cached = JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK).first()
+            if cached is not None:
+                with transaction.atomic():
+                    _write_ratings(config, completions, cached.result, self.job)
+                self.metrics["cache_hits"] += 1
+                self.save_metrics()
+                self.advance()
+                continue
+            if key in self.followers:
+                self.followers[key].append((prompt, completions))
+                continue
+            self.followers[key] = []
+            self.pending[item.key] = (prompt, completions, key)
+            yield item
+
+    def record(self, outcome: ItemOutcome) -> None:
+        prompt, completions, key = self.pending.pop(outcome.item.key)
+        followers = self.followers.pop(key, [])
+        call = JudgeCall(
+            judge=self.config,
+            prompt=prompt,
+            completion_ids=[c.pk for c in completions],
+            cache_key=key,
+            raw_response=outcome.raw,
+            attempts=outcome.attempts,
+            input_tokens=outcome.usage.input_tokens,
+            output_tokens=outcome.usage.output_tokens,
+            cost_usd=outcome.cost_usd,
+            job=self.job,
+        )
+        with transaction.atomic():
+            if outcome.result is not None:
+                call.status = JudgeCall.Status.OK
+                call.result = _result_json(outcome.result)
+                call.save()
+                _write_ratings(self.config, completions, call.result, self.job)
+                for _, same in followers:
+                    _write_ratings(self.config, same, call.result, self.job)
+            else:
+                call.status = JudgeCall.Status.FAILED
+                call.error = outcome.error
+                call.save()
+        for follower, _ in followers:  # counted before _count saves the metrics
+            if outcome.result is not None:
+                self.metrics["cache_hits"] += 1
+            else:
+                self.metrics["failures"] += 1
+                self.failed_items.append(
+                    {"prompt": follower.pk, "call": call.pk, "error": outcome.error[:300]}
+                )
+            self.advance(force=False)
+        self._count(outcome, prompt.pk, call.pk)
+
+    def _count(self, outcome: ItemOutcome, prompt_id: int, call_id: int | None) -> None:
+        m = self.metrics
+        m["calls"] += outcome.attempts
+        m["input_tokens"] += outcome.usage.input_tokens
+        m["output_tokens"] += outcome.usage.output_tokens
+        m["cost_usd"] += outcome.cost_usd
+        if outcome.result is None:
+            m["failures"] += 1
+            self.failed_items.append(
+                {"prompt": prompt_id, "call": call_id, "error": outcome.error[:300]}
+            )
+        self.save_metrics()
+        self.advance()
+
+
+def _answer_key(config: JudgeConfig, item: JudgeItem) -> str:
+    return item_cache_key(
+        provider=f"{config.provider}|answer",
+        model=config.model,
+        prompt_version=config.prompt_version,
+        temperature=config.temperature,
+        item=item,
+    )
+
+
+def judge_answer_call(judge: Judge, config: JudgeConfig) -> Callable[[JudgeItem], TextResult]:
+    """How this judge answers a question: the oracle from what it knows, a model from the
+    versioned answer prompt."""
+    from annotation.core.judges.prompt import render_answer_prompt
+
+    own = getattr(judge, "answer", None)
+    if own is not None:
+        return own
+
+    def answer(item: JudgeItem) -> TextResult:
+        prompt = render_answer_prompt(item, config.prompt_version)
+        return judge.complete(prompt, item.image, item.image_mime)
+
+    return answer
+
+
+class _AnswerJob(_JudgeJob):
+    """The judge answers each prompt itself; the answers are JudgeCall rows (mode answer)."""
+
+    def groups(self, spec: dict[str, Any]) -> list[Group]:
+        prompts = Prompt.objects.in_bulk(spec["prompt_ids"])
+        return [(prompts[pk], []) for pk in spec["prompt_ids"] if pk in prompts]
+
+    def call(self, judge: Judge) -> Callable[[JudgeItem], TextResult] | None:
+        return judge_answer_call(judge, self.config)
+
+    def load_rated(self, groups: list[Group]) -> None:
+        """Nothing to load: what is answered already is found by content key, per item."""
+
+    def items_to_call(self, groups: Iterator[Group]) -> Iterator[JudgeItem]:
+        for prompt, _ in groups:
+            if self.cancelled:
+                return
+            item = _item(prompt, [])
+            key = _answer_key(self.config, item)
+            answered = JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK)
+            # The same content in flight counts as answered: curation finds answers by key.
+            if key in self.followers or answered.exists():
+                self.metrics["skipped"] += 1
+                self.advance(force=False)
+                continue
+            self.followers[key] = []
+            self.pending[item.key] = (prompt, [], key)
+            yield item
+
+    def record(self, outcome: ItemOutcome) -> None:
+        prompt, _, key = self.pending.pop(outcome.item.key)
+        self.followers.pop(key, None)
+        ok = outcome.result is not None
+        JudgeCall.objects.create(
+            judge=self.config,
+            mode=JudgeCall.Mode.ANSWER,
+            prompt=prompt,
+            cache_key=key,
+            status=JudgeCall.Status.OK if ok else JudgeCall.Status.FAILED,
+            result={"answer": outcome.result.raw} if outcome.result is not None else {},
+            raw_response=outcome.raw,
+            error=outcome.error,
+            attempts=outcome.attempts,
+            input_tokens=outcome.usage.input_tokens,
+            output_tokens=outcome.usage.output_tokens,
+            cost_usd=outcome.cost_usd,
+            job=self.job,
+        )
+        self._count(outcome, prompt.pk, None)
+
+
+# What a judging job does in each mode: how its work is grouped, what it skips, how it calls.
+_JOBS: dict[str, type[_JudgeJob]] = {
+    JudgeCall.Mode.RATE: _JudgeJob,
+    JudgeCall.Mode.ANSWER: _AnswerJob,
+}
+
+
+def judge_run(*, job_id: int) -> None:
+    """Run (or resume) a judging job."""
+    with job_running(job_id, resumable=True) as run:
+        if run is None:
+            return
+        spec = run.job.params
+        config = JudgeConfig.objects.filter(pk=spec["judge_config_id"]).first()
+        if config is None:
+            raise JobFailed(f"judge configuration #{spec['judge_config_id']} no longer exists")
+        try:
+            judge = build_judge(config, timeout_s=spec.get("timeout_s", 120.0))
+        except ValueError as exc:
+            raise JobFailed(str(exc)) from None
+        limits = RunLimits(**spec["limits"])
+        mode = spec.get("mode", JudgeCall.Mode.RATE)
+        if mode not in _JOBS:
+            raise JobFailed(f"a judging job cannot run in mode {mode!r}")
+        state = _JOBS[mode](run, config)
+        groups = state.groups(spec)
+        job_progress(run.job, done=0, total=len(groups))
+        state.load_rated(groups)
+        if config.provider not in ("oracle", "local") and price_for(config.model) is None:
+            run.log(f"no price is known for {config.model}: its cost shows as 0")
+        try:
+            summary = run_items(
+                judge,
+                state.items_to_call(iter(groups)),
+                limits,
+                on_outcome=state.record,
+                price=lambda usage: cost_usd(config.model, usage),
+                should_stop=lambda: state.cancelled,
+                call=state.call(judge),
+            )
+        except FatalJudgeError as exc:
+            state.save_metrics()
+            raise JobFailed(f"the judge refused: {exc}") from None
+        state.save_metrics()
+        if state.cancelled:
+            raise JobCancelled
+        if summary.stopped_at_max_cost:
+            run.set_metrics(stopped_at_max_cost=True)
+            run.log(
+                f"stopped: the cost reached the limit of ${limits.max_cost_usd}; "
+                "resume with a higher limit to rate the rest"
+            )
+
+
+def judge_rewriter(config: JudgeConfig) -> Callable[[str], str]:
+    """A text -> text function through the judge, each answer kept (JudgeCall, mode rewrite)
+    so that building the same recipe again pays nothing."""
+    judge = build_judge(config)
+
+    def rewrite(text: str) -> str:
+        import hashlib
+
+        key = hashlib.sha256(
+            "\x1f".join(
+                [config.provider, config.model, str(config.temperature), "rewrite", text]
+            ).encode()
+        ).hexdigest()
+        kept = JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK).first()
+        if kept is not None:
+            return str(kept.result["text"])
+        result = judge.complete(text)
+        JudgeCall.objects.create(
+            judge=config,
+            mode=JudgeCall.Mode.REWRITE,
+            cache_key=key,
+            status=JudgeCall.Status.OK,
+            result={"text": result.text},
+            raw_response=result.text,
+            attempts=1,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            cost_usd=cost_usd(config.model, result.usage),
+        )
+        return result.text
+
+    return rewrite
+
+
+def judge_answers(*, config: JudgeConfig, prompts: list[Prompt]) -> dict[int, str]:
+    """The judge's own answer to each prompt, found by the content hash of the call.
+
+    An answer job asks once per content: prompts with the same image, question and truth
+    (POPE repeats them across categories, two sources may share items) share one JudgeCall,
+    which names only the first of them. The key is the one the job computes, so every
+    prompt whose content was answered gets the answer; not by judge id either, so a
+    configuration identical to one that already answered finds the answer and pays nothing.
+    """
+    keys = {prompt.pk: _answer_key(config, _item(prompt, [])) for prompt in prompts}
+    found = dict(
+        JudgeCall.objects.filter(
+            cache_key__in=set(keys.values()),
+            mode=JudgeCall.Mode.ANSWER,
+            status=JudgeCall.Status.OK,
+        ).values_list("cache_key", "result")
+    )
+    return {pk: found[key].get("answer", "") for pk, key in keys.items() if key in found}

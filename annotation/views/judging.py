@@ -1,0 +1,41 @@
+"""The Judge page: staff rate completions with an AI judge."""
+
+from __future__ import annotations
+
+from django.shortcuts import redirect, render
+
+from annotation.forms import JudgeForm
+from annotation.services import judging
+from config.access import staff_required
+
+
+@staff_required
+def judge_launch(request):
+    # A generation job links here with ?checkpoint=&source= to judge what it made.
+    form = JudgeForm(request.POST or None, initial=request.GET.dict())
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            config = judging.judge_config_from_spec(
+                d["judge"],
+                prompt_version=d["prompt_version"],
+                temperature=d["temperature"],
+                base_url=d["base_url"].strip(),
+            )
+        except ValueError as exc:  # a judge that cannot be called: nothing was saved
+            form.add_error("judge", str(exc))
+            return render(request, "annotation/judge_launch.html", {"form": form})
+        try:
+            job = judging.judge_launch(
+                judge_config=config,
+                selection=form.selection(),
+                checkpoint_id=d["checkpoint"].pk if d.get("checkpoint") else None,
+                k_per_call=d["k_per_call"],
+                limits=form.limits(),
+                user=request.user,
+            )
+        except ValueError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("workers:job", job_id=job.pk)
+    return render(request, "annotation/judge_launch.html", {"form": form})

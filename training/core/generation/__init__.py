@@ -1,0 +1,33 @@
+"""Pure generation core: templates, seeded sampling, batching, backends. No Django."""
+
+from training.core.generation.core import (
+    GeneratedSamples,
+    GenerationBackend,
+    GenerationError,
+    GenerationRequest,
+    TransformersBackend,
+    VllmBackend,
+    choose_backend_name,
+    generate_batches,
+    generate_text,
+    pack_batches,
+)
+from training.core.generation.sampling import SamplingParams
+from training.core.generation.templates import TEMPLATES, PromptInput, render_prompt
+
+__all__ = [
+    "TEMPLATES",
+    "GeneratedSamples",
+    "GenerationBackend",
+    "GenerationError",
+    "GenerationRequest",
+    "PromptInput",
+    "SamplingParams",
+    "TransformersBackend",
+    "VllmBackend",
+    "choose_backend_name",
+    "generate_batches",
+    "generate_text",
+    "pack_batches",
+    "render_prompt",
+]
