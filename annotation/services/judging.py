@@ -27,6 +27,7 @@ from annotation.core.judges.runner import ItemOutcome, RunLimits, run_items
 from annotation.models import Completion, JudgeCall, JudgeConfig, Rating
 from datasets_app.models import Prompt
 from datasets_app.selectors import prompt_selection_ids
+from training.services.checkpoints import checkpoint_location
 from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_progress, job_running
 from workers.models import Job
 
@@ -73,8 +74,6 @@ def judge_config_check(*, provider: str, model: str, base_url: str = "") -> None
 def _local_judge_check(model: str) -> None:
     """A folder (absolute, or under CHECKPOINT_ROOT) with a config.json that transformers
     loads without a network; or a hub id that the hub (or its cache) knows."""
-    from training.services.checkpoints import checkpoint_location
-
     location = Path(checkpoint_location(model))
     if location.is_dir():
         if not (location / "config.json").is_file():
@@ -148,7 +147,6 @@ def build_judge(config: JudgeConfig, *, timeout_s: float = 120.0) -> Judge:
         return OracleJudge(model=config.model)
     if config.provider == "local":
         from annotation.core.judges.local_judge import LocalJudge
-        from training.services.checkpoints import checkpoint_location
 
         return LocalJudge(
             model=checkpoint_location(config.model),

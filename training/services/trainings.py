@@ -40,6 +40,7 @@ from training.core.recipes.config import (
 from training.core.runs import ZERO_STAGES, launch_command
 from training.models import Checkpoint, TrainingJob
 from training.services.checkpoints import checkpoint_location, checkpoint_stored_path
+from training.services.evaluations import evaluation_launch, evaluation_specs_check
 from workers.core.supervisor import supervise
 from workers.jobs import (
     JobCancelled,
@@ -193,8 +194,6 @@ def training_launch(
         output_dir=output_dir,
     )
     if evaluations:
-        from training.services.evaluations import evaluation_specs_check
-
         evaluations = evaluation_specs_check(evaluations)
     with transaction.atomic():
         job = job_create(
@@ -376,8 +375,6 @@ def _register_checkpoint(training: TrainingJob, config: TrainConfig) -> Checkpoi
 def _launch_evaluations(training: TrainingJob, checkpoint: Checkpoint, user: Any) -> None:
     if not training.evaluations:
         return
-    from training.services.evaluations import evaluation_launch
-
     for spec in training.evaluations:
         evaluation_launch(checkpoint=checkpoint, user=user, training_job=training, **spec)
 
