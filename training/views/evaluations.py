@@ -12,7 +12,13 @@ from django.utils.safestring import SafeString, mark_safe
 
 from common.charts import bars_svg
 from config.access import staff_required
-from training.core.evaluation.metrics import flatten_metrics
+from training.core.evaluation.metrics import (
+    PUBLISHED,
+    SCORER_COLUMNS,
+    flatten_metrics,
+    metric_value,
+    scorer_rows,
+)
 from training.forms import CompareForm, EvaluationForm
 from training.models import EvaluationRun
 from training.services import evaluations
@@ -73,6 +79,8 @@ def _detail_context(request, run_id: int) -> dict:
         "subjects": subjects,
         "contexts": contexts,
         "metric_rows": flatten_metrics(run.metrics),
+        "scorer_rows": scorer_rows(run.task, run.metrics),
+        "scorer_columns": SCORER_COLUMNS,
         "compare_url": _compare_with_base_url(run),
     }
 
@@ -102,10 +110,23 @@ def compare(request):
             tasks=form.cleaned_data["tasks"],
             baseline=form.cleaned_data["baseline"],
         )
+        _add_published(tables)
         charts = _charts(tables)
     return render(
         request, "training/compare.html", {"form": form, "tables": tables, "charts": charts}
     )
+
+
+def _add_published(tables: list[dict]) -> None:
+    """Beside each headline, the published scorers' numbers (lmms-eval, LLaVA) of the task,
+    so that a row compares with a published table."""
+    for table in tables:
+        columns = PUBLISHED.get(table["task"], ())
+        table["published"] = [label for _, label in columns]
+        table["colspan"] = len(table["metric_names"]) + len(columns) + 3
+        for row in table["rows"]:
+            if row["run"] is not None:
+                row["published"] = [metric_value(row["run"].metrics, p) for p, _ in columns]
 
 
 def _distinct(run: EvaluationRun, field: str) -> list[str]:

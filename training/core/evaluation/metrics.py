@@ -7,14 +7,28 @@ items is left out of a breakdown rather than reported as 0.
 Every record carries a numeric `score` (None when a judge gave nothing usable) whose mean
 over items is the task's first headline metric where it can be (accuracy; the mean judge
 score): `bootstrap_diff` on `item_scores` compares two runs on that.
+
+ScienceQA and POPE are scored three ways. The top level is this project's lenient reading
+(parsing.py: "The answer is X", "(X)", "Yes, there is"); it is the headline, and the
+per-item `score` the paired bootstrap compares stays on it. Beside it, sub-dicts named for
+the published scorer whose rules they follow, so that a number can be set against a
+published table: `llava` (POPE, LLaVA's llava/eval/eval_pope.py) and `lmms_eval` (POPE and
+ScienceQA, lmms-eval's tasks/pope/utils.py and tasks/scienceqa/utils.py), read from each
+record's raw answers. `SCORERS` says which is which, for the pages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from annotation.core.judges.base import ATTRIBUTES
+from training.core.evaluation.parsing import (
+    parse_choice_strict,
+    parse_yes_no_exact,
+    parse_yes_no_llava,
+)
 
 SUBJECT_ORDER = ("NAT", "SOC", "LAN")
 CONTEXT_ORDER = ("IMG", "TXT", "NO")
@@ -30,6 +44,91 @@ HEADLINE: dict[str, tuple[str, ...]] = {
 }
 
 Record = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One way of scoring a task: where its numbers sit in the metrics ("" for the top
+    level), the name it goes by on the pages, and how it reads an answer."""
+
+    path: str
+    label: str
+    rule: str
+    unread: str  # its count of the answers it could not read
+
+
+SCORERS: dict[str, tuple[Scorer, ...]] = {
+    "scienceqa": (
+        Scorer(
+            "",
+            "lenient (headline)",
+            'after LLaVA\'s eval_science_qa.py: "The answer is X" (the last one), "(X)", a'
+            " bare letter in either case, or a letter that opens the answer",
+            "parse_failures",
+        ),
+        Scorer(
+            "lmms_eval",
+            "lmms-eval (strict)",
+            'exact match: the letter in either case, or "X." at the start; "The answer is X"'
+            ' and "(X)" are wrong',
+            "parse_failures",
+        ),
+    ),
+    "pope": (
+        Scorer(
+            "",
+            "lenient (headline)",
+            'the answer starts with yes or no ("Yes, there is"); anything else is unparsed'
+            " and wrong",
+            "parse_failures",
+        ),
+        Scorer(
+            "llava",
+            "LLaVA eval_pope.py",
+            'the first sentence decides: "No", "no" or "not" means no, anything else yes;'
+            ' unparsed counts the yes that were only that default (no "yes" either)',
+            "unparsed",
+        ),
+        Scorer(
+            "lmms_eval",
+            "lmms-eval (strict)",
+            'exact match of the lower-cased answer ("Yes." is wrong); recall misses only an'
+            " exact \"no\"; yes-ratio is the model's (lmms-eval prints the truth's, here"
+            " gold_yes_ratio)",
+            "parse_failures",
+        ),
+    ),
+}
+SCORER_COLUMNS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+
+# The published scorers' numbers the comparison shows beside the headline: (path, label).
+PUBLISHED: dict[str, tuple[tuple[str, str], ...]] = {
+    "scienceqa": (("lmms_eval.accuracy", "accuracy · lmms-eval"),),
+    "pope": (
+        ("lmms_eval.f1", "f1 · lmms-eval"),
+        ("lmms_eval.accuracy", "accuracy · lmms-eval"),
+        ("llava.f1", "f1 · LLaVA"),
+        ("llava.unparsed", "default yes · LLaVA"),
+    ),
+}
+
+
+def scorer_rows(task: str, metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A row per scorer of `task` that the metrics hold: its Scorer, its values of
+    SCORER_COLUMNS (None where it has none) and its count of unread answers. Empty where
+    only the headline is there (another task; a run stored before these existed)."""
+    rows = []
+    for scorer in SCORERS.get(task, ()):
+        values = metrics.get(scorer.path) if scorer.path else metrics
+        if isinstance(values, Mapping):
+            rows.append(
+                {
+                    "scorer": scorer,
+                    "values": [metric_value(values, c) for c in SCORER_COLUMNS],
+                    "unread": values.get(scorer.unread),
+                }
+            )
+    return rows if len(rows) > 1 else []
 
 
 def headline_metrics(task: str) -> tuple[str, ...]:
@@ -83,7 +182,19 @@ def _accuracy(records: Sequence[Record]) -> dict[str, Any]:
         # Each sample scored, then averaged: the expected accuracy of one sample.
         "accuracy": _mean([float(r["score"]) for r in records]),
         "majority_accuracy": _mean([float(r["majority_correct"]) for r in records]),
+        "lmms_eval": _lmms_eval_choice(records),
     }
+
+
+def _lmms_eval_choice(records: Sequence[Record]) -> dict[str, Any]:
+    """lmms-eval's ScienceQA exact match (`sqa_process_results`): a bare letter or "X." at
+    the start is read, "The answer is X" and "(X)" are wrong. Averaged like `accuracy`."""
+    scores, unread = [], 0
+    for r in records:
+        letters = [parse_choice_strict(a) for a in r["answers"]]
+        unread += letters.count(None)
+        scores.append(sum(p == r["gold"] for p in letters) / len(letters))
+    return {"accuracy": _mean(scores), "parse_failures": unread}
 
 
 def scienceqa_metrics(records: Sequence[Record]) -> dict[str, Any]:
@@ -127,6 +238,49 @@ def _pope_scores(records: Sequence[Record]) -> dict[str, Any]:
         "yes_ratio": (tp + fp) / total if total else None,
         "majority_accuracy": _mean([float(r["majority_correct"]) for r in records]),
         "parse_failures": total - predicted,
+        "llava": _llava_pope(records),
+        "lmms_eval": _lmms_eval_pope(records),
+    }
+
+
+def _yes_no_scores(pairs: Sequence[tuple[str | None, str]]) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1 and the predicted yes-ratio over (said, truth)
+    pairs, as both published scorers count them: a false negative is a "no" to a yes
+    question, so an answer read as neither (None) is wrong but leaves recall alone."""
+    tp = sum(p == "yes" and g == "yes" for p, g in pairs)
+    fp = sum(p == "yes" and g == "no" for p, g in pairs)
+    fn = sum(p == "no" and g == "yes" for p, g in pairs)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "accuracy": _mean([float(p == g) for p, g in pairs]),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "yes_ratio": (tp + fp) / len(pairs) if pairs else None,
+    }
+
+
+def _llava_pope(records: Sequence[Record]) -> dict[str, Any]:
+    """Exactly LLaVA's eval_pope.py, which calls every answer without "No"/"no"/"not" in
+    its first sentence a yes; `unparsed` counts how many of those yes were only that
+    default (no "yes" in the sentence either), so that the reader sees how much of the
+    yes-ratio is real. Where LLaVA would divide by zero (no yes at all) we report 0."""
+    said = [(parse_yes_no_llava(a), str(r["gold"])) for r in records for a in r["answers"]]
+    pairs = [(p or "yes", g) for p, g in said]
+    return {**_yes_no_scores(pairs), "unparsed": sum(p is None for p, _ in said)}
+
+
+def _lmms_eval_pope(records: Sequence[Record]) -> dict[str, Any]:
+    """lmms-eval's POPE: exact match of the lower-cased, stripped answer ("Yes." is wrong);
+    a false negative only where the answer is exactly "no", so an unreadable answer to a
+    yes question leaves recall alone. lmms-eval's own yes-ratio is the truth's
+    (`gold_yes_ratio` here, ~0.5 on POPE); `yes_ratio` is what the model said."""
+    pairs = [(parse_yes_no_exact(a), str(r["gold"])) for r in records for a in r["answers"]]
+    return {
+        **_yes_no_scores(pairs),
+        "gold_yes_ratio": _mean([float(g == "yes") for _, g in pairs]),
+        "parse_failures": sum(p is None for p, _ in pairs),
     }
 
 

@@ -6,6 +6,21 @@ prompt drafts answers before its final one, and what follows it must be a letter
 the phrase, a bare letter ("B") or a letter that opens the answer ("B. the red circle",
 "(B) ...", "B: ..."). A letter outside the choices is a parse failure, not a guess at
 something else in the text.
+
+Yes/no: the answer must start with "yes" or "no" ("Yes, there is" -> yes).
+
+Beside these lenient readings, the rules of two published scorers, so that a number can be
+set against a published table (metrics.py reports each under its scorer's name):
+- LLaVA's `llava/eval/eval_pope.py` (haotian-liu/LLaVA): the first sentence (the text up to
+  the first "."), commas removed, split on spaces; "No", "no" or "not" among the words means
+  no, anything else yes. `parse_yes_no_llava` returns None where that yes is only the
+  default (no "yes" among the words), so that the default can be counted.
+- lmms-eval's `lmms_eval/tasks/pope/utils.py` (`pope_process_results`): exact match of
+  `answer.lower().strip()` against "yes" / "no", so "Yes." is neither
+  (`parse_yes_no_exact`); and `lmms_eval/tasks/scienceqa/utils.py`
+  (`sqa_process_results`): the stripped answer equals the letter in either case, or starts
+  with an uppercase letter and "." ("B. the red circle"); "The answer is B", "(B)" and
+  "b." are wrong (`parse_choice_strict`).
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ _LETTER_AFTER = re.compile(r"\s*:?\s*(?:\(([A-Za-z])\)|([A-Z])(?![\w'])|([a-z])(
 _BARE = re.compile(r"^\(?([A-Za-z])\)?[.:]?$")
 _LEADING = re.compile(r"^\(?([A-Za-z])(?:\)|[.:])(?:\s|$)")
 _FIRST_WORD = re.compile(r"[a-z]+")
+_MARKUP = " \t\n\"'*`.,:;!?-()[]"
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 
 
@@ -50,6 +66,45 @@ def parse_yes_no(text: str) -> str | None:
         return None
     word = match.group(0)
     return word if word in ("yes", "no") else None
+
+
+def parse_yes_no_llava(text: str) -> str | None:
+    """LLaVA eval_pope.py's reading: "no" where it says no; "yes" where it says yes and the
+    first sentence has the word "yes"; None where its yes is the default for an answer with
+    neither ("I cannot tell"), which `... or "yes"` turns back into LLaVA's own answer.
+
+    The answer is stripped first, as LLaVA's generation scripts write it.
+    """
+    sentence = text.strip().split(".")[0].replace(",", "")
+    words = sentence.split(" ")  # spaces only, as LLaVA splits: "No!" is not the word "No"
+    if "No" in words or "no" in words or "not" in words:
+        return "no"
+    # Whether a word is "yes" is ours to decide (LLaVA never asks): any case, markup off.
+    if any(w.lower().strip(_MARKUP) == "yes" for w in words):
+        return "yes"
+    return None
+
+
+def parse_yes_no_exact(text: str) -> str | None:
+    """lmms-eval's POPE reading: the whole answer, lower-cased and stripped, is "yes" or
+    "no"; anything else (None) is wrong, and never a "yes"."""
+    answer = text.lower().strip()
+    return answer if answer in ("yes", "no") else None
+
+
+def parse_choice_strict(text: str) -> str | None:
+    """lmms-eval's ScienceQA reading, as the uppercase letter it compares with the target:
+    the stripped answer is a letter in either case ("b"), or starts with an uppercase letter
+    and a full stop ("B.", "B. the red circle"); None for anything else. A letter outside
+    the choices is returned: lmms-eval scores it wrong, not unreadable."""
+    answer = text.strip()
+    if len(answer) == 1:
+        letter = answer.upper()
+    elif len(answer) >= 2 and answer[0].isupper() and answer[1] == ".":
+        letter = answer[0]
+    else:
+        return None
+    return letter if letter in LETTERS else None
 
 
 def parse_review_scores(text: str) -> tuple[float, float] | None:
