@@ -70,37 +70,49 @@ def diverging_colour(value: float | None) -> str:
 
 
 def bars_svg(
-    labels: Sequence[str], counts: Sequence[float], title: str, colour: str = PALETTE[0]
+    labels: Sequence[str],
+    counts: Sequence[float | None],
+    title: str,
+    colour: str = PALETTE[0],
 ) -> str:
     """Vertical bars on axes, scaled to the largest count, each labelled with its count.
 
     A zero is drawn as a hairline on the axis with its "0": an empty chart would read as a
-    chart that failed to draw."""
+    chart that failed to draw. None is a value that does not exist (a run that never
+    finished): no bar at all, and "n/a" where its count would be, so it never reads as 0."""
     if not counts:
         return _empty(title, "no data")
-    top = max(counts) or 1
+    largest = max((c for c in counts if c is not None), default=0.0)
+    top = largest or 1
     slot = (WIDTH - 2 * PAD) / len(counts)
     # Room above the tallest bar for its count, below the title.
     ceiling, base = 36, 24 + (HEIGHT - 40)
     body = [
         f'<line class="axis" x1="{PAD}" y1="{base}" x2="{WIDTH - PAD}" y2="{base}" stroke="#999"/>',
         f'<line class="axis" x1="{PAD}" y1="{ceiling}" x2="{PAD}" y2="{base}" stroke="#999"/>',
-        f'<text x="{PAD - 3}" y="{ceiling + 6}" font-size="9" text-anchor="end">{top:.3g}</text>',
         f'<text x="{PAD - 3}" y="{base}" font-size="9" text-anchor="end">0</text>',
     ]
-    for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
-        height = max((base - ceiling) * count / top, 1.0)
-        x = PAD + i * slot
-        y = base - height
+    if largest > 0:  # with nothing above zero, a second "0" at the top would say nothing
         body.append(
-            f'<rect class="bar" x="{x + 2:.1f}" y="{y:.1f}" width="{max(slot - 4, 1):.1f}" '
-            f'height="{height:.1f}" fill="{_text(colour)}">'
-            f"<title>{_text(label)}: {count:g}</title></rect>"
+            f'<text x="{PAD - 3}" y="{ceiling + 6}" font-size="9" text-anchor="end">'
+            f"{largest:.3g}</text>"
         )
+    for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
+        x = PAD + i * slot
+        y: float = base
+        if count is not None:
+            height = max((base - ceiling) * count / top, 1.0)
+            y = base - height
+            body.append(
+                f'<rect class="bar" x="{x + 2:.1f}" y="{y:.1f}" width="{max(slot - 4, 1):.1f}" '
+                f'height="{height:.1f}" fill="{_text(colour)}">'
+                f"<title>{_text(label)}: {count:g}</title></rect>"
+            )
         if len(counts) <= 16:
+            shown = "n/a" if count is None else f"{count:.3g}"
             body.append(
                 f'<text class="value" x="{x + slot / 2:.1f}" y="{y - 3:.1f}" font-size="9" '
-                f'text-anchor="middle">{count:.3g}</text>'
+                f'text-anchor="middle">{shown}</text>'
             )
             body.append(
                 f'<text x="{x + slot / 2:.1f}" y="{HEIGHT + 4}" font-size="9" '

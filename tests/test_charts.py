@@ -58,3 +58,15 @@ def test_no_module_but_the_chart_module_writes_svg():
         if "<svg" in path.read_text(encoding="utf-8")
     ]
     assert writers == ["common/charts.py"] and templates == []
+
+
+def test_a_missing_value_has_no_bar_and_never_reads_as_zero():
+    svg = charts.bars_svg(["base", "sft", "dpo"], [0.4, None, 0.0], "scienceqa: accuracy")
+    assert svg.count('<rect class="bar"') == 2  # the zero keeps its hairline, None has none
+    values = [t.split(">", 1)[1].split("<", 1)[0] for t in svg.split('<text class="value"')[1:]]
+    assert values == ["0.4", "n/a", "0"]
+
+
+def test_a_chart_of_zeros_labels_its_axis_once():
+    svg = charts.bars_svg(["a", "b"], [0.0, 0.0], "all zero")
+    assert svg.count('text-anchor="end">0</text>') == 1

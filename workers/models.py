@@ -14,7 +14,6 @@ class Job(models.Model):
         IMPORT = "import", "Import"
         GENERATION = "generation", "Generation"
         JUDGING = "judging", "Judging"
-        CURATION = "curation", "Curation"
         EXPORT = "export", "Export"
         TRAINING = "training", "Training"
         EVALUATION = "evaluation", "Evaluation"

@@ -146,14 +146,13 @@ def short_labels(names: list[str]) -> list[str]:
 
 
 def _charts(tables: list[dict]) -> list[SafeString]:
-    """A bar chart per task and headline metric, one bar per checkpoint (0 where missing)."""
+    """A bar chart per task and headline metric, one bar per checkpoint (none where a
+    checkpoint has no finished run, so a missing run never reads as a score of 0)."""
     charts = []
     for table in tables:
         labels = short_labels([row["checkpoint"].name for row in table["rows"]])
         for index, metric in enumerate(table["metric_names"]):
-            values = [
-                (row["values"][index] if "values" in row else None) or 0.0 for row in table["rows"]
-            ]
+            values = [row["values"][index] if "values" in row else None for row in table["rows"]]
             title = f"{table['task']}: {metric}"
             # bars_svg escapes every label and number it writes.
             charts.append(mark_safe(bars_svg(labels, values, title)))  # noqa: S308
