@@ -30,13 +30,10 @@ def _form(**changes) -> dict:
     }
 
 
-def _tiny_config(folder) -> None:
-    from transformers import LlamaConfig
+def _tiny_checkpoint(tiny_dir, folder) -> None:
+    import shutil
 
-    LlamaConfig(
-        vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
-        num_attention_heads=2,
-    ).save_pretrained(folder)  # fmt: skip
+    shutil.copytree(tiny_dir, folder)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +83,7 @@ def test_the_command_refuses_the_same_and_creates_nothing(shapes_source, setting
     assert JudgeConfig.objects.count() == 0 and Job.objects.count() == 0
 
 
-def test_a_local_folder_needs_a_config_that_transformers_loads(tmp_path, settings):
+def test_a_local_folder_needs_a_config_that_transformers_loads(tmp_path, settings, tiny_dir):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match=r"has no config\.json"):
@@ -103,10 +100,19 @@ def test_a_local_folder_needs_a_config_that_transformers_loads(tmp_path, setting
         judging.judge_config_from_spec(f"local:{not_json}")
     assert JudgeConfig.objects.count() == 0
 
-    _tiny_config(tmp_path / "good")
+    text_only = tmp_path / "text-only"  # a language model alone cannot judge images
+    from transformers import LlamaConfig
+
+    LlamaConfig(
+        vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2
+    ).save_pretrained(text_only)
+    with pytest.raises(ValueError, match="does not load"):
+        judging.judge_config_from_spec(f"local:{text_only}")
+
+    _tiny_checkpoint(tiny_dir, tmp_path / "good")
     assert judging.judge_config_from_spec(f"local:{tmp_path / 'good'}").provider == "local"
     # A folder under CHECKPOINT_ROOT is named relative to it.
-    _tiny_config(settings.CHECKPOINT_ROOT / "judges" / "tiny")
+    _tiny_checkpoint(tiny_dir, settings.CHECKPOINT_ROOT / "judges" / "tiny")
     assert judging.judge_config_from_spec("local:judges/tiny").model == "judges/tiny"
 
 

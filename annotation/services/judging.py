@@ -27,6 +27,7 @@ from annotation.core.judges.runner import ItemOutcome, RunLimits, run_items
 from annotation.models import Completion, JudgeCall, JudgeConfig, Rating
 from datasets_app.models import Prompt
 from datasets_app.selectors import prompt_selection_ids
+from training.core.modeling import ModelLoadError, check_policy
 from training.services.checkpoints import checkpoint_location
 from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_progress, job_running
 from workers.models import Job
@@ -72,29 +73,19 @@ def judge_config_check(*, provider: str, model: str, base_url: str = "") -> None
 
 
 def _local_judge_check(model: str) -> None:
-    """A folder (absolute, or under CHECKPOINT_ROOT) with a config.json that transformers
-    loads without a network; or a hub id that the hub (or its cache) knows."""
-    location = Path(checkpoint_location(model))
-    if location.is_dir():
-        if not (location / "config.json").is_file():
-            raise ValueError(f"local judge: {model} has no config.json")
-        _load_model_config(str(location), model, local_files_only=True)
-    elif _HUB_ID.match(model) and not location.exists():
-        _load_model_config(model, model, local_files_only=False)
-    else:
+    """A folder (absolute, or under CHECKPOINT_ROOT) or a hub id that the model loader's own
+    check passes (config, processor, adapter), since the local judge loads through it."""
+    location = checkpoint_location(model)
+    if not Path(location).exists() and not _HUB_ID.match(model):
         raise ValueError(f"local judge: no checkpoint folder {model}")
-
-
-def _load_model_config(location: str, model: str, *, local_files_only: bool) -> None:
-    from transformers import AutoConfig
-
+    if Path(location).is_dir() and not any(
+        (Path(location) / name).is_file() for name in ("config.json", "adapter_config.json")
+    ):
+        raise ValueError(f"local judge: {model} has no config.json")
     try:
-        AutoConfig.from_pretrained(location, local_files_only=local_files_only)
-    except (OSError, ValueError, KeyError) as exc:
-        # OSError: no such folder or hub id (offline: not in the cache); ValueError /
-        # KeyError: a config.json that is not JSON or names an unknown model type.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"local judge: the config of {model} does not load: {reason}") from None
+        check_policy(location)
+    except ModelLoadError as exc:
+        raise ValueError(f"local judge: {model} does not load: {exc}") from None
 
 
 def judge_config_get_or_create(
