@@ -167,3 +167,21 @@ def test_one_repo_root():
             if any(isinstance(t, ast.Name) and t.id == "REPO_ROOT" for t in targets):
                 defined.append(str(path.relative_to(ROOT)))
     assert defined == ["training/core/protocol.py"]
+
+
+def test_a_stop_signal_ends_training_even_when_its_exception_is_caught():
+    """The SIGTERM handler's exception may land in library code that catches Exception;
+    the flag it sets still tells the Trainer to stop at the next step."""
+    from types import SimpleNamespace
+
+    from training.core.recipes.common import MetricsCallback
+
+    stopped: list[str] = []
+    callback = MetricsCallback(lambda line: None, stop_requested=lambda: bool(stopped))
+    control = SimpleNamespace(should_training_stop=False)
+    state = SimpleNamespace(global_step=3)
+    callback.on_step_end(None, state, control)
+    assert control.should_training_stop is False
+    stopped.append("stopped by signal 15")
+    callback.on_step_end(None, state, control)
+    assert control.should_training_stop is True and callback.global_step == 3

@@ -33,6 +33,12 @@ class Terminated(Exception):
     """SIGTERM arrived: the supervisor stopped the job."""
 
 
+# Set by the SIGTERM handler. The exception it raises may land inside library code that
+# catches Exception and carries on; the flag still stops training (MetricsCallback) and
+# turns the end of the run into a failure.
+_stopped_by: list[str] = []
+
+
 class MetricsLog:
     """Appends JSON lines to OUTPUT_DIR/metrics.jsonl (flushed each line, so a reader sees
     progress at once) and writes heartbeats from a daemon thread."""
@@ -123,7 +129,7 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
     log.start_heartbeat(supervisor_pid=int(supervisor) if supervisor else None)
     from training.core.recipes import common  # transformers: seconds of imports, after "started"
 
-    callback = common.MetricsCallback(log.write)
+    callback = common.MetricsCallback(log.write, stop_requested=lambda: bool(_stopped_by))
     log.step = lambda: callback.global_step
     if config.recipe == "dpo":
         from training.core.recipes import dpo
@@ -133,6 +139,8 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
         from training.core.recipes import sft
 
         result = sft.main(config, callbacks=[callback], report=log.write)
+    if _stopped_by:
+        raise Terminated(_stopped_by[0])
     log.event(
         Event.FINISHED,
         step=result.global_step,
@@ -184,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(f"stopped by signal {signum}")
+    _stopped_by.append(f"stopped by signal {signum}")
+    raise Terminated(_stopped_by[0])
 
 
 def _report_failure(log: MetricsLog | None, exc: BaseException, config_path: str) -> None:

@@ -300,8 +300,9 @@ class MetricsCallback(TrainerCallback):
     """Turns each Trainer log into one JSON record (step, epoch, loss, learning_rate,
     tokens_per_s, the DPO rewards, eval_* metrics) and tracks the step for heartbeats."""
 
-    def __init__(self, write: Report) -> None:
+    def __init__(self, write: Report, stop_requested: Callable[[], bool] = lambda: False) -> None:
         self._write = write
+        self._stop_requested = stop_requested
         self.global_step = 0
         self._tokens_at: tuple[float, float] | None = None  # (time, num_tokens) at last log
 
@@ -313,6 +314,9 @@ class MetricsCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.global_step = state.global_step
+        # A stop signal whose exception some library code caught still ends the run here.
+        if self._stop_requested():
+            control.should_training_stop = True
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
