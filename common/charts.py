@@ -282,3 +282,97 @@ def lines_svg(
             f'fill="{colour}">— {_text(name)}</text>'
         )
     return _frame(WIDTH, HEIGHT + 40, title, body)
+
+
+# --- estimates with intervals: grouped bars with whiskers -----------------------------------
+
+
+def grouped_bars_svg(
+    groups: Sequence[str],
+    series: Sequence[str],
+    values: Sequence[Sequence[float | None]],
+    intervals: Sequence[Sequence[Sequence[float] | None]],
+    title: str,
+) -> str:
+    """Bars grouped by `groups` (e.g. question kinds), one bar per series in every group,
+    coloured by series with a legend; `values[s][g]` is series s in group g and
+    `intervals[s][g]` its (low, high), drawn as a whisker over the bar.
+
+    The axis runs from 0 to the highest bar or whisker. As in bars_svg, a zero is a hairline
+    and a None value has no bar but an "n/a" where it would be, so that it never reads as 0;
+    a None interval has no whisker."""
+    if len(values) != len(series) or len(intervals) != len(series):
+        raise ValueError("values and intervals need one row per series")
+    if any(len(row) != len(groups) for row in (*values, *intervals)):
+        raise ValueError("every row of values and intervals needs one entry per group")
+    if not groups or not series:
+        return _empty(title, "no data")
+    bar, group_gap = 16, 18
+    group_width = len(series) * bar + group_gap
+    left, ceiling, base = PAD + 10, 36, HEIGHT - 16
+    width = max(WIDTH, left + len(groups) * group_width + 8)
+    legend_width = 170  # room for "rejection-sampling SFT" at font size 10
+    per_legend_row = max(1, int((width - left) // legend_width))
+    legend_rows = math.ceil(len(series) / per_legend_row)
+    height = base + 36 + 14 * legend_rows
+    highs = [
+        finite
+        for s, row in enumerate(values)
+        for g, value in enumerate(row)
+        for v in (value, *(intervals[s][g] or ()))
+        if (finite := _finite(v)) is not None
+    ]
+    top = max(highs, default=0.0) or 1.0
+
+    def y_of(v: float) -> float:
+        return base - (base - ceiling) * max(v, 0.0) / top
+
+    body = [
+        f'<line class="axis" x1="{left}" y1="{base}" x2="{width - 8}" y2="{base}" stroke="#999"/>',
+        f'<line class="axis" x1="{left}" y1="{ceiling}" x2="{left}" y2="{base}" stroke="#999"/>',
+        f'<text x="{left - 3}" y="{base}" font-size="9" text-anchor="end">0</text>',
+        f'<text x="{left - 3}" y="{ceiling + 6}" font-size="9" text-anchor="end">{top:.3g}</text>',
+    ]
+    for g, group in enumerate(groups):
+        x0 = left + group_gap / 2 + g * group_width
+        body.append(
+            f'<text class="group-label" x="{x0 + len(series) * bar / 2:.1f}" y="{base + 14}" '
+            f'font-size="10" text-anchor="middle">{_text(group)}</text>'
+        )
+        for s, name in enumerate(series):
+            x, colour = x0 + s * bar, PALETTE[s % len(PALETTE)]
+            value, interval = _finite(values[s][g]), intervals[s][g]
+            if value is None:
+                body.append(
+                    f'<text class="missing" x="{x + bar / 2:.1f}" y="{base - 3}" font-size="8" '
+                    f'text-anchor="middle">n/a</text>'
+                )
+            else:
+                y = min(y_of(value), base - 1.0)
+                shown = f"{_text(group)} · {_text(name)}: {_format(value)}"
+                if interval is not None:
+                    shown += f" [{_format(interval[0])}, {_format(interval[1])}]"
+                body.append(
+                    f'<rect class="bar" x="{x + 1:.1f}" y="{y:.1f}" width="{bar - 2}" '
+                    f'height="{base - y:.1f}" fill="{colour}" data-series="{_text(name)}" '
+                    f'data-group="{_text(group)}"><title>{shown}</title></rect>'
+                )
+            low, high = (_finite(v) for v in interval) if interval is not None else (None, None)
+            if low is not None and high is not None:
+                mid, y_low, y_high = x + bar / 2, y_of(low), y_of(high)
+                body.append(
+                    f'<line class="whisker" x1="{mid:.1f}" y1="{y_low:.1f}" x2="{mid:.1f}" '
+                    f'y2="{y_high:.1f}" stroke="#1d2330" stroke-width="1.2"/>'
+                )
+                for y_cap in (y_low, y_high):
+                    body.append(
+                        f'<line class="whisker-cap" x1="{mid - 4:.1f}" y1="{y_cap:.1f}" '
+                        f'x2="{mid + 4:.1f}" y2="{y_cap:.1f}" stroke="#1d2330"/>'
+                    )
+    for s, name in enumerate(series):
+        row, column = divmod(s, per_legend_row)
+        body.append(
+            f'<text class="legend" x="{left + legend_width * column}" y="{base + 32 + 14 * row}" '
+            f'font-size="10" fill="{PALETTE[s % len(PALETTE)]}">■ {_text(name)}</text>'
+        )
+    return _frame(width, height, title, body)

@@ -206,6 +206,8 @@ MEDIA_SIGNED_URL_SECONDS = env_int("MEDIA_SIGNED_URL_SECONDS", 300)
 
 # Model folders; a shared volume when workers run on several machines.
 CHECKPOINT_ROOT = env_path("CHECKPOINT_ROOT", VAR_DIR / "checkpoints")
+# Where the instruction-tuned start is cached, by checksum (unset: CHECKPOINT_ROOT/start).
+START_CACHE_DIR = os.environ.get("START_CACHE_DIR") or None
 
 # Imports: limits that keep a hostile or broken file from hurting the server.
 IMPORT_MAX_IMAGE_BYTES = env_int("IMPORT_MAX_IMAGE_BYTES", 20 * 1024 * 1024)

@@ -407,6 +407,29 @@ def test_judge_answer_sft():
     assert result.dropped == {"no judge answer": 2}
 
 
+def test_reference_sft_answers_options_the_seed_000_way_and_others_by_their_reference():
+    from datasets_app.core.curation.strategies import reference_sft
+
+    prompts = [
+        sqa(1, hint=""),
+        prompt(2, reference_answer=" yes "),
+        prompt(3),
+        prompt(4, choices=("a", "b"), answer_index=None, reference_answer="a"),
+    ]
+    result = reference_sft(prompts, {}, ANY, seed=0)
+    assert result.rows == [
+        SftRow(
+            prompt_id=1,
+            question="Which property do these two objects have in common?\nA. shiny\nB. soft",
+            response="The answer is B.",
+            rater="reference",
+        ),
+        SftRow(prompt_id=2, question="question 2", response="yes", rater="reference"),
+        SftRow(prompt_id=4, question="question 4", response="a", rater="reference"),
+    ]
+    assert result.dropped == {"no reference answer": 1}
+
+
 # --- ScienceQA ----------------------------------------------------------------------------
 
 

@@ -220,9 +220,21 @@ def test_steered_generation_opens_the_assistant_turn_with_the_label(tiny_policy)
     steered = SamplingParams(k=2, temperature=0.9, max_new_tokens=8, seed=1, steer=STEER)
     request = _requests(1)[0]
     processor = tiny_policy.processor
-    assert chat_text(processor, request, steered) == chat_text(processor, request, plain) + (
-        STEER + "\n"
-    )
+    # The training row's text (the SteerLM export: label part, then the response) starts
+    # with the steered prompt, and what follows is the response: the template's space after
+    # "ASSISTANT:" is kept (it was dropped before, a token the model never saw in training).
+    text = chat_text(processor, request, steered)
+    assert text == chat_text(processor, request, plain) + " " + STEER + "\n"
+    conversation = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": STEER + "\n"}, {"type": "text", "text": "red"}],
+        },
+    ]
+    trained = processor.apply_chat_template(conversation)
+    asked = processor.apply_chat_template(conversation[:1], add_generation_prompt=True)
+    assert trained.startswith(asked + " " + STEER + "\n")
     backend = TransformersBackend(tiny_policy)
     label_tokens = len(processor.tokenizer(STEER + "\n", add_special_tokens=False).input_ids)
     assert backend.prompt_tokens(request, steered) >= backend.prompt_tokens(request, plain) + (

@@ -278,3 +278,14 @@ def test_a_fatal_error_stops_the_run():
 def test_the_run_stops_when_the_cost_limit_is_reached():
     summary, outcomes, _ = _run(ScriptedJudge({}), _items(50), concurrency=1, max_cost_usd=0.45)
     assert summary.stopped_at_max_cost and len(outcomes) == 5  # 0.1 $ each
+
+
+def test_the_oracle_reads_a_short_answer_by_its_first_word():
+    from annotation.core.judges.oracle import rate_completion
+
+    item = JudgeItem("p", "How many shapes are in the image?", ("2", "Two.", "3", ""))
+    rated = [rate_completion(text, item, "2") for text in item.completions]
+    assert [r.correctness for r in rated] == [4, 1, 1, 0]
+    # yes/no questions keep their rule: "no" or "not" anywhere reads as no
+    yes_no = JudgeItem("q", "Is there a red shape in the image?", ("There is not.",))
+    assert rate_completion("There is not.", yes_no, "no").correctness == 4

@@ -18,7 +18,7 @@ from annotation.models import Completion
 from annotation.services import campaigns
 from datasets_app.models import DatasetVersion
 from datasets_app.services import exports
-from training.models import Checkpoint, EvaluationRun, TrainingJob
+from training.models import Checkpoint, EvaluationRun, LoopRun, TrainingJob
 from workers.jobs import job_create
 from workers.models import Job
 
@@ -95,6 +95,8 @@ TABLE: dict[tuple[str, str], tuple[str, dict, dict | None]] = {
     ("training:evaluation", ""): ("evaluation", STAFF, None),
     ("training:evaluation_live", ""): ("evaluation", STAFF, None),
     ("training:compare", ""): ("", STAFF, None),
+    ("training:loops", ""): ("", STAFF, None),
+    ("training:loop", ""): ("loop", STAFF, None),
     # Annotation
     ("annotation:campaigns", ""): ("", ANNOTATORS, None),
     ("annotation:campaign_new", ""): ("", CURATORS, curators_then(200)),
@@ -227,6 +229,7 @@ def world(shapes_source, make_user):
         "versions": {"version_id": other.pk, "other_id": version.pk},
         "training": {"training_id": training.pk},
         "evaluation": {"run_id": evaluation.pk},
+        "loop": {"loop_id": LoopRun.objects.create(tag="loop-matrix").pk},
         "campaign": {"campaign_id": campaign.pk},
         "campaign_item": {"item_id": assignment.item_id},
         "assignment": {"assignment_id": assignment.pk},

@@ -250,3 +250,15 @@ def test_the_comparison_shows_the_published_scorers_beside_the_headline(
     row = body.split('data-checkpoint="ck-b"')[1].split("</tr>")[0]
     published = row.split('<td class="published">')[1:]
     assert [cell.split("</td>")[0] for cell in published] == ["0.500", "0.222", "0.727", "2"]
+
+
+def test_an_answer_that_is_one_options_text_reads_as_that_option_leniently_only():
+    from training.core.evaluation.parsing import parse_choice, parse_choice_strict
+
+    choices = ("3", "1", "red", "B")
+    assert parse_choice("3", 4, choices) == 0
+    assert parse_choice("Red.", 4, choices) == 2
+    assert parse_choice("B", 4, choices) == 1  # a bare letter is still the letter
+    assert parse_choice("The answer is C.", 4, choices) == 2
+    assert parse_choice("4", 4, choices) is None and parse_choice("3", 4) is None
+    assert parse_choice_strict("3") is None

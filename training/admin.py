@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from training.models import Checkpoint, EvaluationRun, TrainingJob
+from training.models import Checkpoint, EvaluationRun, LoopRun, TrainingJob
 
 
 @admin.register(Checkpoint)
@@ -23,3 +23,18 @@ class EvaluationRunAdmin(admin.ModelAdmin):
     list_display = ["task", "checkpoint", "job", "created_at"]
     list_filter = ["task"]
     list_select_related = ["checkpoint", "job"]
+
+
+@admin.register(LoopRun)
+class LoopRunAdmin(admin.ModelAdmin):
+    """Read-only: a record is written by `run_loop` through training.services.loop_runs."""
+
+    list_display = ["tag", "status", "created_at", "finished_at"]
+    list_filter = ["status"]
+    search_fields = ["tag"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -159,3 +159,34 @@ class EvaluationItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.key}"
+
+
+class LoopRun(models.Model):
+    """One `run_loop` run: its options, what each stage did, and its results (accuracy per
+    checkpoint, deltas against the start with intervals, per question kind, the logps
+    curves). The shapes are training/core/loop_results.py's; services check them first."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    tag = models.CharField(max_length=200, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    config = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="the command's --json result")
+    breakdown = models.JSONField(default=dict, blank=True)
+    stages = models.JSONField(default=list, blank=True)
+    logps = models.JSONField(default=dict, blank=True)
+    # role -> pk: ids, not foreign keys, so that the record outlives a deleted checkpoint.
+    checkpoint_ids = models.JSONField(default=dict, blank=True)
+    versions = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.tag

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training.views import evaluations, generation, trainings
+from training.views import evaluations, generation, loops, trainings
 
 app_name = "training"
 urlpatterns = [
@@ -18,4 +18,6 @@ urlpatterns = [
         name="evaluation_live",
     ),
     path("compare/", evaluations.compare, name="compare"),
+    path("loops/", loops.loop_list, name="loops"),
+    path("loops/<int:loop_id>/", loops.loop_detail, name="loop"),
 ]

@@ -9,13 +9,14 @@ loadable by `datasets` with the image column decoded as PIL images.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ COLOURS = {
 }
 OBJECTS = tuple((colour, kind) for colour in COLOURS for kind in KINDS)  # all 12 descriptions
 POPE_CATEGORIES = ("random", "popular", "adversarial")
+# Colours that "usually occur together" in a world drawn with `cooccur` > 0.
+PARTNERS = {"red": "yellow", "yellow": "red", "blue": "green", "green": "blue"}
 SUBJECTS = ("natural science", "social science", "language science")
 LETTERS = "ABCD"
 
@@ -78,6 +81,52 @@ class Scene:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class World:
+    """What a shapes data set asks about, and how its scenes are drawn."""
+
+    max_shapes: int = 4
+    question_types: tuple[str, ...] = ("count", "colour", "position")
+    # "shape": POPE asks about colour+kind ("Is there a red circle in the image?");
+    # "colour": about a colour alone ("Is there a red shape in the image?").
+    pope_objects: str = "shape"
+    cooccur: float = 0.0  # see random_scene
+    # With a part, only scenes whose hash falls in that half are drawn (`scene_part`): the
+    # instruction set's images (part 0) and the demo's and loop's (part 1) never overlap.
+    part: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.question_types) - {"count", "colour", "position"}
+        if unknown or not self.question_types:
+            raise ValueError(f"question types are count, colour, position; not {unknown}")
+        if self.pope_objects not in ("shape", "colour"):
+            raise ValueError(f"pope_objects is 'shape' or 'colour', not {self.pope_objects!r}")
+        if not 1 <= self.max_shapes <= 4 or not 0 <= self.cooccur <= 1:
+            raise ValueError("max_shapes is 1-4 and cooccur is 0-1")
+
+    def scene(self, rng: random.Random) -> Scene:
+        while True:
+            scene = random_scene(rng, max_shapes=self.max_shapes, cooccur=self.cooccur)
+            if self.part is None or scene_part(scene) == self.part:
+                return scene
+
+
+def scene_part(scene: Scene) -> int:
+    """0 or 1, from a hash of the scene: which of two disjoint halves of the world it is in."""
+    return hashlib.sha256(scene.to_json().encode()).digest()[0] % 2
+
+
+# The world of the first wave: four shapes, colour+kind existence questions.
+CLASSIC = World()
+# The world the tiny model can learn (issue 14's ceiling table): at most three shapes, count
+# and colour questions, POPE about colours, partner colours drawn together half the time.
+LEARNABLE = World(
+    max_shapes=3, question_types=("count", "colour"), pope_objects="colour", cooccur=0.5, part=1
+)
+# The same world, other images: where the instruction-tuned start learns (`instruct_rows`).
+INSTRUCT = replace(LEARNABLE, part=0)
+
+
 def random_scene(
     rng: random.Random,
     *,
@@ -86,9 +135,16 @@ def random_scene(
     min_shapes: int = 1,
     max_shapes: int = 4,
     background: str = "white",
+    cooccur: float = 0.0,
 ) -> Scene:
-    """1-4 non-overlapping shapes, each a distinct colour+kind, so "the red circle" names one."""
-    objects = rng.sample(OBJECTS, rng.randint(min_shapes, max_shapes))
+    """1-4 non-overlapping shapes, each a distinct colour+kind, so "the red circle" names one.
+
+    With `cooccur` > 0, each shape after the first takes, with that chance, the partner
+    colour (`PARTNERS`) of a shape already chosen: the co-occurrence statistics that POPE's
+    adversarial split samples from, and that a language prior learns.
+    """
+    n = rng.randint(min_shapes, max_shapes)
+    objects = _cooccurring_objects(rng, n, cooccur) if cooccur > 0 else rng.sample(OBJECTS, n)
     while True:  # random placement can paint itself into a corner; start again (rare)
         placed: list[Shape] = []
         for colour, kind in objects:
@@ -103,6 +159,17 @@ def random_scene(
                 break
         if len(placed) == len(objects):
             return Scene(width, height, background, tuple(placed))
+
+
+def _cooccurring_objects(rng: random.Random, n: int, cooccur: float) -> list[tuple[str, str]]:
+    chosen = [rng.choice(OBJECTS)]
+    while len(chosen) < n:
+        pool = [o for o in OBJECTS if o not in chosen]
+        if rng.random() < cooccur:
+            partners = {PARTNERS[colour] for colour, _ in chosen}
+            pool = [o for o in pool if o[0] in partners] or pool
+        chosen.append(rng.choice(pool))
+    return chosen
 
 
 def _apart(x: int, y: int, half: int, other: Shape) -> bool:
@@ -158,6 +225,7 @@ _EXTREME_RE = re.compile(rf"Which shape is ({'|'.join(EXTREMES)})\?")
 _SIDE_RE = re.compile(rf"Is the {_NAME} on the left or the right\?")
 _LEVEL_RE = re.compile(rf"Is the {_NAME} at the top or the bottom\?")
 _EXIST_RE = re.compile(rf"Is there a {_NAME} in the image\?")
+_COLOUR_EXIST_RE = re.compile(rf"Is there an? ({'|'.join(COLOURS)}) shape in the image\?")
 
 
 def _question(
@@ -230,6 +298,10 @@ def existence_text(colour: str, kind: str) -> str:
     return f"Is there a {colour} {kind} in the image?"
 
 
+def colour_existence_text(colour: str) -> str:
+    return f"Is there a {colour} shape in the image?"
+
+
 def pope_negative(
     scene: Scene, category: str, rng: random.Random, ranking: list[tuple[str, str]]
 ) -> tuple[str, str]:
@@ -252,6 +324,46 @@ def pope_negative(
     else:
         raise ValueError(f"unknown POPE category {category!r}")
     return rng.choice(pool)
+
+
+def pope_negative_colour(
+    scene: Scene, category: str, rng: random.Random, scenes_stats: ColourStats
+) -> str:
+    """An absent colour chosen the POPE way for `category`.
+
+    random: any absent colour. popular: the most frequent colour of the whole set that this
+    image lacks. adversarial: the absent colour that co-occurs most often, over the set, with
+    the colours present (in a world drawn with `cooccur`, a present colour's partner).
+    """
+    present = {s.colour for s in scene.shapes}
+    absent = [c for c in COLOURS if c not in present]
+    if category == "random":
+        return rng.choice(absent)
+    if category == "popular":
+        return next(c for c in scenes_stats.ranking if c not in present)
+    if category == "adversarial":
+        with_present = {c: sum(scenes_stats.together[(p, c)] for p in present) for c in absent}
+        return max(absent, key=lambda c: (with_present[c], -list(COLOURS).index(c)))
+    raise ValueError(f"unknown POPE category {category!r}")
+
+
+@dataclass(frozen=True)
+class ColourStats:
+    """Colour frequencies and co-occurrences over a set of scenes (for POPE's sampling)."""
+
+    ranking: list[str]  # most frequent first
+    together: Counter[tuple[str, str]]  # (a, b) -> images with both
+
+    @classmethod
+    def of(cls, scenes: Iterable[Scene]) -> ColourStats:
+        freq: Counter[str] = Counter()
+        together: Counter[tuple[str, str]] = Counter()
+        for scene in scenes:
+            colours = {s.colour for s in scene.shapes}
+            freq.update(colours)
+            together.update((a, b) for a in colours for b in colours if a != b)
+        ranking = sorted(COLOURS, key=lambda c: (-freq[c], list(COLOURS).index(c)))
+        return cls(ranking=ranking, together=together)
 
 
 def object_ranking(scenes: Iterable[Scene]) -> list[tuple[str, str]]:
@@ -299,7 +411,23 @@ def oracle_answer(scene: Scene | Mapping[str, Any] | str, question: str) -> str 
         return "top" if s.y * 2 < scene.height else "bottom"
     if m := _EXIST_RE.fullmatch(q):
         return "yes" if f"{m[1]} {m[2]}" in by_name else "no"
+    if m := _COLOUR_EXIST_RE.fullmatch(q):
+        return "yes" if any(s.colour == m[1] for s in scene.shapes) else "no"
     return None
+
+
+def question_kind(question: str) -> str:
+    """Which of this module's templates a question is: count, colour, position, existence."""
+    q = question.strip().split("\n")[0]
+    if q == COUNT_TEXT:
+        return "count"
+    if _COLOUR_RE.fullmatch(q):
+        return "colour"
+    if _EXTREME_RE.fullmatch(q) or _SIDE_RE.fullmatch(q) or _LEVEL_RE.fullmatch(q):
+        return "position"
+    if _EXIST_RE.fullmatch(q) or _COLOUR_EXIST_RE.fullmatch(q):
+        return "existence"
+    return "other"
 
 
 # ---------------------------------------------------------------- rows and parquet files
@@ -347,13 +475,16 @@ def _image_struct(png: bytes, name: str) -> dict[str, Any]:
     return {"bytes": png, "path": f"{name}.png"}
 
 
-def scienceqa_rows(scenes: list[Scene], pngs: list[bytes], seed: int) -> list[dict[str, Any]]:
+def scienceqa_rows(
+    scenes: list[Scene], pngs: list[bytes], seed: int, world: World = CLASSIC
+) -> list[dict[str, Any]]:
     """One multiple-choice question per image; the preferred type cycles, falling back in order."""
     rng = random.Random(f"{seed}:scienceqa")  # noqa: S311 - data generation, not security
-    order = list(QUESTION_TYPES)
+    order = list(world.question_types)
     rows = []
     for i, (scene, png) in enumerate(zip(scenes, pngs, strict=True)):
-        preferred = order[i % 3 :] + order[: i % 3]
+        preferred = order[i % len(order) :] + order[: i % len(order)]
+        preferred += [t for t in ("count",) if t not in preferred]
         # count is always answerable, so one of them returns a question
         q = next(q for t in preferred if (q := QUESTION_TYPES[t](scene, rng)) is not None)
         meta = QTYPE_META[q.qtype]
@@ -379,25 +510,35 @@ def scienceqa_rows(scenes: list[Scene], pngs: list[bytes], seed: int) -> list[di
     return rows
 
 
-def pope_rows(scenes: list[Scene], pngs: list[bytes], seed: int) -> list[dict[str, Any]]:
+def pope_rows(
+    scenes: list[Scene], pngs: list[bytes], seed: int, world: World = CLASSIC
+) -> list[dict[str, Any]]:
     """Per image and category one present and one absent object: exactly 50% yes per category."""
     rng = random.Random(f"{seed}:pope")  # noqa: S311 - data generation, not security
     ranking = object_ranking(scenes)
+    stats = ColourStats.of(scenes)
     rows: list[dict[str, Any]] = []
     for category in POPE_CATEGORIES:
         for i, (scene, png) in enumerate(zip(scenes, pngs, strict=True)):
             source = f"shapes-{seed}-{i:05d}"
             present = rng.choice(scene.shapes)
-            pair = [
-                ((present.colour, present.kind), "yes"),
-                (pope_negative(scene, category, rng, ranking), "no"),
-            ]
+            if world.pope_objects == "colour":
+                absent = pope_negative_colour(scene, category, rng, stats)
+                pair = [
+                    (colour_existence_text(present.colour), "yes"),
+                    (colour_existence_text(absent), "no"),
+                ]
+            else:
+                pair = [
+                    (existence_text(present.colour, present.kind), "yes"),
+                    (existence_text(*pope_negative(scene, category, rng, ranking)), "no"),
+                ]
             rng.shuffle(pair)  # so that "yes first" is not a shortcut
-            for (colour, kind), answer in pair:
+            for question, answer in pair:
                 rows.append(
                     {
                         "question_id": len(rows),
-                        "question": existence_text(colour, kind),
+                        "question": question,
                         "answer": answer,
                         "image": _image_struct(png, source),
                         "image_source": source,
@@ -473,20 +614,22 @@ def write_pope_parquet(path: str | Path, rows: list[dict[str, Any]]) -> None:
     _write(path, rows, POPE_COLUMNS)
 
 
-def make_shapes(out_dir: str | Path, *, n: int, seed: int) -> dict[str, Any]:
+def make_shapes(
+    out_dir: str | Path, *, n: int, seed: int, world: World = CLASSIC
+) -> dict[str, Any]:
     """Write out_dir/scienceqa.parquet and out_dir/pope.parquet for n images; return counts.
 
-    Deterministic: the same n and seed give byte-identical files.
+    Deterministic: the same n, seed and world give byte-identical files.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{seed}:scenes")  # noqa: S311 - data generation, not security
-    scenes = [random_scene(rng) for _ in range(n)]
+    scenes = [world.scene(rng) for _ in range(n)]
     pngs = [png_bytes(draw_scene(s)) for s in scenes]
-    sqa = scienceqa_rows(scenes, pngs, seed)
-    pope = pope_rows(scenes, pngs, seed)
+    sqa = scienceqa_rows(scenes, pngs, seed, world)
+    pope = pope_rows(scenes, pngs, seed, world)
     write_scienceqa_parquet(out / "scienceqa.parquet", sqa)
     write_pope_parquet(out / "pope.parquet", pope)
     return {
@@ -497,4 +640,170 @@ def make_shapes(out_dir: str | Path, *, n: int, seed: int) -> dict[str, Any]:
         "subjects": dict(Counter(r["subject"] for r in sqa)),
         "pope_categories": dict(Counter(r["category"] for r in pope)),
         "pope_yes": sum(r["answer"] == "yes" for r in pope),
+    }
+
+
+# ---------------------------------------------------------------- an instruction set with a flaw
+
+DESCRIBE_TEXT = "Describe the image."
+# Per ten images: four yes/no questions, two counts, two colours, one multiple choice, one
+# description (issue 14: seed 000's ScienceQA rows plus yes/no and "Describe the image").
+INSTRUCT_CYCLE = (
+    *("exist", "exist", "count", "colour", "choice"),
+    *("exist", "exist", "count", "colour", "describe"),
+)
+
+
+def describe(scene: Scene) -> str:
+    """ "A red circle and a blue square." in left-to-right order."""
+    names = [f"a {s.name}" for s in sorted(scene.shapes, key=lambda s: (s.x, s.y))]
+    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return text[0].upper() + text[1:] + "."
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The flaw planted in an instruction set: its annotators answered from a prior.
+
+    `cooccurrence`: the share of questions about an absent colour whose partner colour
+    (PARTNERS) is present that were answered "yes", a language prior that makes the trained
+    model hallucinate the partner, as POPE's adversarial split finds in real LLaVAs.
+    `disagreement`: the share of all yes/no answers then flipped (annotators who disagree),
+    which leaves the model unsure enough that K samples at T=0.7 differ.
+    """
+
+    cooccurrence: float = 0.7
+    disagreement: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.cooccurrence <= 1 and 0 <= self.disagreement <= 0.5):
+            raise ValueError("cooccurrence is 0-1 and disagreement 0-0.5")
+
+
+def _short(question: str) -> str:
+    from training.core.generation.templates import SHORT_ANSWER_SUFFIX
+
+    return question + SHORT_ANSWER_SUFFIX
+
+
+def _existence_row(scene: Scene, rng: random.Random, prior: Prior) -> tuple[str, str, str]:
+    """(question, answer as written, what the prior changed: "", "prior", "disagreement")."""
+    present = {s.colour for s in scene.shapes}
+    absent = [c for c in COLOURS if c not in present]
+    if rng.random() < 0.5 or not absent:
+        colour, truth = rng.choice(sorted(present)), "yes"
+    else:
+        near = [c for c in absent if PARTNERS[c] in present]
+        colour = rng.choice(near if near and rng.random() < 0.5 else absent)
+        truth = "no"
+    answer, planted = truth, ""
+    if truth == "no" and PARTNERS[colour] in present and rng.random() < prior.cooccurrence:
+        answer, planted = "yes", "prior"
+    if rng.random() < prior.disagreement:
+        answer = "no" if answer == "yes" else "yes"
+        planted = planted or "disagreement"
+    return colour_existence_text(colour), answer, planted
+
+
+# The loop's prompt pool: the questions preference data is collected on.
+POOL_CYCLE = ("exist", "exist", "count", "colour")
+
+
+def instruct_rows(
+    scenes: list[Scene],
+    pngs: list[bytes],
+    seed: int,
+    prior: Prior,
+    *,
+    cycle: tuple[str, ...] = INSTRUCT_CYCLE,
+    short_suffix: bool = True,
+) -> list[dict[str, Any]]:
+    """Rows of a "prompts"-format instruction set (all train split), INSTRUCT_CYCLE in turn.
+
+    Yes/no, count and colour questions carry LLaVA's short-answer instruction in their text,
+    as LLaVA's own instruction mix does; the multiple-choice rows are ScienceQA-shaped
+    (choices and answer_index), for seed 000's short target. `planted` says which answers
+    the prior wrote (the truth is in `scene`, and the oracle still knows it).
+    Without `short_suffix` the questions are stored bare, for a generation template to ask.
+    """
+    suffixed = _short if short_suffix else (lambda question: question)
+    rng = random.Random(f"{seed}:instruct")  # noqa: S311 - data generation, not security
+    rows = []
+    for i, (scene, png) in enumerate(zip(scenes, pngs, strict=True)):
+        kind = cycle[i % len(cycle)]
+        row: dict[str, Any] = {"choices": [], "answer_index": None, "planted": ""}
+        if kind == "exist":
+            question, row["reference_answer"], row["planted"] = _existence_row(scene, rng, prior)
+            row["question"] = suffixed(question)
+        elif kind == "count" or (kind == "colour" and colour_question(scene, rng) is None):
+            kind = "count"
+            row["question"], row["reference_answer"] = suffixed(COUNT_TEXT), str(len(scene.shapes))
+        elif kind == "colour":
+            counts = Counter(s.kind for s in scene.shapes)
+            shape = rng.choice([s for s in scene.shapes if counts[s.kind] == 1])
+            row["question"] = suffixed(f"What colour is the {shape.kind}?")
+            row["reference_answer"] = shape.colour
+        elif kind == "choice":
+            q = colour_question(scene, rng) if i % 2 else None
+            q = q or count_question(scene, rng)
+            row.update(question=q.text, choices=q.choices, answer_index=q.answer)
+            row["reference_answer"] = ""
+        else:
+            row["question"], row["reference_answer"] = DESCRIBE_TEXT, describe(scene)
+        rows.append(
+            {
+                "image": _image_struct(png, f"instruct-{seed}-{i:05d}"),
+                **row,
+                "kind": kind,
+                "split": "train",
+                "scene": scene.to_json(),
+            }
+        )
+    return rows
+
+
+INSTRUCT_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("image", _IMAGE_TYPE),
+    ("question", pa.string()),
+    ("reference_answer", pa.string()),
+    ("choices", _STR_LIST),
+    ("answer_index", pa.int64()),
+    ("kind", pa.string()),
+    ("planted", pa.string()),
+    ("split", pa.string()),
+    ("scene", pa.string()),
+]
+
+
+def make_instruct(
+    path: str | Path,
+    *,
+    n: int,
+    seed: int,
+    prior: Prior,
+    world: World = INSTRUCT,
+    cycle: tuple[str, ...] = INSTRUCT_CYCLE,
+    short_suffix: bool = True,
+    exclude: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Write an instruction set (a "prompts"-format parquet) for n images; return counts.
+
+    `exclude`: scenes (as JSON) never to draw, e.g. those of an evaluation set.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, not {n}")
+    rng = random.Random(f"{seed}:instruct-scenes")  # noqa: S311 - data generation
+    scenes: list[Scene] = []
+    while len(scenes) < n:
+        scene = world.scene(rng)
+        if scene.to_json() not in exclude:
+            scenes.append(scene)
+    pngs = [png_bytes(draw_scene(s)) for s in scenes]
+    rows = instruct_rows(scenes, pngs, seed, prior, cycle=cycle, short_suffix=short_suffix)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _write(path, rows, INSTRUCT_COLUMNS)
+    return {
+        "rows": len(rows),
+        "kinds": dict(Counter(r["kind"] for r in rows)),
+        "planted": dict(Counter(r["planted"] for r in rows if r["planted"])),
     }

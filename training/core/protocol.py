@@ -173,6 +173,9 @@ CURVE_KEYS = (
     "rewards/rejected",
     "rewards/margins",
     "rewards/accuracies",
+    # Watched in DPO: when pairs differ in a short answer, plain DPO can push both down.
+    "logps/chosen",
+    "logps/rejected",
 )
 
 

@@ -70,6 +70,8 @@ class EvaluationSpec:
     split: str | None = None
     judge_id: int | None = None
     seed: int = 0
+    # A SteerLM attribute string that opens every answer (a SteerLM checkpoint, steered).
+    steer: str = ""
 
     def checked(self) -> EvaluationSpec:
         """Normalised (prompt and token defaults filled in); ValueError lists the problems."""
@@ -90,6 +92,7 @@ class EvaluationSpec:
                 temperature=self.temperature,
                 max_new_tokens=self.max_new_tokens,
                 seed=self.seed,
+                steer=self.steer,
             ).validate()
         except ValueError as exc:
             errors.append(str(exc).replace("k must", "samples must", 1))
@@ -154,9 +157,10 @@ def evaluation_launch(
     """Check the spec (task, file, prompt, sampling, judge), then queue a gpu job."""
     spec = _spec(values)
     with transaction.atomic():
+        steered = f", steered {spec.steer}" if spec.steer else ""
         job = job_create(
             kind=Job.Kind.EVALUATION,
-            title=f"{spec.task} ({spec.prompt}) on {checkpoint.name}",
+            title=f"{spec.task} ({spec.prompt}{steered}) on {checkpoint.name}",
             created_by=user,
         )
         run = EvaluationRun.objects.create(
@@ -260,6 +264,7 @@ def evaluation_run(*, job_id: int) -> None:
                     max_new_tokens=p["max_new_tokens"],
                     token_budget=budget,
                     seed=p.get("seed", 0),
+                    steer=p.get("steer", ""),
                 ),
                 judge=judge,
                 prompt=evaluation.prompt or None,

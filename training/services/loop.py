@@ -1,31 +1,31 @@
-"""The whole loop on the tiny model and the shapes world, stage by stage, in this process.
+"""The alignment loop from the instruction-tuned start, stage by stage, in this process.
 
-build the tiny model -> make shapes data -> import -> generate K=4 -> oracle judge ->
-curate (a rejection-sampling SFT set, a DPO set, the judge-answer SFT set) -> train SFT ->
-generate from the SFT checkpoint -> judge -> curate DPO -> train DPO -> evaluate base, SFT
-and DPO on the held-out shapes (scienceqa and pope) -> compare.
+start (built once, cached) -> held-out evaluation world + a disjoint prompt pool -> import the
+pool -> generate K=4 at T=0.7 -> oracle ratings -> curate best_vs_random_gap (DPO),
+rejection_sampling (RS) and steerlm -> train DPO, RS-SFT and SteerLM from the start -> round 2:
+generate from DPO, rate, curate, DPO again (design step 8, iterative DPO) -> evaluate every
+checkpoint on ScienceQA and POPE -> deltas against the start with paired bootstrap intervals.
 
-Every stage goes through the same services (and job rows) as the pages and commands; only
-the queue is skipped, each job body running here. Used by `manage.py run_loop` (the demo)
-and by the end-to-end test.
+Every stage goes through the same services (and job rows) as the pages and commands; only the
+queue is skipped, each job body running here. Used by `manage.py run_loop` and the loop test.
 
-Each stage is a small function that takes what it needs (the loop's config and what earlier
-stages returned) and returns a frozen record of what it made, with a one-line `detail`;
-`run_loop` is the list of stages in order, each called through one timer. A new stage is one
-more function and one more line there; a round is a function that calls stages.
+Each stage is a small function that takes what it needs and returns a frozen record of what
+it made, with a one-line `detail`; `run_loop` is the list of stages, each called through one
+timer, and a round is a function that calls stages.
 
-The base model has random weights, so none of its samples answers a question: rejection
-sampling over them has nothing correct to keep. The first SFT set is therefore the judge's
-own answers (`judge_answer_sft`, seed 001's baseline, seed 003's AI-judge answers); the
-rejection-sampling and DPO sets of the base are still built and reported. From the SFT
-checkpoint on, samples can be right, and the DPO set comes from them.
+Why this start (issue 14): preference data only helps a model that can do the task but does
+not use the ability well. The start sees colours (its training reaches 0.99-1.0 on colour
+existence without the prior), but its instruction data said "yes" to the partner of a colour
+it sees, so it hallucinates on POPE. Its own samples, rated by the oracle, give pairs that
+say "not that one", which is what DPO can use.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -35,37 +35,57 @@ from django.utils import timezone
 
 from annotation.models import JudgeCall, JudgeConfig
 from annotation.services import judging
-from datasets_app.core.shapes import make_shapes
-from datasets_app.models import DatasetVersion, Source
+from datasets_app.core.shapes import LEARNABLE, POOL_CYCLE, Prior, make_instruct, make_shapes
+from datasets_app.core.shapes import question_kind as shapes_question_kind
+from datasets_app.models import DatasetRow, DatasetVersion, Source
 from datasets_app.services import versions
 from datasets_app.services.imports import prompts_import
+from training.core.evaluation.data import load_items
 from training.core.generation import SamplingParams
-from training.models import Checkpoint
-from training.services import checkpoints, evaluations, generation, trainings
+from training.core.loop_results import accuracy_interval
+from training.models import Checkpoint, EvaluationRun, LoopRun
+from training.services import evaluations, generation, loop_runs, trainings
+from training.services.start import StartBuilt, StartRecipe, start_checkpoint
 from workers.models import Job
 
-# Small enough for a 2-core CPU in a few minutes, large enough for the SFT gain to show.
-DEFAULT_IMAGES = 300
-TRAIN_DEFAULTS = {
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.0,
-    "per_device_train_batch_size": 8,
-    "per_device_eval_batch_size": 32,
-    "logging_steps": 5,
+ROLES = ("start", "dpo", "rs", "steerlm", "dpo_round2")
+TASKS = ("scienceqa", "pope")
+HEADLINE = "pope"  # where the start's flaw is, and what the README names
+# Held-out world: every image gives one ScienceQA item and six POPE items.
+DEFAULT_EVAL_IMAGES = 300
+DEFAULT_POOL_IMAGES = 1200
+DEFAULT_ROUNDS = 2
+K, TEMPERATURE = 4, 0.7  # seed 001's sampling
+
+# Measured out of tree first (issue 14's note), then through these recipes: the full model
+# (projector and vision tower too), RPO's NLL term on the chosen answer so that its
+# likelihood does not fall with the rejected one, lr 4e-4, 300 steps of 16 pairs (measured:
+# +22.2 points [+18.5, +26.0] on POPE; lr 2e-4 for 600 steps gave +22.8, twice as long).
+_FULL = {"finetune": "full", "freeze_vision_tower": False, "train_projector": True}
+TRAIN_COMMON = {
+    **_FULL,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 64,
+    "lr_scheduler_type": "linear",
+    "warmup_ratio": 0.03,
+    "logging_steps": 10,
     "save_steps": 0,
-    "torch_threads": 1,  # see tests/test_recipes.py: one thread is fastest for the tiny model
+    "torch_threads": 2,
 }
-SFT_OVERRIDES = {"learning_rate": 3e-3, "num_train_epochs": 4.0}
-DPO_OVERRIDES = {"learning_rate": 1e-3, "num_train_epochs": 2.0, "beta": 0.1}
-# min_score 12 of 20: a right, direct, coherent answer (the oracle sums 4 + 4 + 4 for it).
+DPO_OVERRIDES = {
+    "learning_rate": 4e-4,
+    "max_steps": 300,
+    "beta": 0.1,
+    "loss_type": ["sigmoid", "sft"],
+}
+SFT_OVERRIDES = {"learning_rate": 2e-4, "max_steps": 300}  # rejection sampling and SteerLM
+# min_score 12 of 12: right, direct and coherent (the oracle gives 4 + 4 + 4 for it).
 REJECTION_SAMPLING_PARAMS = {"min_score": 12}
 CURATION_FILTERS = {"eval_fraction": 0.1}
 ORACLE = {"name": "oracle (rules)", "provider": "oracle", "model": "rules-v1"}
-# task -> the shapes file it reads and its options (scienceqa's own test split is held out).
-EVALUATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "scienceqa": ("scienceqa.parquet", {"split": "test", "prompt": "zero_shot"}),
-    "pope": ("pope.parquet", {}),
+EVAL_OPTIONS: dict[str, dict[str, Any]] = {
+    "scienceqa": {"max_new_tokens": 8},  # "The answer is X." and its end
+    "pope": {"max_new_tokens": 4},
 }
 
 
@@ -79,42 +99,60 @@ class LoopConfig:
 
     tag: str
     root: Path
-    images: int = DEFAULT_IMAGES
+    eval_images: int = DEFAULT_EVAL_IMAGES
+    pool_images: int = DEFAULT_POOL_IMAGES
+    rounds: int = DEFAULT_ROUNDS
     seed: int = 0
-    k: int = 4
+    k: int = K
+    temperature: float = TEMPERATURE
+    dpo_steps: int = DPO_OVERRIDES["max_steps"]
+    sft_steps: int = SFT_OVERRIDES["max_steps"]
+    start: StartRecipe = field(default_factory=StartRecipe)
 
     @classmethod
-    def new(cls, *, images: int, seed: int, k: int) -> LoopConfig:
+    def new(cls, **options: Any) -> LoopConfig:
         tag = f"loop-{timezone.now():%Y%m%d-%H%M%S}"
         root = Path(settings.CHECKPOINT_ROOT) / "loops" / tag
-        return cls(tag=tag, root=root, images=images, seed=seed, k=k)
+        return cls(tag=tag, root=root, **options)
 
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "shapes"
+    def check(self) -> None:
+        problems = []
+        if self.eval_images < 10:
+            problems.append("--eval-images must be at least 10")
+        if self.pool_images < 20:
+            problems.append("--pool-images must be at least 20")
+        if not 1 <= self.rounds <= 5:
+            problems.append("--rounds must be 1-5")
+        if not 2 <= self.k <= 16:
+            problems.append("--k must be 2-16 (pairs need two samples)")
+        if self.dpo_steps < 1 or self.sft_steps < 1:
+            problems.append("--dpo-steps and --sft-steps must be at least 1")
+        if problems:
+            raise LoopError("; ".join(problems))
+
+    def record(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["root"] = str(self.root)
+        values["headline"] = HEADLINE
+        return values
 
 
 # What each stage makes. `detail` is the stage's line in the log.
 
 
 @dataclass(frozen=True)
-class Built:
-    base: Checkpoint
-    path: Path
+class World:
+    eval_dir: Path
+    pool_path: Path
+    counts: dict[str, Any]
 
     @property
     def detail(self) -> str:
-        return f"random-weight tiny LLaVA at {self.path}"
-
-
-@dataclass(frozen=True)
-class Shapes:
-    data_dir: Path
-    counts: dict[str, int]
-
-    @property
-    def detail(self) -> str:
-        return f"{self.counts['scienceqa']} ScienceQA rows, {self.counts['pope']} POPE rows"
+        c = self.counts
+        return (
+            f"held out: {c['scienceqa']} ScienceQA and {c['pope']} POPE items; "
+            f"pool: {c['pool']['rows']} prompts ({c['pool']['kinds']}), disjoint images"
+        )
 
 
 @dataclass(frozen=True)
@@ -124,7 +162,6 @@ class Imported:
 
     @property
     def selection(self) -> dict[str, Any]:
-        """What generation, judging and curation work on: the source's train split."""
         return {"source_id": self.source.pk, "split": "train"}
 
     @property
@@ -136,21 +173,21 @@ class Imported:
 class Generated:
     policy: Checkpoint
     completions: int
+    distinct: float  # share of prompts whose samples hold at least two different answers
 
     @property
     def detail(self) -> str:
-        return f"{self.completions} completions"
+        return f"{self.completions} completions; {self.distinct:.0%} of prompts got 2+ answers"
 
 
 @dataclass(frozen=True)
 class Judged:
     judge: JudgeConfig
     prompts: int
-    mode: str
 
     @property
     def detail(self) -> str:
-        return f"{self.prompts} prompts ({self.mode})"
+        return f"{self.prompts} prompts rated"
 
 
 @dataclass(frozen=True)
@@ -167,43 +204,47 @@ class Curated:
         stats = self.version.stats
         splits = ", ".join(f"{n} {s}" for s, n in sorted(stats.get("splits", {}).items()))
         shown = f"{self.version} with {self.version.row_count} rows ({self.strategy})"
-        shown += f" from {stats.get('prompts')} prompts; {splits}"
-        left_out = "; ".join(f"{why}: {n}" for why, n in (stats.get("dropped") or {}).items())
-        return f"{shown}; left out {left_out}" if left_out else shown
+        return f"{shown} from {stats.get('prompts')} prompts; {splits}"
 
 
 @dataclass(frozen=True)
 class Trained:
     checkpoint: Checkpoint
     steps: int
-    evals: dict[str, float]
+    logps: list[list[float | None]]  # [step, logps/chosen, logps/rejected] as TRL logged them
 
     @property
     def detail(self) -> str:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in self.evals.items() if "runtime" not in k)
-        return f"{self.steps} steps; {shown}"
+        shown = f"{self.steps} steps"
+        if self.logps:
+            first, last = self.logps[0], self.logps[-1]
+            shown += f"; logps/chosen {first[1]:.3f} -> {last[1]:.3f}"
+        return shown
 
 
 @dataclass(frozen=True)
 class Evaluated:
-    accuracy: dict[str, dict[str, float | None]]  # task -> checkpoint label -> accuracy
+    runs: dict[str, dict[str, EvaluationRun]]  # role -> task -> run
 
     @property
     def detail(self) -> str:
-        return "; ".join(
-            f"{task} accuracy " + ", ".join(f"{n} {pct(a)}" for n, a in by_label.items())
-            for task, by_label in self.accuracy.items()
-        )
+        parts = []
+        for task in TASKS:
+            shown = ", ".join(
+                f"{role} {pct(by_task[task].metrics.get('accuracy'))}"
+                for role, by_task in self.runs.items()
+            )
+            parts.append(f"{task} {shown}")
+        return "; ".join(parts)
 
 
 @dataclass
 class LoopReport:
     tag: str
-    stages: list[tuple[str, float, str]] = field(default_factory=list)  # name, seconds, detail
+    record: LoopRun
+    result: dict[str, Any]  # the --json line
+    stages: list[tuple[str, float, str]] = field(default_factory=list)
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
-    versions: dict[str, DatasetVersion | None] = field(default_factory=dict)
-    accuracy: dict[str, dict[str, float | None]] = field(default_factory=dict)  # task -> ckpt
-    data_dir: Path | None = None
 
     @property
     def total_s(self) -> float:
@@ -211,10 +252,14 @@ class LoopReport:
 
     @property
     def compare_url(self) -> str:
-        """The comparison page of every checkpoint of the loop on every evaluated task."""
+        """The comparison page of the loop's checkpoints on both tasks, start first."""
         ids = "&".join(f"checkpoints={c.pk}" for c in self.checkpoints.values())
-        tasks = "".join(f"&tasks={task}" for task in self.accuracy)
+        tasks = "".join(f"&tasks={task}" for task in TASKS)
         return f"{reverse('training:compare')}?{ids}{tasks}"
+
+    @property
+    def record_url(self) -> str:
+        return reverse("training:loop", args=[self.record.pk])
 
 
 class _Made(Protocol):
@@ -244,138 +289,325 @@ class Timer:
 
 
 def run_loop(
-    *,
-    images: int = DEFAULT_IMAGES,
-    seed: int = 0,
-    k: int = 4,
-    log: Callable[[str], None] = lambda line: None,
+    *, config: LoopConfig | None = None, log: Callable[[str], None] = lambda line: None
 ) -> LoopReport:
-    config = LoopConfig.new(images=images, seed=seed, k=k)
+    config = config or LoopConfig.new()
+    config.check()
+    started = time.monotonic()
     stage = Timer(log)
+    record = loop_runs.loop_run_start(tag=config.tag, config=config.record())
+    try:
+        report = _stages(config, stage, record, started)
+    except Exception as exc:
+        loop_runs.loop_run_fail(record, error=f"{type(exc).__name__}: {exc}", stages=stage.stages)
+        if isinstance(exc, LoopError):
+            raise
+        raise LoopError(f"{type(exc).__name__}: {exc}") from exc
+    return report
 
-    base = stage("build the tiny model", build_model, config).base
-    shapes = stage("make shapes data", make_shapes_data, config)
-    data = stage("import", import_shapes, config, shapes)
-    stage(f"generate K={k} from base", generate, config, data, base)
-    oracle = stage("oracle judge (rate base)", rate, data, base).judge
-    stage("oracle judge (answers)", answer, data, oracle)
-    rs_base = stage(
-        "curate rejection-sampling SFT (base)", curate_rs, config, data, "rs-base", base
+
+def _stages(config: LoopConfig, stage: Timer, record: LoopRun, started: float) -> LoopReport:
+    start = stage("the start (tiny-llava shapes SFT)", build_start, config).checkpoint
+    world = stage("make the held-out world and the pool", make_world, config)
+    data = stage("import the pool", import_pool, config, world)
+    oracle = _oracle()
+    generated = stage(f"generate K={config.k} from the start", generate, config, data, start)
+    stage("oracle judge (rate the start)", rate, data, oracle, start)
+    dpo_set = stage("curate DPO (best_vs_random_gap)", curate_dpo, config, data, "dpo", start)
+    rs_set = stage("curate rejection-sampling SFT", curate_rs, config, data, start)
+    steer_set = stage("curate SteerLM", curate_steerlm, config, data, start)
+    trained = {
+        "dpo": stage("train DPO", train_dpo, config, dpo_set, start, "dpo"),
+        "rs": stage("train rejection-sampling SFT", train_sft, config, rs_set, start, "rs"),
+        "steerlm": stage("train SteerLM", train_steerlm, config, steer_set, start),
+    }
+    sets = {"dpo": dpo_set, "rs": rs_set, "steerlm": steer_set}
+    latest = trained["dpo"].checkpoint
+    for n in range(2, config.rounds + 1):
+        role = f"dpo_round{n}"
+        stage(f"generate K={config.k} from {latest.name}", generate, config, data, latest)
+        stage(f"oracle judge (rate round {n - 1})", rate, data, oracle, latest)
+        sets[role] = stage(f"curate DPO (round {n})", curate_dpo, config, data, role, latest)
+        trained[role] = stage(f"train DPO (round {n})", train_dpo, config, sets[role], latest, role)
+        latest = trained[role].checkpoint
+    policies = {"start": start, **{role: made.checkpoint for role, made in trained.items()}}
+    steer = steering_label(sets["steerlm"])
+    evaluated = stage(
+        "evaluate every checkpoint", evaluate, world, policies, steer={"steerlm": steer}
     )
-    dpo_base = stage("curate DPO (base)", curate_dpo, config, data, "dpo-base", base)
-    sft_set = stage("curate judge-answer SFT", curate_answers, config, data, oracle)
-    sft = stage("train SFT", train_sft, config, sft_set, base).checkpoint
-    stage(f"generate K={k} from SFT", generate, config, data, sft)
-    stage("oracle judge (rate SFT)", rate, data, sft)
-    rs_sft = stage("curate rejection-sampling SFT (SFT)", curate_rs, config, data, "rs-sft", sft)
-    dpo_set = stage("curate DPO (SFT)", curate_dpo, config, data, "dpo", sft)
-    if dpo_set.version is None:  # every SFT sample scored alike: pair with the base
-        dpo_set = stage("curate DPO (SFT + base)", curate_dpo, config, data, "dpo", sft, base)
-    dpo = stage("train DPO", train_dpo, config, dpo_set, sft).checkpoint
-    checkpoints = {"base": base, "sft": sft, "dpo": dpo}
-    evaluated = stage("evaluate base, SFT, DPO", evaluate, shapes, checkpoints)
 
+    result = loop_result(evaluated, policies, wall_s=time.monotonic() - started)
+    result["distinct_answers"] = generated.distinct
+    breakdown = loop_breakdown(evaluated, world)
+    logps = {role: made.logps for role, made in trained.items() if made.logps}
+    record = loop_runs.loop_run_finish(
+        record,
+        result=contract(result),
+        breakdown=breakdown,
+        stages=stage.stages,
+        logps=logps,
+        checkpoint_ids={role: c.pk for role, c in policies.items()},
+        versions={key: (c.version.pk if c.version else None) for key, c in sets.items()},
+    )
     return LoopReport(
         tag=config.tag,
+        record=record,
+        result=contract(result),
         stages=stage.stages,
-        checkpoints=checkpoints,
-        versions={c.key: c.version for c in (rs_base, dpo_base, sft_set, rs_sft, dpo_set)},
-        accuracy=evaluated.accuracy,
-        data_dir=shapes.data_dir,
+        checkpoints=policies,
     )
 
 
 # The stages, in the order run_loop calls them.
 
 
-def build_model(config: LoopConfig) -> Built:
-    from training.core.modeling import build_tiny_llava
-
-    path = build_tiny_llava(config.root / "tiny-llava", seed=config.seed)
-    base = checkpoints.checkpoint_register_base(name=f"{config.tag}-base", model_path=str(path))
-    return Built(base=base, path=path)
+def build_start(config: LoopConfig) -> StartBuilt:
+    return start_checkpoint(recipe=config.start)
 
 
-def make_shapes_data(config: LoopConfig) -> Shapes:
-    counts = make_shapes(config.data_dir, n=config.images, seed=config.seed)
-    return Shapes(data_dir=config.data_dir, counts=counts)
-
-
-def import_shapes(config: LoopConfig, shapes: Shapes) -> Imported:
-    result = prompts_import(
-        path=shapes.data_dir / "scienceqa.parquet",
-        source_name=f"{config.tag}-shapes",
-        fmt="scienceqa",
+def make_world(config: LoopConfig) -> World:
+    """The held-out evaluation files and the pool, from the start's world but other images
+    (`World.part`), and no pool image equal to an evaluation image."""
+    eval_dir = config.root / "heldout"
+    counts: dict[str, Any] = make_shapes(
+        eval_dir, n=config.eval_images, seed=config.seed + 1, world=LEARNABLE
     )
+    held_out = frozenset(
+        row["scene"] for row in _parquet_rows(eval_dir / "scienceqa.parquet", ["scene"])
+    )
+    pool_path = config.root / "pool.parquet"
+    counts["pool"] = make_instruct(
+        pool_path,
+        n=config.pool_images,
+        seed=config.seed + 2,
+        prior=Prior(cooccurrence=0.0, disagreement=0.0),  # the oracle rates the truth anyway
+        world=LEARNABLE,
+        cycle=POOL_CYCLE,
+        short_suffix=False,  # the generation template asks it, as POPE evaluation does
+        exclude=held_out,
+    )
+    return World(eval_dir=eval_dir, pool_path=pool_path, counts=counts)
+
+
+def import_pool(config: LoopConfig, world: World) -> Imported:
+    result = prompts_import(path=world.pool_path, source_name=f"{config.tag}-pool", fmt="prompts")
     return Imported(source=result.source, prompts=result.source.prompts.count())
 
 
 def generate(config: LoopConfig, data: Imported, policy: Checkpoint) -> Generated:
     params = SamplingParams(
-        k=config.k, temperature=1.0, max_new_tokens=16, seed=config.seed, template="zero_shot_mc"
+        k=config.k,
+        temperature=config.temperature,
+        max_new_tokens=4,
+        seed=config.seed,
+        template="short_answer",
     )
     job = generation.generation_launch(
         checkpoint=policy, selection=data.selection, params=params, enqueue=False
     )
     generation.generation_run(job_id=job.pk)
     job = _succeeded(job, f"generate from {policy.name}")
-    return Generated(policy=policy, completions=job.metrics.get("completions", 0))
+    return Generated(
+        policy=policy,
+        completions=job.metrics.get("completions", 0),
+        distinct=_distinct_share(data, policy),
+    )
 
 
-def rate(data: Imported, policy: Checkpoint) -> Judged:
-    """The oracle rates every completion `policy` made for the selection."""
-    return _judge(data, _oracle(), JudgeCall.Mode.RATE, policy)
+def rate(data: Imported, judge: JudgeConfig, policy: Checkpoint) -> Judged:
+    """The oracle rates every completion `policy` made for the pool."""
+    job = judging.judge_launch(
+        judge_config=judge,
+        selection=data.selection,
+        checkpoint_id=policy.pk,
+        mode=JudgeCall.Mode.RATE,
+        enqueue=False,
+    )
+    judging.judge_run(job_id=job.pk)
+    job = _succeeded(job, f"judge {policy.name}")
+    return Judged(judge=judge, prompts=job.progress_done)
 
 
-def answer(data: Imported, judge: JudgeConfig) -> Judged:
-    """The judge answers each question itself (what `judge_answer_sft` trains on)."""
-    return _judge(data, judge, JudgeCall.Mode.ANSWER, None)
+def curate_dpo(config: LoopConfig, data: Imported, key: str, policy: Checkpoint) -> Curated:
+    return _curate(config, data, key, "best_vs_random_gap", [policy])
 
 
-def curate_rs(config: LoopConfig, data: Imported, key: str, policy: Checkpoint) -> Curated:
-    """A rejection-sampling SFT set: per prompt, the best of its samples that is good enough."""
+def curate_rs(config: LoopConfig, data: Imported, policy: Checkpoint) -> Curated:
+    """Per prompt, the best of its samples that is right, direct and coherent."""
     params = REJECTION_SAMPLING_PARAMS
-    return _curate(config, data, key, "rejection_sampling", [policy], params=params)
+    return _curate(config, data, "rs", "rejection_sampling", [policy], params=params)
 
 
-def curate_dpo(config: LoopConfig, data: Imported, key: str, *policies: Checkpoint) -> Curated:
-    return _curate(config, data, key, "best_vs_worst", list(policies))
+def curate_steerlm(config: LoopConfig, data: Imported, policy: Checkpoint) -> Curated:
+    return _curate(config, data, "steerlm", "steerlm", [policy])
 
 
-def curate_answers(config: LoopConfig, data: Imported, judge: JudgeConfig) -> Curated:
-    return _curate(config, data, "sft", "judge_answer_sft", [], answer_judge_id=judge.pk)
+def train_dpo(
+    config: LoopConfig, dataset: Curated, parent: Checkpoint, role: str = "dpo"
+) -> Trained:
+    return _train(
+        config, role, "dpo", dataset, parent, {**DPO_OVERRIDES, "max_steps": config.dpo_steps}
+    )
 
 
-def train_sft(config: LoopConfig, dataset: Curated, parent: Checkpoint) -> Trained:
-    return _train(config, "sft", "sft", dataset, parent, SFT_OVERRIDES)
+def train_sft(
+    config: LoopConfig, dataset: Curated, parent: Checkpoint, role: str = "rs"
+) -> Trained:
+    return _train(
+        config, role, "sft", dataset, parent, {**SFT_OVERRIDES, "max_steps": config.sft_steps}
+    )
 
 
-def train_dpo(config: LoopConfig, dataset: Curated, parent: Checkpoint) -> Trained:
-    return _train(config, "dpo", "dpo", dataset, parent, DPO_OVERRIDES)
+def train_steerlm(config: LoopConfig, dataset: Curated, parent: Checkpoint) -> Trained:
+    overrides = {**SFT_OVERRIDES, "max_steps": config.sft_steps}
+    return _train(config, "steerlm", "steerlm", dataset, parent, overrides)
 
 
-def evaluate(shapes: Shapes, checkpoints: dict[str, Checkpoint]) -> Evaluated:
-    """Every checkpoint on every held-out task, one evaluation run each."""
-    accuracy: dict[str, dict[str, float | None]] = {}
-    for task, (filename, options) in EVALUATIONS.items():
-        accuracy[task] = {}
-        for label, checkpoint in checkpoints.items():
+def steering_label(dataset: Curated) -> str:
+    """The attribute string SteerLM is asked for at evaluation: the best-rated label its
+    training rows carry (highest helpfulness + correctness + coherence, then the most
+    frequent among those), so that it is a string the model has seen."""
+    if dataset.version is None:
+        return ""
+    labels = DatasetRow.objects.filter(version=dataset.version).values_list("label", flat=True)
+    counted: dict[str, int] = {}
+    for label in labels:
+        if label:
+            counted[label] = counted.get(label, 0) + 1
+
+    def quality(label: str) -> tuple[float, int]:
+        parts = dict(part.split(":") for part in label.split(","))
+        top = sum(float(parts.get(a, 0)) for a in ("helpfulness", "correctness", "coherence"))
+        return top, counted[label]
+
+    return max(counted, key=quality) if counted else ""
+
+
+def evaluate(
+    world: World, policies: dict[str, Checkpoint], *, steer: dict[str, str] | None = None
+) -> Evaluated:
+    """Every checkpoint on both held-out tasks, one evaluation run each (SteerLM steered)."""
+    steer = steer or {}
+    runs: dict[str, dict[str, EvaluationRun]] = {}
+    for role, checkpoint in policies.items():
+        runs[role] = {}
+        for task in TASKS:
             run = evaluations.evaluation_launch(
                 checkpoint=checkpoint,
                 task=task,
-                data=str(shapes.data_dir / filename),
-                max_new_tokens=16,
+                data=str(world.eval_dir / f"{task}.parquet"),
+                steer=steer.get(role, ""),
                 enqueue=False,
-                **options,
+                **EVAL_OPTIONS[task],
             )
             evaluations.evaluation_run(job_id=run.job_id)
-            _succeeded(run.job, f"evaluate {label} on {task}")
+            _succeeded(run.job, f"evaluate {role} on {task}")
             run.refresh_from_db()
-            accuracy[task][label] = run.metrics.get("accuracy")
-    return Evaluated(accuracy=accuracy)
+            runs[role][task] = run
+    return Evaluated(runs=runs)
+
+
+# The results.
+
+
+def loop_result(
+    evaluated: Evaluated, policies: dict[str, Checkpoint], *, wall_s: float
+) -> dict[str, Any]:
+    """The --json object: each checkpoint's scores and its deltas against the start, with
+    paired bootstrap 95% intervals over the same held-out items."""
+    checkpoints: dict[str, Any] = {}
+    for role, by_task in evaluated.runs.items():
+        sqa, pope = by_task["scienceqa"].metrics, by_task["pope"].metrics
+        checkpoints[role] = {
+            "name": policies[role].name,
+            "scienceqa": {
+                "accuracy": sqa.get("accuracy"),
+                "n": by_task["scienceqa"].item_count,
+                "parse_failures": sqa.get("parse_failures"),
+            },
+            "pope": {
+                "accuracy": pope.get("accuracy"),
+                "f1": pope.get("f1"),
+                "n": by_task["pope"].item_count,
+                "parse_failures": pope.get("parse_failures"),
+            },
+        }
+    tables = evaluations.evaluation_compare(
+        checkpoints=list(policies.values()), tasks=list(TASKS), baseline=policies["start"]
+    )
+    role_of = {c.pk: role for role, c in policies.items()}
+    deltas: dict[str, dict[str, Any]] = {role: {} for role in policies if role != "start"}
+    for table in tables:
+        for row in table["rows"]:
+            role = role_of[row["checkpoint"].pk]
+            if role == "start":
+                continue
+            diff = row.get("diff")
+            deltas[role][table["task"]] = (
+                {"delta": diff["diff"], "ci95": [diff["low"], diff["high"]]} if diff else None
+            )
+    return {
+        "wall_s": round(wall_s, 1),
+        "headline": HEADLINE,
+        "checkpoints": checkpoints,
+        "deltas": deltas,
+    }
+
+
+CONTRACT_KEYS = ("wall_s", "headline", "checkpoints", "deltas")
+
+
+def contract(result: dict[str, Any]) -> dict[str, Any]:
+    """Exactly the keys of the --json contract (issue 14 point 4)."""
+    return {key: result[key] for key in CONTRACT_KEYS}
+
+
+def loop_breakdown(evaluated: Evaluated, world: World) -> dict[str, Any]:
+    """Accuracy per question kind (ScienceQA) and per POPE split, with bootstrap intervals."""
+    groups = {task: _item_groups(task, world.eval_dir / f"{task}.parquet") for task in TASKS}
+    out: dict[str, Any] = {}
+    for role, by_task in evaluated.runs.items():
+        out[role] = {}
+        for task, run in by_task.items():
+            scored: dict[str, list[float]] = {}
+            for key, score in run.items.exclude(score=None).values_list("key", "score"):
+                scored.setdefault(groups[task].get(key, "other"), []).append(float(score))
+            out[role][task] = {
+                group: {
+                    "accuracy": sum(values) / len(values),
+                    "n": len(values),
+                    "ci95": accuracy_interval(values),
+                }
+                for group, values in sorted(scored.items())
+            }
+    return out
+
+
+def _item_groups(task: str, path: Path) -> dict[str, str]:
+    items = load_items(task, path)
+    if task == "pope":
+        return {item.key: item.category or "pope" for item in items}
+    return {item.key: shapes_question_kind(item.question) for item in items}
 
 
 # What the stages share.
+
+
+def _parquet_rows(path: Path, columns: list[str]) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(path), columns=columns).to_pylist()
+
+
+def _distinct_share(data: Imported, policy: Checkpoint) -> float:
+    from annotation.models import Completion
+
+    answers: dict[int, set[str]] = {}
+    for prompt_id, text in Completion.objects.filter(
+        prompt__source=data.source, checkpoint=policy
+    ).values_list("prompt_id", "text"):
+        answers.setdefault(prompt_id, set()).add(text.strip().lower().rstrip("."))
+    return sum(len(a) > 1 for a in answers.values()) / len(answers) if answers else 0.0
 
 
 def _succeeded(job: Job, stage: str) -> Job:
@@ -391,19 +623,6 @@ def _oracle() -> JudgeConfig:
     return oracle
 
 
-def _judge(data: Imported, judge: JudgeConfig, mode: str, policy: Checkpoint | None) -> Judged:
-    job = judging.judge_launch(
-        judge_config=judge,
-        selection=data.selection,
-        checkpoint_id=policy.pk if policy is not None else None,
-        mode=mode,
-        enqueue=False,
-    )
-    judging.judge_run(job_id=job.pk)
-    job = _succeeded(job, f"judge {policy.name if policy is not None else 'answers'}")
-    return Judged(judge=judge, prompts=job.progress_done, mode=mode)
-
-
 def _curate(
     config: LoopConfig,
     data: Imported,
@@ -417,12 +636,12 @@ def _curate(
             name=f"{config.tag}-{key}",
             strategy=strategy,
             selection=data.selection,
-            checkpoint_ids=[p.pk for p in policies] or None,
+            checkpoint_ids=[p.pk for p in policies],
             filters=CURATION_FILTERS,
             seed=config.seed,
             **options,
         )
-    except ValueError as exc:  # e.g. no sample of a random model is right
+    except ValueError as exc:  # e.g. every sample of a prompt scored alike
         return Curated(key=key, strategy=strategy, version=None, empty=str(exc))
     return Curated(key=key, strategy=strategy, version=version)
 
@@ -441,7 +660,7 @@ def _train(
         recipe=recipe,
         dataset_version=dataset.version,
         base_checkpoint=parent,
-        overrides={**TRAIN_DEFAULTS, **overrides},
+        overrides={**TRAIN_COMMON, "seed": config.seed, **overrides},
         name=f"{config.tag}-{name}",
         enqueue=False,
     )
@@ -450,9 +669,18 @@ def _train(
     checkpoint = trainings.training_checkpoint(training)
     if checkpoint is None:
         raise LoopError(f"train {name}: job #{job.pk} succeeded but registered no checkpoint")
-    evals = job.metrics["training"].get("eval_latest") or {}
-    return Trained(checkpoint=checkpoint, steps=job.progress_done, evals=evals)
+    history = job.metrics["training"].get("history") or []
+    logps = [
+        [h["step"], h["logps/chosen"], h.get("logps/rejected")]
+        for h in history
+        if isinstance(h.get("logps/chosen"), int | float) and "step" in h
+    ]
+    return Trained(checkpoint=checkpoint, steps=job.progress_done, logps=logps)
 
 
 def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def json_line(result: dict[str, Any]) -> str:
+    return json.dumps(contract(result), sort_keys=False)

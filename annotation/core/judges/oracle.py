@@ -2,8 +2,8 @@
 
 The rules, documented because ratings built on them train models:
 - The answer a response gives: "The answer is X" / "Answer: X", a leading option letter
-  ("B", "B.", "(B)"), a yes/no in its first words for yes/no questions, or else the one
-  option whose text it names.
+  ("B", "B.", "(B)"), a yes/no in its first words for yes/no questions, its first word for
+  a short-answer question ("2", "Red."), or else the one option whose text it names.
 - correctness: 4 the right answer and no other option; 2 the right answer among others;
   1 a wrong answer; 0 no answer found.
 - helpfulness: 4 right and direct (the answer within its first 40 words); 3 right but
@@ -48,10 +48,14 @@ def known_answer(item: JudgeItem) -> str | None:
     return None
 
 
-def given_answers(text: str, item: JudgeItem) -> list[str]:
-    """The option texts (or yes/no) that a response commits to."""
+def given_answers(text: str, item: JudgeItem, truth: str | None = None) -> list[str]:
+    """The option texts (or yes/no, or a short answer's first word) a response commits to."""
     stripped = text.strip()
     if not item.choices:
+        if truth is not None and truth.strip().lower() not in ("yes", "no"):
+            # A short answer ("2", "red", "Red."): its first word is the answer given.
+            first = re.findall(r"[a-z0-9]+", stripped.lower())[:1]
+            return first
         words = re.findall(r"[a-z]+", stripped.lower())[:6]
         if words and words[0] in ("yes", "no"):
             return [words[0]]
@@ -87,14 +91,14 @@ def _bucket(value: float, edges: tuple[float, ...]) -> int:
 
 def rate_completion(text: str, item: JudgeItem, truth: str | None) -> CompletionRating:
     words = re.findall(r"\S+", text)
-    answers = given_answers(text, item)
+    answers = given_answers(text, item, truth)
     normal = truth.strip().lower() if truth else None
     right = normal is not None and normal in (a.lower() for a in answers)
     if not answers:
         correctness, helpfulness, why = 0, 0, "gives no answer"
     elif right and len(answers) == 1:
         correctness, why = 4, f"answers {truth!r}, which is right"
-        early = given_answers(" ".join(words[:40]), item)
+        early = given_answers(" ".join(words[:40]), item, truth)
         helpfulness = 4 if [a.lower() for a in early] == [normal] else 3
     elif right:
         correctness, helpfulness, why = 2, 3, f"names {truth!r} among other options"

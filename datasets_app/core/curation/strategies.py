@@ -429,6 +429,37 @@ def judge_answer_sft(
     return CurationResult(rows=rows, kind="sft", dropped=dict(dropped))
 
 
+def reference_sft(
+    prompts: Sequence[RatedPrompt],
+    params: Mapping[str, Any],
+    selection: RaterSelection,
+    *,
+    seed: int,
+) -> CurationResult:
+    """Instruction tuning on each prompt's own answer: a multiple-choice prompt gets seed
+    000's short target (its lettered options, "The answer is X."), any other prompt its
+    reference answer (yes/no, a word, a description) under its question as written."""
+    _params("reference_sft", params)
+    rows: list[SftRow] = []
+    dropped: Counter[str] = Counter()
+    for prompt in _by_id(prompts):
+        index = prompt.answer_index
+        if prompt.choices and index is not None and 0 <= index < len(prompt.choices):
+            rows.append(_scienceqa_row(prompt, scienceqa_response(prompt, short=True), "reference"))
+        elif prompt.reference_answer.strip():
+            rows.append(
+                SftRow(
+                    prompt_id=prompt.prompt_id,
+                    question=prompt.question,
+                    response=prompt.reference_answer.strip(),
+                    rater="reference",
+                )
+            )
+        else:
+            dropped["no reference answer"] += 1
+    return CurationResult(rows=rows, kind="sft", dropped=dict(dropped))
+
+
 # --- ScienceQA sets (seed 000) ------------------------------------------------------------
 
 
@@ -588,6 +619,12 @@ STRATEGIES: dict[str, Strategy] = {
         {},
         "sft",
         "SFT on the judge's own answer to each prompt (seed 001 baseline).",
+    ),
+    "reference_sft": Strategy(
+        reference_sft,
+        {},
+        "sft",
+        "SFT on each prompt's own answer: the reference, or 'The answer is X.' for options.",
     ),
     "scienceqa_full": Strategy(
         scienceqa_full,

@@ -7,6 +7,9 @@ the phrase, a bare letter ("B") or a letter that opens the answer ("B. the red c
 "(B) ...", "B: ..."). A letter outside the choices is a parse failure, not a guess at
 something else in the text.
 
+Without a letter, an answer that is exactly one option's text ("3", "Red.") reads as that
+option (`parse_choice(..., choices)`).
+
 Yes/no: the answer must start with "yes" or "no" ("Yes, there is" -> yes).
 
 Beside these lenient readings, the rules of two published scorers, so that a number can be
@@ -26,6 +29,7 @@ set against a published table (metrics.py reports each under its scorer's name):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -41,9 +45,20 @@ _MARKUP = " \t\n\"'*`.,:;!?-()[]"
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 
 
-def parse_choice(text: str, n_choices: int) -> int | None:
-    """The option index an answer commits to, or None."""
+def parse_choice(text: str, n_choices: int, choices: Sequence[str] = ()) -> int | None:
+    """The option index an answer commits to, or None.
+
+    With `choices`, a bare answer that is exactly one option's text ("3", "Red.") also
+    reads as that option: a model taught short answers names the fact, not its letter
+    (issue 14 measured that letter matching is what tiny models fail at). The strict
+    lmms-eval reading beside it (`parse_choice_strict`) does not accept it.
+    """
     stripped = text.strip()
+    if choices and not _ANSWER_IS.search(stripped):
+        bare = stripped.rstrip(".").strip().lower()
+        named = [i for i, c in enumerate(choices) if c.strip().lower() == bare]
+        if len(named) == 1 and not (len(bare) == 1 and bare.isalpha()):  # "B" is a letter
+            return named[0]
     phrases = list(_ANSWER_IS.finditer(stripped))
     if phrases:
         # The final "The answer is" decides, even when a draft before it named a letter.

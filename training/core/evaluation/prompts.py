@@ -12,7 +12,12 @@ from functools import cache
 from pathlib import Path
 
 from training.core.evaluation.data import EvalItem, EvaluationError
-from training.core.generation.templates import PromptInput, lettered_options, render_prompt
+from training.core.generation.templates import (
+    SHORT_ANSWER_SUFFIX,
+    PromptInput,
+    lettered_options,
+    render_prompt,
+)
 
 # The first name of each task is its default.
 PROMPTS: dict[str, tuple[str, ...]] = {
@@ -26,7 +31,7 @@ REVIEW_PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 DEFAULT_REVIEW_PROMPT = "llava_bench_v1"
 
 _LMMS_SUFFIX = "Answer with the option's letter from the given choices directly."
-_POPE_SUFFIX = "\nAnswer the question using a single word or phrase."  # LLaVA's POPE eval
+_POPE_SUFFIX = SHORT_ANSWER_SUFFIX  # LLaVA's POPE eval
 _GENERATION_TEMPLATE = {"zero_shot": "zero_shot_mc", "cot": "cot_thought"}
 
 

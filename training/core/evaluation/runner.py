@@ -189,7 +189,7 @@ def _record(task: str, unit: _Unit, prompt: str, answers: list[str]) -> dict[str
     }
     if task == "scienceqa":
         assert isinstance(item.answer, int)
-        parsed = [parse_choice(a, len(item.choices)) for a in answers]
+        parsed = [parse_choice(a, len(item.choices), item.choices) for a in answers]
         gold = LETTERS[item.answer]
         letters = [LETTERS[p] if p is not None else None for p in parsed]
         record |= _classified(letters, gold)
@@ -327,9 +327,11 @@ def backend_generate(
     token_budget: int,
     seed: int = 0,
     top_p: float = 1.0,
+    steer: str = "",
 ) -> GenerateFn:
     """The runner's `generate` on a generation backend: batched under the token budget,
-    each sample seeded by (seed, item key, sample index), the prompt text sent unchanged."""
+    each sample seeded by (seed, item key, sample index), the prompt text sent unchanged
+    (with `steer`, a SteerLM attribute string, opening each answer)."""
     from training.core.generation.core import GenerationRequest, generate_batches
     from training.core.generation.sampling import SamplingParams
     from training.core.generation.templates import PromptInput
@@ -342,6 +344,7 @@ def backend_generate(
             max_new_tokens=max_new_tokens,
             seed=seed,
             template="plain",
+            steer=steer,
         )
         try:
             params.validate()
@@ -368,6 +371,7 @@ def transformers_generate(
     token_budget: int,
     seed: int = 0,
     top_p: float = 1.0,
+    steer: str = "",
 ) -> GenerateFn:
     """`backend_generate` on a loaded checkpoint through transformers (CPU or GPU)."""
     from training.core.generation.core import TransformersBackend
@@ -379,4 +383,5 @@ def transformers_generate(
         token_budget=token_budget,
         seed=seed,
         top_p=top_p,
+        steer=steer,
     )

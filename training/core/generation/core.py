@@ -154,10 +154,24 @@ def chat_text(processor: Any, request: GenerationRequest, params: SamplingParams
     """The prompt text up to where the model writes: the chat template with its generation
     prompt, and for steered SteerLM generation the attribute string and its newline (the
     layout the SteerLM recipe trained on: the label opens the assistant turn)."""
-    text = processor.apply_chat_template(
-        _conversation(request, params.template), add_generation_prompt=True
-    )
-    return f"{text}{params.steer}\n" if params.steer else text
+    conversation = _conversation(request, params.template)
+    if not params.steer:
+        return processor.apply_chat_template(conversation, add_generation_prompt=True)
+    # The assistant turn as the SteerLM export writes it (the label, then the response as
+    # its own text part), cut where the response starts: the template's own spacing after
+    # "ASSISTANT:" stays, so the steered prompt is token for token what training saw.
+    opened = {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": f"{params.steer}\n"},
+            {"type": "text", "text": _RESPONSE_MARK},
+        ],
+    }
+    text = processor.apply_chat_template([*conversation, opened])
+    return text[: text.rindex(_RESPONSE_MARK)]
+
+
+_RESPONSE_MARK = "\u241eRESPONSE\u241e"  # a character no template writes
 
 
 class TransformersBackend:

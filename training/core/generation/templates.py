@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# LLaVA-1.5's instruction for short answers (its VQA data and its POPE evaluation).
+SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,10 @@ def lettered_options(choices: Sequence[str]) -> str:
 
 def _plain(p: PromptInput) -> str:
     return p.question
+
+
+def _short_answer(p: PromptInput) -> str:
+    return p.question + SHORT_ANSWER_SUFFIX
 
 
 def _with_options(header: str, p: PromptInput) -> str:
@@ -60,6 +66,7 @@ def _cot_thought(p: PromptInput) -> str:
 
 TEMPLATES: dict[str, Callable[[PromptInput], str]] = {
     "plain": _plain,
+    "short_answer": _short_answer,  # what POPE evaluation asks, so pairs train on its prompt
     "zero_shot_mc": _zero_shot_mc,
     "cot_thought": _cot_thought,
 }
