@@ -35,6 +35,13 @@ def _isolated_storage(request, tmp_path):
     yield
 
 
+@pytest.fixture(scope="session")
+def start_cache(tmp_path_factory):
+    """One instruction-tuned start for the session (START_CACHE_DIR): it takes minutes to
+    build, and its checksum keys it, so the demo and loop tests share it."""
+    return tmp_path_factory.mktemp("start-cache")
+
+
 def _django_test(request) -> bool:
     return any(m.name == "django_db" for m in request.node.iter_markers()) or any(
         name in request.fixturenames for name in ("db", "transactional_db", "client", "live_server")

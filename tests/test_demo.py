@@ -13,9 +13,15 @@ from training.services.checkpoints import checkpoint_location
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
-def test_setup_demo_builds_everything_once_and_the_model_answers(settings, monkeypatch, capsys):
+def test_setup_demo_builds_everything_once_and_the_start_answers(
+    settings, monkeypatch, capsys, start_cache
+):
+    from training.services.start import START_NAME
+    from workers.demo import DEMO_CHECKPOINT
+
     settings.VAR_DIR = settings.MEDIA_ROOT.parent / "var"
     settings.VAR_DIR.mkdir()
+    settings.START_CACHE_DIR = str(start_cache)
     monkeypatch.delenv("DEMO_PASSWORD", raising=False)
     call_command("setup_demo", n=10, seed=1)
     first = capsys.readouterr().out
@@ -25,26 +31,33 @@ def test_setup_demo_builds_everything_once_and_the_model_answers(settings, monke
     assert user.groups.filter(name="staff").exists()
     assert (settings.VAR_DIR / "demo_password").read_text() == password
 
-    checkpoint = Checkpoint.objects.get()
-    folder = checkpoint_location(checkpoint.model_path)
-    assert folder == str(settings.CHECKPOINT_ROOT / "tiny-llava")
-    assert set(Source.objects.values_list("name", flat=True)) == {"shapes-scienceqa", "shapes-pope"}
-    n_prompts = Prompt.objects.count()
+    random_weights = Checkpoint.objects.get(name=DEMO_CHECKPOINT)  # still listed
+    assert checkpoint_location(random_weights.model_path) == str(
+        settings.CHECKPOINT_ROOT / "tiny-llava"
+    )
+    start = Checkpoint.objects.get(name=START_NAME)  # the demo's default
+    demo_sources = {"shapes-scienceqa", "shapes-pope", "shapes-pool"}
+    assert demo_sources <= set(Source.objects.values_list("name", flat=True))
     assert Prompt.objects.filter(source__name="shapes-scienceqa").count() == 10
+    pool = Prompt.objects.filter(source__name="shapes-pool")
+    assert pool.count() == 100 and set(pool.values_list("split", flat=True)) == {"train"}
+    n_prompts, n_checkpoints = Prompt.objects.count(), Checkpoint.objects.count()
 
     call_command("setup_demo", n=10, seed=1)
     again = capsys.readouterr().out
     assert f"demo login: admin / {password}" in again  # same password, printed again
-    assert Prompt.objects.count() == n_prompts and Checkpoint.objects.count() == 1
+    assert "(cached)" in again
+    assert Prompt.objects.count() == n_prompts and Checkpoint.objects.count() == n_checkpoints
 
     from PIL import Image
 
     from training.core.generation import generate_text
     from training.core.modeling import load_policy
 
-    policy = load_policy(folder)
-    prompt = Prompt.objects.filter(source__name="shapes-scienceqa").first()
+    policy = load_policy(checkpoint_location(start.model_path))
+    prompt = Prompt.objects.filter(source__name="shapes-pope").first()
     with prompt.image.open("rb") as handle:
         image = Image.open(handle).convert("RGB")
-    (text,) = generate_text(policy, [image], [prompt.question], max_new_tokens=8)
-    assert isinstance(text, str) and text.strip()
+    question = prompt.question + "\nAnswer the question using a single word or phrase."
+    (text,) = generate_text(policy, [image], [question], max_new_tokens=4)
+    assert text.strip().lower() in ("yes", "no"), text

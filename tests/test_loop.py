@@ -25,12 +25,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="session")
-def start_cache(tmp_path_factory):
-    """One start for the session: it takes minutes to build, and a checksum keys it."""
-    return tmp_path_factory.mktemp("start-cache")
-
-
 def test_dpo_from_the_start_beats_it_on_pope_and_the_pages_show_the_gain(
     settings, tmp_path, start_cache, live_server, page, staff_user
 ):

@@ -149,6 +149,12 @@ class EvaluationForm(forms.Form):
     judge = forms.ModelChoiceField(
         JudgeConfig.objects.none(), required=False, help_text="for the judged tasks"
     )
+    steer = forms.CharField(
+        required=False,
+        max_length=200,
+        label="SteerLM attributes",
+        help_text="for a SteerLM checkpoint: the attribute string that opens each answer",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -167,6 +173,7 @@ class EvaluationForm(forms.Form):
             "split": d["split"] or None,
             "all_contexts": d["all_contexts"],
             "judge_id": d["judge"].pk if d["judge"] else None,
+            "steer": d["steer"].strip(),
         }
 
 

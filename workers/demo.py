@@ -1,4 +1,4 @@
-"""The demo set-up behind `manage.py setup_demo`: users, tiny model, shapes data, imports.
+"""The demo set-up behind `manage.py setup_demo`: users, models, shapes data, imports.
 
 Every step is idempotent, so the run script can call it on each start.
 """
@@ -78,10 +78,18 @@ def demo_setup(
     password: str | None,
     n_images: int = 120,
     seed: int = 0,
+    with_start: bool = True,
     log: Callable[[str], None] = print,
 ) -> DemoOutcome:
-    from datasets_app.core.shapes import make_shapes
+    """Users, the random tiny model, the instruction-tuned start (built once, cached) as the
+    demo's default checkpoint, and shapes data of the world the start can learn: ScienceQA
+    and POPE files (imported, and the held-out files of the walk's evaluations) and a pool of
+    prompts on other images to generate, judge and curate on."""
+    import pyarrow.parquet as pq
+
+    from datasets_app.core.shapes import LEARNABLE, POOL_CYCLE, Prior, make_instruct, make_shapes
     from training.core.modeling import build_tiny_llava
+    from training.services.start import start_checkpoint
 
     password = demo_user_ensure(username=username, password=password)
     if password:
@@ -97,14 +105,30 @@ def demo_setup(
         notes="Built offline by build_tiny_llava: random weights, for walking the loop.",
     )
 
+    if with_start:
+        built = start_checkpoint(log=log)
+        log(built.detail)
+        checkpoint = built.checkpoint
+
     data_dir = Path(settings.VAR_DIR) / "demo" / f"shapes-n{n_images}-s{seed}"
-    if not (data_dir / "pope.parquet").exists():
-        log(f"drawing {n_images} shapes images into {data_dir}")
-        make_shapes(data_dir, n=n_images, seed=seed)
+    if not (data_dir / "pool.parquet").exists():
+        log(f"drawing {n_images} shapes images and a pool of {10 * n_images} into {data_dir}")
+        make_shapes(data_dir, n=n_images, seed=seed, world=LEARNABLE)
+        held_out = pq.read_table(data_dir / "scienceqa.parquet", columns=["scene"])
+        make_instruct(
+            data_dir / "pool.parquet",
+            n=10 * n_images,  # enough pairs for DPO to show a gain in the README's walk
+            seed=seed + 1,
+            prior=Prior(cooccurrence=0.0, disagreement=0.0),
+            world=LEARNABLE,
+            cycle=POOL_CYCLE,
+            short_suffix=False,
+            exclude=frozenset(held_out.column("scene").to_pylist()),
+        )
     created = 0
-    for fmt in ("scienceqa", "pope"):
+    for fmt, name in (("scienceqa", "scienceqa"), ("pope", "pope"), ("prompts", "pool")):
         outcome = prompts_import(
-            path=data_dir / f"{fmt}.parquet", source_name=f"shapes-{fmt}", fmt=fmt
+            path=data_dir / f"{name}.parquet", source_name=f"shapes-{name}", fmt=fmt
         )
         created += outcome.created
         log(f"{outcome.source.name}: {outcome.created} new prompts, {outcome.duplicates} present")

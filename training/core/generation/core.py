@@ -282,7 +282,16 @@ class VllmBackend:
     name = "vllm"
 
     def __init__(self, model_path: str, *, dtype: str = "bfloat16", max_model_len: int = 4096):
-        from transformers import AutoProcessor
+        from transformers import AutoConfig, AutoProcessor
+
+        if getattr(AutoConfig.from_pretrained(model_path), "image_token_norm", None):
+            # vLLM runs its own LLaVA code, which would skip the rescaling the model was
+            # trained with (modeling.attach_image_token_norm): its answers would be another
+            # model's. Refused rather than wrong.
+            raise GenerationError(
+                f"{model_path} rescales its image tokens (image_token_norm), which vLLM does "
+                "not do: generate with the transformers backend"
+            )
         from vllm import LLM
 
         self.processor = AutoProcessor.from_pretrained(model_path)

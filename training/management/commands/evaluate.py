@@ -30,6 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--all-contexts", action="store_true", help="scienceqa: not only IMG")
         parser.add_argument("--judge", help="judge configuration name or id (judged tasks)")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--steer", default="", help="SteerLM attribute string that opens each answer"
+        )
         parser.add_argument("--enqueue", action="store_true", help="queue it on the gpu queue")
 
     def handle(self, *args, **o):
@@ -49,6 +52,7 @@ class Command(BaseCommand):
                 all_contexts=o["all_contexts"],
                 judge_id=judge.pk if judge else None,
                 seed=o["seed"],
+                steer=o["steer"],
                 enqueue=o["enqueue"],
             )
         except ValueError as exc:

@@ -6,12 +6,20 @@ from workers.demo import demo_setup
 
 
 class Command(BaseCommand):
-    help = "Create the demo staff user, build the tiny model, draw and import shapes data."
+    help = (
+        "Create the demo users, build the tiny model and the instruction-tuned start (once, "
+        "cached), draw and import shapes data."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default=os.environ.get("DEMO_USERNAME", "admin"))
         parser.add_argument("--n", type=int, default=120, help="number of shapes images")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--no-start",
+            action="store_true",
+            help="skip building the instruction-tuned start (a few minutes, once)",
+        )
 
     def handle(self, *args, **opts):
         outcome = demo_setup(
@@ -19,6 +27,7 @@ class Command(BaseCommand):
             password=os.environ.get("DEMO_PASSWORD") or None,
             n_images=opts["n"],
             seed=opts["seed"],
+            with_start=not opts["no_start"],
             log=self.stdout.write,
         )
         if outcome.password:
