@@ -18,6 +18,16 @@ not use the ability well. The start sees colours (its training reaches 0.99-1.0 
 existence without the prior), but its instruction data said "yes" to the partner of a colour
 it sees, so it hallucinates on POPE. Its own samples, rated by the oracle, give pairs that
 say "not that one", which is what DPO can use.
+
+Measured findings kept here because the numbers depend on them:
+- Iterative DPO: the second round's pool has fewer prompts with two different answers (41%
+  against 72%), so fewer pairs, and still gains (+24 points against +17 after one round).
+- SteerLM collapses on this model: after its training the next-token distribution after
+  the attribute string is the same for every image and every label (log P(yes) -0.82,
+  log P(no) -1.41, measured), i.e. the 2-layer model learns the marginal answer and ignores
+  what sits before the label. 1,000 steps at lr 1e-4 gave the same. It is reported as it is.
+- Every method pays an alignment tax on ScienceQA, which the pool does not ask: trained on
+  short-answer prompts, the models answer multiple choice with a bare word more often.
 """
 
 from __future__ import annotations
