@@ -710,3 +710,15 @@ def test_transformers_generate_on_the_tiny_model(tiny_policy, shapes_dir):
     greedy = transformers_generate(tiny_policy, temperature=0, max_new_tokens=4, token_budget=4096)
     with pytest.raises(EvaluationError, match="temperature 0"):
         evaluate("scienceqa", items, generate=greedy, samples=2)
+
+
+def test_generation_asks_what_evaluation_asks_for_both_tasks():
+    """The loop generates its pairs with these templates: the prompts must be the same text."""
+    mc = _item("1", question="How many shapes?", choices=("2", "3"), answer=0, hint="Look.")
+    assert render("scienceqa", "lmms", mc) == render_prompt(
+        "lmms", PromptInput(mc.question, mc.choices, mc.hint)
+    )
+    yes_no = _item("2", question="Is there a red shape in the image?", answer="yes")
+    assert render("pope", None, yes_no) == render_prompt(
+        "short_answer", PromptInput(yes_no.question)
+    )

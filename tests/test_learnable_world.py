@@ -133,14 +133,20 @@ def test_no_prior_means_every_answer_is_the_truth_and_the_pool_is_stored_bare(tm
         seed=2,
         prior=Prior(0, 0),
         world=LEARNABLE,
-        cycle=POOL_CYCLE,
+        cycle=POOL_CYCLE + shapes.POOL_CHOICE,
         short_suffix=False,
         exclude=frozenset(exclude),
     )
     rows = pq.read_table(tmp_path / "pool.parquet").to_pylist()
-    assert {r["kind"] for r in rows} == {"exist", "count", "colour"}
+    assert {r["kind"] for r in rows} == {"exist", "count", "colour", "choice"}
     for row in rows:
-        assert oracle_answer(row["scene"], row["question"]) == row["reference_answer"]
+        truth = oracle_answer(row["scene"], row["question"])
+        if row["kind"] == "choice":
+            assert row["subject"] == shapes.MULTIPLE_CHOICE
+            assert row["choices"][row["answer_index"]] == truth
+        else:
+            assert row["subject"] == shapes.SHORT_ANSWER
+            assert truth == row["reference_answer"]
         assert row["scene"] not in exclude and not row["planted"]
 
 

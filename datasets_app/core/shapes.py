@@ -705,8 +705,19 @@ def _existence_row(scene: Scene, rng: random.Random, prior: Prior) -> tuple[str,
     return colour_existence_text(colour), answer, planted
 
 
-# The loop's prompt pool: the questions preference data is collected on.
+# The loop's prompt pool: the questions preference data is collected on (with
+# `POOL_CHOICE` added, multiple-choice questions too: see run_loop --multiple-choice).
 POOL_CYCLE = ("exist", "exist", "count", "colour")
+POOL_CHOICE = ("choice",)
+# The subject each kind is filed under: generation asks each subject with its template.
+SHORT_ANSWER, MULTIPLE_CHOICE = "short answer", "multiple choice"
+KIND_SUBJECT = {
+    "exist": SHORT_ANSWER,
+    "count": SHORT_ANSWER,
+    "colour": SHORT_ANSWER,
+    "choice": MULTIPLE_CHOICE,
+    "describe": "description",
+}
 
 
 def instruct_rows(
@@ -755,6 +766,7 @@ def instruct_rows(
                 "image": _image_struct(png, f"instruct-{seed}-{i:05d}"),
                 **row,
                 "kind": kind,
+                "subject": KIND_SUBJECT[kind],
                 "split": "train",
                 "scene": scene.to_json(),
             }
@@ -769,6 +781,7 @@ INSTRUCT_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("choices", _STR_LIST),
     ("answer_index", pa.int64()),
     ("kind", pa.string()),
+    ("subject", pa.string()),
     ("planted", pa.string()),
     ("split", pa.string()),
     ("scene", pa.string()),

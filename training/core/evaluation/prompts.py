@@ -15,7 +15,6 @@ from training.core.evaluation.data import EvalItem, EvaluationError
 from training.core.generation.templates import (
     SHORT_ANSWER_SUFFIX,
     PromptInput,
-    lettered_options,
     render_prompt,
 )
 
@@ -30,9 +29,8 @@ PROMPTS: dict[str, tuple[str, ...]] = {
 REVIEW_PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 DEFAULT_REVIEW_PROMPT = "llava_bench_v1"
 
-_LMMS_SUFFIX = "Answer with the option's letter from the given choices directly."
 _POPE_SUFFIX = SHORT_ANSWER_SUFFIX  # LLaVA's POPE eval
-_GENERATION_TEMPLATE = {"zero_shot": "zero_shot_mc", "cot": "cot_thought"}
+_GENERATION_TEMPLATE = {"lmms": "lmms", "zero_shot": "zero_shot_mc", "cot": "cot_thought"}
 
 
 def prompt_name(task: str, name: str | None) -> str:
@@ -50,9 +48,6 @@ def prompt_name(task: str, name: str | None) -> str:
 def render(task: str, name: str | None, item: EvalItem) -> str:
     name = prompt_name(task, name)
     if task == "scienceqa":
-        if name == "lmms":
-            context = f"Context: {item.hint}\n" if item.hint else ""
-            return f"{context}{item.question}\n{lettered_options(item.choices)}\n{_LMMS_SUFFIX}"
         prompt = PromptInput(item.question, item.choices, item.hint)
         return render_prompt(_GENERATION_TEMPLATE[name], prompt)
     if task == "pope":

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # LLaVA-1.5's instruction for short answers (its VQA data and its POPE evaluation).
 SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
+# lmms-eval's ScienceQA-IMG instruction after the lettered options.
+LETTER_ANSWER_SUFFIX = "Answer with the option's letter from the given choices directly."
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,12 @@ def _plain(p: PromptInput) -> str:
 
 def _short_answer(p: PromptInput) -> str:
     return p.question + SHORT_ANSWER_SUFFIX
+
+
+def _lmms(p: PromptInput) -> str:
+    # lmms-eval's ScienceQA-IMG prompt: what `scienceqa` evaluation asks by default.
+    context = f"Context: {p.hint}\n" if p.hint else ""
+    return f"{context}{p.question}\n{lettered_options(p.choices)}\n{LETTER_ANSWER_SUFFIX}"
 
 
 def _with_options(header: str, p: PromptInput) -> str:
@@ -67,6 +75,7 @@ def _cot_thought(p: PromptInput) -> str:
 TEMPLATES: dict[str, Callable[[PromptInput], str]] = {
     "plain": _plain,
     "short_answer": _short_answer,  # what POPE evaluation asks, so pairs train on its prompt
+    "lmms": _lmms,  # what ScienceQA evaluation asks (lmms-eval's layout)
     "zero_shot_mc": _zero_shot_mc,
     "cot_thought": _cot_thought,
 }

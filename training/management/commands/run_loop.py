@@ -40,6 +40,11 @@ class Command(BaseCommand):
         parser.add_argument("--temperature", type=float, default=TEMPERATURE)
         parser.add_argument("--dpo-steps", type=int, default=DPO_OVERRIDES["max_steps"])
         parser.add_argument("--sft-steps", type=int, default=SFT_OVERRIDES["max_steps"])
+        parser.add_argument(
+            "--multiple-choice",
+            action="store_true",
+            help="multiple-choice prompts in the pool too (less ScienceQA tax, less POPE gain)",
+        )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--json", action="store_true", help="end with the JSON results line")
 
@@ -54,6 +59,7 @@ class Command(BaseCommand):
                 temperature=o["temperature"],
                 dpo_steps=o["dpo_steps"],
                 sft_steps=o["sft_steps"],
+                multiple_choice=o["multiple_choice"],
             )
             config.check()
             report = run_loop(config=config, log=self.stdout.write)
