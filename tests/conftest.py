@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -38,8 +40,10 @@ def _isolated_storage(request, tmp_path):
 @pytest.fixture(scope="session")
 def start_cache(tmp_path_factory):
     """One instruction-tuned start for the session (START_CACHE_DIR): it takes minutes to
-    build, and its checksum keys it, so the demo and loop tests share it."""
-    return tmp_path_factory.mktemp("start-cache")
+    build, and its checksum keys it, so the demo and loop tests share it. TEST_START_CACHE_DIR
+    points at a folder kept between sessions (a developer's; CI starts from nothing)."""
+    kept = os.environ.get("TEST_START_CACHE_DIR")
+    return Path(kept) if kept else tmp_path_factory.mktemp("start-cache")
 
 
 def _django_test(request) -> bool:
