@@ -664,3 +664,18 @@ def test_a_stopped_run_reports_failed(tmp_path, tiny_dir, data):
     assert process.returncode == 1, stderr[-2000:]
     failed = read_metrics(Path(config.output_dir))[-1]
     assert failed["event"] == "failed" and "Terminated: stopped by signal" in failed["error"]
+
+
+def test_a_checkpoint_whose_state_was_cut_by_a_kill_is_not_resumed_from(tmp_path):
+    """A worker killed while Trainer writes checkpoint-N leaves trainer_state.json empty or
+    cut; resuming from it failed with a JSONDecodeError (seen in CI). The one before wins."""
+    from training.core.recipes.config import last_checkpoint
+
+    for step, state in ((4, '{"global_step": 4}'), (8, ""), (12, '{"global_st')):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-16").mkdir()  # no state at all
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    (tmp_path / "checkpoint-8" / "trainer_state.json").write_text('{"global_step": 8}')
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-8"

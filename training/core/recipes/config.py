@@ -545,10 +545,18 @@ def dataset_kind_from_card(train_file: str | os.PathLike[str]) -> str | None:
 
 def last_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
     """The checkpoint-N folder with the largest N that Trainer finished writing (its
-    trainer_state.json is written last), or None."""
+    trainer_state.json is written last, and must parse: a process killed while writing it
+    leaves an empty or cut file, and resuming from that folder fails), or None."""
     found = []
     for folder in Path(output_dir).glob("checkpoint-*"):
         suffix = folder.name.removeprefix("checkpoint-")
-        if suffix.isdigit() and (folder / "trainer_state.json").is_file():
+        if suffix.isdigit() and _complete_state(folder / "trainer_state.json"):
             found.append((int(suffix), folder))
     return max(found)[1] if found else None
+
+
+def _complete_state(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
