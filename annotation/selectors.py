@@ -37,7 +37,10 @@ def judge_config_choices() -> QuerySet[JudgeConfig]:
     for config in configs.filter(used=False):
         try:
             judge_config_check(
-                provider=config.provider, model=config.model, base_url=config.base_url
+                provider=config.provider,
+                model=config.model,
+                base_url=config.base_url,
+                load_checkpoint=False,
             )
         except ValueError:
             continue

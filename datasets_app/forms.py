@@ -111,8 +111,9 @@ class VersionForm(forms.Form):
         self.fields["strategy"].choices = [
             (name, f"{name} — {s.description}") for name, s in STRATEGIES.items()
         ]
+        judges = judge_config_choices()  # checks each unused judge: once per form
         for field in ("answer_judge", "rewrite_judge"):
-            self.fields[field].queryset = judge_config_choices()
+            self.fields[field].queryset = judges
 
     def clean_params(self) -> dict:
         return _json_object(self.cleaned_data["params"], "params")

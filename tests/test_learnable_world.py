@@ -15,7 +15,6 @@ from datasets_app.core.shapes import (
     INSTRUCT,
     LEARNABLE,
     PARTNERS,
-    POOL_CYCLE,
     Prior,
     Scene,
     World,
@@ -123,20 +122,9 @@ def test_the_prior_writes_only_the_answers_it_says_and_the_oracle_still_knows_th
 
 
 def test_no_prior_means_every_answer_is_the_truth_and_the_pool_is_stored_bare(tmp_path):
-    exclude = set()
-    make_shapes(tmp_path / "held", n=50, seed=1, world=LEARNABLE)
-    for row in pq.read_table(tmp_path / "held/scienceqa.parquet").to_pylist():
-        exclude.add(row["scene"])
-    make_instruct(
-        tmp_path / "pool.parquet",
-        n=200,
-        seed=2,
-        prior=Prior(0, 0),
-        world=LEARNABLE,
-        cycle=POOL_CYCLE + shapes.POOL_CHOICE,
-        short_suffix=False,
-        exclude=frozenset(exclude),
-    )
+    counts = shapes.make_loop_data(tmp_path, n=50, pool=200, seed=1, multiple_choice=True)
+    assert counts["scienceqa"] == 50 and counts["pool"]["rows"] == 200
+    exclude = {r["scene"] for r in pq.read_table(tmp_path / "scienceqa.parquet").to_pylist()}
     rows = pq.read_table(tmp_path / "pool.parquet").to_pylist()
     assert {r["kind"] for r in rows} == {"exist", "count", "colour", "choice"}
     for row in rows:

@@ -15,7 +15,7 @@ from django.urls import reverse
 from tests.test_browser import SHOTS, _log_in
 from tests.test_browser import page as page
 from training.models import Checkpoint, EvaluationRun, LoopRun
-from training.services.loop import CONTRACT_KEYS, ROLES, LoopConfig, run_loop
+from training.services.loop import ROLES, LoopConfig, run_loop
 from training.services.start import START_NAME
 
 pytestmark = [
@@ -37,7 +37,10 @@ def test_dpo_from_the_start_beats_it_on_pope_and_the_pages_show_the_gain(
     result = report.result
     print(result)
 
-    assert tuple(result) == CONTRACT_KEYS and result["headline"] == "pope"
+    assert (
+        tuple(result) == ("wall_s", "headline", "checkpoints", "deltas")
+        and result["headline"] == "pope"
+    )
     assert tuple(result["checkpoints"]) == ROLES and set(result["deltas"]) == set(ROLES[1:])
     start = result["checkpoints"]["start"]
     assert start["name"] == START_NAME

@@ -17,7 +17,6 @@ from tests import factories
 from training.models import LoopRun, TrainingJob
 from training.services import loop_runs
 from training.services.loop import (
-    CONTRACT_KEYS,
     LoopConfig,
     LoopError,
     LoopReport,
@@ -84,6 +83,7 @@ def test_the_command_refuses_bad_sizes_before_doing_anything(flags, message):
     assert not LoopRun.objects.exists()
 
 
+CONTRACT = ("wall_s", "headline", "checkpoints", "deltas")  # issue 14 point 4, in order
 RESULT = {
     "wall_s": 54.3,
     "headline": "pope",
@@ -130,7 +130,7 @@ def test_the_command_prints_the_stages_the_gain_and_ends_with_the_json_line(monk
     config = asked["config"]
     assert (config.eval_images, config.rounds, config.k) == (40, 1, 3)
     printed = out.getvalue().splitlines()
-    assert json.loads(printed[-1]) == RESULT and tuple(json.loads(printed[-1])) == CONTRACT_KEYS
+    assert json.loads(printed[-1]) == RESULT and tuple(json.loads(printed[-1])) == CONTRACT
     assert "  dpo vs start on pope: +20.0 points, 95% CI [+15.0, +25.0]" in printed
     assert f"the record: {reverse('training:loop', args=[record.pk])}" in printed
     url = f"{reverse('training:compare')}?checkpoints={start.pk}&checkpoints={dpo.pk}"

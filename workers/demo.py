@@ -85,9 +85,7 @@ def demo_setup(
     demo's default checkpoint, and shapes data of the world the start can learn: ScienceQA
     and POPE files (imported, and the held-out files of the walk's evaluations) and a pool of
     prompts on other images to generate, judge and curate on."""
-    import pyarrow.parquet as pq
-
-    from datasets_app.core.shapes import LEARNABLE, POOL_CYCLE, Prior, make_instruct, make_shapes
+    from datasets_app.core.shapes import make_loop_data
     from training.core.modeling import build_tiny_llava
     from training.services.start import start_checkpoint
 
@@ -113,18 +111,8 @@ def demo_setup(
     data_dir = Path(settings.VAR_DIR) / "demo" / f"shapes-n{n_images}-s{seed}"
     if not (data_dir / "pool.parquet").exists():
         log(f"drawing {n_images} shapes images and a pool of {10 * n_images} into {data_dir}")
-        make_shapes(data_dir, n=n_images, seed=seed, world=LEARNABLE)
-        held_out = pq.read_table(data_dir / "scienceqa.parquet", columns=["scene"])
-        make_instruct(
-            data_dir / "pool.parquet",
-            n=10 * n_images,  # enough pairs for DPO to show a gain in the README's walk
-            seed=seed + 1,
-            prior=Prior(cooccurrence=0.0, disagreement=0.0),
-            world=LEARNABLE,
-            cycle=POOL_CYCLE,
-            short_suffix=False,
-            exclude=frozenset(held_out.column("scene").to_pylist()),
-        )
+        # a pool 10 times the images: enough pairs for DPO to show a gain in the README's walk
+        make_loop_data(data_dir, n=n_images, pool=10 * n_images, seed=seed)
     created = 0
     for fmt, name in (("scienceqa", "scienceqa"), ("pope", "pope"), ("prompts", "pool")):
         outcome = prompts_import(

@@ -43,11 +43,17 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def judge_config_check(*, provider: str, model: str, base_url: str = "") -> None:
+def judge_config_check(
+    *, provider: str, model: str, base_url: str = "", load_checkpoint: bool = True
+) -> None:
     """Refuse, with a message for the user, a judge that cannot be called from here: an
     unknown provider, a missing or odd model name, no API key, a base URL that is not
     http(s), a local checkpoint whose config does not load. Runs before a configuration is
-    saved and before a job is queued, so that a refused judge leaves nothing behind."""
+    saved and before a job is queued, so that a refused judge leaves nothing behind.
+
+    `load_checkpoint=False` stops a local judge's check at its folder and config.json,
+    without reading its config and processor: cheap enough for every form that lists judges
+    (the launch checks again, in full)."""
     if provider not in PROVIDERS:
         raise ValueError(f"unknown judge provider {provider!r}; use {', '.join(PROVIDERS)}")
     if provider != "oracle" and not model:
@@ -57,22 +63,30 @@ def judge_config_check(*, provider: str, model: str, base_url: str = "") -> None
     if base_url and not re.match(r"^https?://[^\s/]+", base_url):
         raise ValueError(f"the base URL {base_url!r} is not an http(s) URL")
     if provider == "local":
-        _local_judge_check(model)
+        _local_judge_check(model, load=load_checkpoint)
     elif provider in ("gemini", "openai"):
         if not _MODEL_NAME.match(model):
             raise ValueError(
                 f"{model!r} is not a model name: letters, digits and . _ : / @ + - only"
             )
-        if provider == "gemini" and not settings.GEMINI_API_KEY:
+        _api_key(provider)
+
+
+def _api_key(provider: str) -> str:
+    """The key a remote judge calls with, from the environment (never from a row)."""
+    if provider == "gemini":
+        if not settings.GEMINI_API_KEY:
             raise ValueError("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set in the environment")
-        if provider == "openai" and not settings.OPENAI_API_KEY:
-            raise ValueError(
-                "OPENAI_API_KEY is not set in the environment "
-                "(an OpenAI-compatible server at a base URL takes any text, but needs one)"
-            )
+        return settings.GEMINI_API_KEY
+    if not settings.OPENAI_API_KEY:
+        raise ValueError(
+            "OPENAI_API_KEY is not set in the environment "
+            "(an OpenAI-compatible server at a base URL takes any text, but needs one)"
+        )
+    return settings.OPENAI_API_KEY
 
 
-def _local_judge_check(model: str) -> None:
+def _local_judge_check(model: str, *, load: bool) -> None:
     """A folder (absolute, or under CHECKPOINT_ROOT) or a hub id that the model loader's own
     check passes (config, processor, adapter), since the local judge loads through it."""
     location = checkpoint_location(model)
@@ -82,6 +96,8 @@ def _local_judge_check(model: str) -> None:
         (Path(location) / name).is_file() for name in ("config.json", "adapter_config.json")
     ):
         raise ValueError(f"local judge: {model} has no config.json")
+    if not load:
+        return
     try:
         check_policy(location)
     except ModelLoadError as exc:
@@ -145,26 +161,22 @@ def build_judge(config: JudgeConfig, *, timeout_s: float = 120.0) -> Judge:
             prompt_version=config.prompt_version,
         )
     if config.provider == "gemini":
-        if not settings.GEMINI_API_KEY:
-            raise ValueError("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set in the environment")
         from annotation.core.judges.gemini_judge import GeminiJudge
 
         return GeminiJudge(
             model=config.model,
-            api_key=settings.GEMINI_API_KEY,
+            api_key=_api_key("gemini"),
             base_url=config.base_url or settings.GEMINI_BASE_URL or None,
             temperature=config.temperature,
             prompt_version=config.prompt_version,
             timeout_s=timeout_s,
         )
     if config.provider == "openai":
-        if not settings.OPENAI_API_KEY:
-            raise ValueError("OPENAI_API_KEY is not set in the environment")
         from annotation.core.judges.openai_judge import OpenAIJudge
 
         return OpenAIJudge(
             model=config.model,
-            api_key=settings.OPENAI_API_KEY,
+            api_key=_api_key("openai"),
             base_url=config.base_url or settings.OPENAI_BASE_URL or None,
             temperature=config.temperature,
             prompt_version=config.prompt_version,

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from training.core.generation.templates import SHORT_ANSWER_SUFFIX
+
 KINDS = ("circle", "square", "triangle")
 # Saturated and far apart, so that the colours survive downscaling to the model's 32x32 view.
 COLOURS = {
@@ -681,8 +683,6 @@ class Prior:
 
 
 def _short(question: str) -> str:
-    from training.core.generation.templates import SHORT_ANSWER_SUFFIX
-
     return question + SHORT_ANSWER_SUFFIX
 
 
@@ -820,3 +820,27 @@ def make_instruct(
         "kinds": dict(Counter(r["kind"] for r in rows)),
         "planted": dict(Counter(r["planted"] for r in rows if r["planted"])),
     }
+
+
+def make_loop_data(
+    out_dir: str | Path, *, n: int, pool: int, seed: int, multiple_choice: bool = False
+) -> dict[str, Any]:
+    """What the demo and the loop work on, in the LEARNABLE world: held-out ScienceQA and POPE
+    files for n images (seed), and pool.parquet, `pool` prompts on other images (seed + 1,
+    none equal to a held-out one) with true answers, stored bare for a generation template to
+    ask (with `multiple_choice`, POOL_CHOICE rows too). Returns make_shapes' counts plus the
+    pool's under "pool"."""
+    out = Path(out_dir)
+    counts = make_shapes(out, n=n, seed=seed, world=LEARNABLE)
+    held_out = pq.read_table(str(out / "scienceqa.parquet"), columns=["scene"])
+    counts["pool"] = make_instruct(
+        out / "pool.parquet",
+        n=pool,
+        seed=seed + 1,
+        prior=Prior(cooccurrence=0.0, disagreement=0.0),  # the oracle rates the truth anyway
+        world=LEARNABLE,
+        cycle=POOL_CYCLE + (POOL_CHOICE if multiple_choice else ()),
+        short_suffix=False,
+        exclude=frozenset(held_out.column("scene").to_pylist()),
+    )
+    return counts

@@ -8,12 +8,15 @@ item as an `EvaluationItem`, and the comparison of checkpoints with bootstrap in
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.urls import reverse
+from django.utils.http import urlencode
 
 from annotation.models import JudgeConfig
 from training.core.evaluation import (
@@ -334,6 +337,16 @@ def _breakdown(rows: list[dict[str, Any]], key: str, label: str, metric: str) ->
         for row in rows
     ]
     return {"label": label, "metric": metric, "groups": groups, "rows": cells}
+
+
+def compare_url(
+    checkpoint_ids: Sequence[int], tasks: Sequence[str], *, baseline_id: int | None = None
+) -> str:
+    """The comparison page of these checkpoints (in this order) on these tasks."""
+    query: dict[str, Any] = {"checkpoints": list(checkpoint_ids), "tasks": list(tasks)}
+    if baseline_id is not None:
+        query["baseline"] = baseline_id
+    return f"{reverse('training:compare')}?{urlencode(query, doseq=True)}"
 
 
 def evaluation_compare(

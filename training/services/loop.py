@@ -36,7 +36,6 @@ Measured findings kept here because the numbers depend on them:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,16 +48,7 @@ from django.utils import timezone
 
 from annotation.models import JudgeCall, JudgeConfig
 from annotation.services import judging
-from datasets_app.core.shapes import (
-    LEARNABLE,
-    MULTIPLE_CHOICE,
-    POOL_CHOICE,
-    POOL_CYCLE,
-    SHORT_ANSWER,
-    Prior,
-    make_instruct,
-    make_shapes,
-)
+from datasets_app.core.shapes import MULTIPLE_CHOICE, SHORT_ANSWER, make_loop_data
 from datasets_app.core.shapes import question_kind as shapes_question_kind
 from datasets_app.models import DatasetRow, DatasetVersion, Source
 from datasets_app.services import versions
@@ -278,9 +268,7 @@ class LoopReport:
     @property
     def compare_url(self) -> str:
         """The comparison page of the loop's checkpoints on both tasks, start first."""
-        ids = "&".join(f"checkpoints={c.pk}" for c in self.checkpoints.values())
-        tasks = "".join(f"&tasks={task}" for task in TASKS)
-        return f"{reverse('training:compare')}?{ids}{tasks}"
+        return evaluations.compare_url([c.pk for c in self.checkpoints.values()], TASKS)
 
     @property
     def record_url(self) -> str:
@@ -336,7 +324,7 @@ def _stages(config: LoopConfig, stage: Timer, record: LoopRun, started: float) -
     world = stage("make the held-out world and the pool", make_world, config)
     data = stage("import the pool", import_pool, config, world)
     oracle = _oracle()
-    generated = stage(f"generate K={config.k} from the start", generate, config, data, start)
+    stage(f"generate K={config.k} from the start", generate, config, data, start)
     stage("oracle judge (rate the start)", rate, data, oracle, start)
     dpo_set = stage("curate DPO (best_vs_random_gap)", curate_dpo, config, data, "dpo", start)
     rs_set = stage("curate rejection-sampling SFT", curate_rs, config, data, start)
@@ -362,12 +350,11 @@ def _stages(config: LoopConfig, stage: Timer, record: LoopRun, started: float) -
     )
 
     result = loop_result(evaluated, policies, wall_s=time.monotonic() - started)
-    result["distinct_answers"] = generated.distinct
     breakdown = loop_breakdown(evaluated, world)
     logps = {role: made.logps for role, made in trained.items() if made.logps}
     record = loop_runs.loop_run_finish(
         record,
-        result=contract(result),
+        result=result,
         breakdown=breakdown,
         stages=stage.stages,
         logps=logps,
@@ -377,7 +364,7 @@ def _stages(config: LoopConfig, stage: Timer, record: LoopRun, started: float) -
     return LoopReport(
         tag=config.tag,
         record=record,
-        result=contract(result),
+        result=result,
         stages=stage.stages,
         checkpoints=policies,
     )
@@ -394,24 +381,14 @@ def make_world(config: LoopConfig) -> World:
     """The held-out evaluation files and the pool, from the start's world but other images
     (`World.part`), and no pool image equal to an evaluation image."""
     eval_dir = config.root / "heldout"
-    counts: dict[str, Any] = make_shapes(
-        eval_dir, n=config.eval_images, seed=config.seed + 1, world=LEARNABLE
+    counts = make_loop_data(
+        eval_dir,
+        n=config.eval_images,
+        pool=config.pool_images,
+        seed=config.seed + 1,
+        multiple_choice=config.multiple_choice,
     )
-    held_out = frozenset(
-        row["scene"] for row in _parquet_rows(eval_dir / "scienceqa.parquet", ["scene"])
-    )
-    pool_path = config.root / "pool.parquet"
-    counts["pool"] = make_instruct(
-        pool_path,
-        n=config.pool_images,
-        seed=config.seed + 2,
-        prior=Prior(cooccurrence=0.0, disagreement=0.0),  # the oracle rates the truth anyway
-        world=LEARNABLE,
-        cycle=POOL_CYCLE + (POOL_CHOICE if config.multiple_choice else ()),
-        short_suffix=False,  # the generation template asks it, as POPE evaluation does
-        exclude=held_out,
-    )
-    return World(eval_dir=eval_dir, pool_path=pool_path, counts=counts)
+    return World(eval_dir=eval_dir, pool_path=eval_dir / "pool.parquet", counts=counts)
 
 
 def import_pool(config: LoopConfig, world: World) -> Imported:
@@ -546,8 +523,9 @@ def evaluate(
 def loop_result(
     evaluated: Evaluated, policies: dict[str, Checkpoint], *, wall_s: float
 ) -> dict[str, Any]:
-    """The --json object: each checkpoint's scores and its deltas against the start, with
-    paired bootstrap 95% intervals over the same held-out items."""
+    """The --json object, exactly the keys of issue 14's contract: each checkpoint's scores
+    and its deltas against the start, with paired bootstrap 95% intervals over the same
+    held-out items."""
     checkpoints: dict[str, Any] = {}
     for role, by_task in evaluated.runs.items():
         sqa, pope = by_task["scienceqa"].metrics, by_task["pope"].metrics
@@ -587,14 +565,6 @@ def loop_result(
     }
 
 
-CONTRACT_KEYS = ("wall_s", "headline", "checkpoints", "deltas")
-
-
-def contract(result: dict[str, Any]) -> dict[str, Any]:
-    """Exactly the keys of the --json contract (issue 14 point 4)."""
-    return {key: result[key] for key in CONTRACT_KEYS}
-
-
 def loop_breakdown(evaluated: Evaluated, world: World) -> dict[str, Any]:
     """Accuracy per question kind (ScienceQA) and per POPE split, with bootstrap intervals."""
     groups = {task: _item_groups(task, world.eval_dir / f"{task}.parquet") for task in TASKS}
@@ -624,12 +594,6 @@ def _item_groups(task: str, path: Path) -> dict[str, str]:
 
 
 # What the stages share.
-
-
-def _parquet_rows(path: Path, columns: list[str]) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(str(path), columns=columns).to_pylist()
 
 
 def _distinct_share(data: Imported, policy: Checkpoint) -> float:
@@ -713,7 +677,3 @@ def _train(
 
 def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def json_line(result: dict[str, Any]) -> str:
-    return json.dumps(contract(result), sort_keys=False)

@@ -6,8 +6,6 @@ import os
 
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
-from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 
 from common.charts import bars_svg
@@ -91,11 +89,7 @@ def _compare_with_base_url(run: EvaluationRun) -> str:
     base = run.checkpoint.parent
     if base is None or (run.job is not None and run.job.status != Job.Status.SUCCEEDED):
         return ""
-    query = urlencode(
-        {"checkpoints": [base.pk, run.checkpoint.pk], "tasks": run.task, "baseline": base.pk},
-        doseq=True,
-    )
-    return f"{reverse('training:compare')}?{query}"
+    return evaluations.compare_url([base.pk, run.checkpoint.pk], [run.task], baseline_id=base.pk)
 
 
 @staff_required

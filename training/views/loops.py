@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 from django.shortcuts import get_object_or_404, render
-from django.urls import reverse
-from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 
 from common.charts import grouped_bars_svg, lines_svg
 from config.access import staff_required
 from training.core import loop_results
 from training.models import LoopRun
+from training.services.evaluations import compare_url
 
 
 @staff_required
@@ -50,8 +49,7 @@ def _compare_url(run: LoopRun) -> str:
     ids = [run.checkpoint_ids[r] for r in loop_results.ROLES if r in run.checkpoint_ids]
     if not ids:
         return ""
-    query = urlencode({"checkpoints": ids, "tasks": loop_results.TASKS}, doseq=True)
-    return f"{reverse('training:compare')}?{query}"
+    return compare_url(ids, loop_results.TASKS)
 
 
 def _breakdown_charts(breakdown: dict) -> list[SafeString]:

@@ -61,7 +61,6 @@ class Command(BaseCommand):
                 sft_steps=o["sft_steps"],
                 multiple_choice=o["multiple_choice"],
             )
-            config.check()
             report = run_loop(config=config, log=self.stdout.write)
         except LoopError as exc:
             raise CommandError(str(exc)) from None
