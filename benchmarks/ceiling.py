@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from datasets_app.core import shapes
-from training.core import modeling
+from training.core import modeling, tiny_models
 from training.core.generation.templates import SHORT_ANSWER_SUFFIX
 
 QUESTION_KINDS = ("count", "colour", "exist_colour", "exist_kind", "exist")
@@ -62,12 +62,12 @@ Item = tuple[shapes.Scene, str, str, str]
 
 def build(out: Path, *, size: int, normalised: bool, seed: int) -> Any:
     """The tiny LLaVA at `size` px, loaded as the project loads a policy."""
-    old = modeling._IMAGE_SIZE
-    modeling._IMAGE_SIZE = size  # build_tiny_llava reads it for the processor and the config
+    old = tiny_models._IMAGE_SIZE
+    tiny_models._IMAGE_SIZE = size  # build_tiny_llava reads it for the processor and config
     try:
-        modeling.build_tiny_llava(out, seed=seed, normalise_image_tokens=normalised)
+        tiny_models.build_tiny_llava(out, seed=seed, normalise_image_tokens=normalised)
     finally:
-        modeling._IMAGE_SIZE = old
+        tiny_models._IMAGE_SIZE = old
     return modeling.load_policy(str(out), device="cpu")
 
 

@@ -31,7 +31,8 @@ from training.core.generation import (
     VllmBackend,
     generate_batches,
 )
-from training.core.modeling import build_tiny_llava, load_policy
+from training.core.modeling import load_policy
+from training.core.tiny_models import build_tiny_llava
 
 
 def _requests(n: int) -> list[GenerationRequest]:

@@ -165,9 +165,10 @@ def run_supervised(work: Path, name: str, base: dict) -> float:
 
 
 def run_bare(work: Path, name: str, base: dict, threads: int | None) -> float:
-    from training.core.recipes.common import language_model_targets
-    from training.core.recipes.config import LANGUAGE_MODEL_LINEAR
+    from training.core.families import family_for, language_model_targets
 
+    llava = family_for("llava")
+    assert llava is not None
     args = {
         "train": base["train_file"],
         "model": base["model_path"],
@@ -178,7 +179,7 @@ def run_bare(work: Path, name: str, base: dict, threads: int | None) -> float:
         "lr": base["learning_rate"],
         "epochs": base["num_train_epochs"],
         "batch": base["per_device_train_batch_size"],
-        "targets": language_model_targets(LANGUAGE_MODEL_LINEAR),
+        "targets": language_model_targets(llava, llava.lora_targets),
     }
     return timed([sys.executable, "-c", BARE_SCRIPT, json.dumps(args)])
 
@@ -199,7 +200,7 @@ def main() -> None:
         work = Path(tmp)
         model = args.model
         if model is None:
-            from training.core.modeling import build_tiny_llava
+            from training.core.tiny_models import build_tiny_llava
 
             model = str(build_tiny_llava(work / "tiny-llava"))
         base = {

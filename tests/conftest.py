@@ -91,9 +91,24 @@ def outsider(make_user):
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """The tiny LLaVA, built once per test session (about 5 s)."""
-    from training.core.modeling import build_tiny_llava
+    from training.core.tiny_models import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny") / "llava", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory):
+    """The tiny Qwen2.5-VL (dynamic resolution, the real chat template), built once (~4 s)."""
+    from training.core.tiny_models import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny") / "qwen2_5_vl", seed=0)
+
+
+@pytest.fixture(scope="session", params=["llava", "qwen2_5_vl"])
+def tiny_family_dir(request):
+    """Each tiny family in turn: tests that must hold for every family take this."""
+    name = "tiny_dir" if request.param == "llava" else "tiny_qwen_dir"
+    return request.getfixturevalue(name)
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.core.modeling import (
-    IMAGE_TOKEN_NORM,
-    attach_image_token_norm,
-    build_tiny_llava,
-    load_policy,
-)
+from training.core.modeling import IMAGE_TOKEN_NORM, attach_image_token_norm, load_policy
+from training.core.tiny_models import build_tiny_llava
 
 
 @pytest.fixture(scope="module")

@@ -177,8 +177,12 @@ def test_presets_fill_fields_and_explicit_keys_win(tmp_path):
     seed003 = TrainConfig.from_dict({**required, "preset": "seed003"})
     assert seed003.eval_fraction == 0.1 and seed003.lora_dropout == 0.1
     assert PRESETS["seed001_sft"]["learning_rate"] == 4e-4
-    # Language-model projections only, by name.
-    assert config.lora_target_modules == [
+    # The family's language-model projections unless the config names its own.
+    from training.core.families import family_for
+
+    assert config.lora_target_modules is None
+    llava = family_for("llava")
+    assert llava is not None and llava.lora_targets == (
         "q_proj",
         "k_proj",
         "v_proj",
@@ -186,7 +190,7 @@ def test_presets_fill_fields_and_explicit_keys_win(tmp_path):
         "gate_proj",
         "up_proj",
         "down_proj",
-    ]
+    )
     with pytest.raises(ConfigError, match="unknown config keys: lora_rank"):
         TrainConfig.from_dict({**config.to_dict(), "lora_rank": 8})
     with pytest.raises(ConfigError, match="missing config keys: output_dir"):

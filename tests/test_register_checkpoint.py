@@ -56,7 +56,9 @@ def test_an_adapter_folder_is_stored_as_its_base_plus_the_adapter(tiny_dir, tmp_
 def test_a_folder_without_config_is_refused_and_creates_nothing(tmp_path):
     empty = tmp_path / "not-a-model"
     empty.mkdir()
-    with pytest.raises(CommandError, match=r"not a LLaVA checkpoint: it has no config\.json"):
+    with pytest.raises(
+        CommandError, match=r"not an image-text-to-text checkpoint: it has no config\.json"
+    ):
         call_command("register_checkpoint", str(empty), "--name", "x")
     with pytest.raises(CommandError, match="does not exist"):
         call_command("register_checkpoint", str(tmp_path / "nowhere"))

@@ -17,12 +17,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from training.core.generation import generate_text
-from training.core.modeling import (
-    LoadedPolicy,
-    ModelLoadError,
-    build_tiny_llava,
-    load_policy,
-)
+from training.core.modeling import LoadedPolicy, ModelLoadError, load_policy
+from training.core.tiny_models import build_tiny_llava
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,12 +211,12 @@ def test_missing_path_raises(tmp_path: Path) -> None:
 def test_empty_folder_raises(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=re.escape(str(tmp_path))) as info:
         load_policy(str(tmp_path))
-    assert "not a LLaVA checkpoint" in str(info.value)
+    assert "not an image-text-to-text checkpoint" in str(info.value)
 
 
 def test_non_llava_folder_raises(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ModelLoadError, match=r"not a LLaVA checkpoint.*bert"):
+    with pytest.raises(ModelLoadError, match=r"not an image-text-to-text checkpoint.*bert"):
         load_policy(str(tmp_path))
 
 

@@ -320,7 +320,7 @@ def run_loop(
 
 
 def _stages(config: LoopConfig, stage: Timer, record: LoopRun, started: float) -> LoopReport:
-    start = stage("the start (tiny-llava shapes SFT)", build_start, config).checkpoint
+    start = stage(f"the start ({config.start.name})", build_start, config).checkpoint
     world = stage("make the held-out world and the pool", make_world, config)
     data = stage("import the pool", import_pool, config, world)
     oracle = _oracle()

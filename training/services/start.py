@@ -30,13 +30,15 @@ from django.conf import settings
 from datasets_app.core.shapes import INSTRUCT, Prior, make_instruct
 from datasets_app.services import versions
 from datasets_app.services.imports import prompts_import
-from training.core.modeling import build_tiny_llava
+from training.core.tiny_models import build_tiny_llava, build_tiny_vlm
 from training.models import Checkpoint
 from training.services import checkpoints, trainings
 from workers.models import Job
 
 START_NAME = "tiny-llava (shapes SFT)"
 RANDOM_NAME = "tiny-llava (random, normalised image tokens)"
+# The start of another tiny family (tiny_models.TINY_FAMILIES) is named after it.
+FAMILY_NAMES = {"llava": "tiny-llava", "qwen2_5_vl": "tiny-qwen2.5-vl"}
 DONE_FILE = "start.json"
 # Bumped when what the build does changes in a way the settings below do not show.
 BUILD_VERSION = 1
@@ -64,12 +66,13 @@ class StartRecipe:
 
     images: int = 6000
     seed: int = 0
+    family: str = "llava"
     prior: Prior = field(default_factory=Prior)
     training: dict[str, Any] = field(default_factory=lambda: dict(START_TRAINING))
     torch_threads: int = 2  # run control, not part of the checksum
 
     def settings(self) -> dict[str, Any]:
-        return {
+        values = {
             "build_version": BUILD_VERSION,
             "images": self.images,
             "seed": self.seed,
@@ -77,6 +80,15 @@ class StartRecipe:
             "world": asdict(INSTRUCT),
             "training": self.training,
         }
+        if self.family != "llava":  # the LLaVA start's checksum predates families
+            values["family"] = self.family
+        return values
+
+    @property
+    def name(self) -> str:
+        if self.family == "llava":
+            return START_NAME
+        return f"{FAMILY_NAMES.get(self.family, self.family)} (shapes SFT)"
 
 
 @dataclass(frozen=True)
@@ -117,11 +129,16 @@ def start_checkpoint(
         checkpoint = _register(folder, recipe, record)
         return StartBuilt(checkpoint, folder, True, time.monotonic() - started, record)
 
-    log(f"building the start {START_NAME} into {folder} (once; later runs use the cache)")
+    log(f"building the start {recipe.name} into {folder} (once; later runs use the cache)")
     random_dir = folder / "random"
-    build_tiny_llava(random_dir, seed=recipe.seed, normalise_image_tokens=True)
+    if recipe.family == "llava":
+        build_tiny_llava(random_dir, seed=recipe.seed, normalise_image_tokens=True)
+        random_name = RANDOM_NAME
+    else:
+        build_tiny_vlm(random_dir, family=recipe.family, seed=recipe.seed)
+        random_name = f"{FAMILY_NAMES.get(recipe.family, recipe.family)} (random)"
     base = checkpoints.checkpoint_register_base(
-        name=f"{RANDOM_NAME} {checksum[:8]}",
+        name=f"{random_name} {checksum[:8]}",
         model_path=checkpoints.checkpoint_stored_path(random_dir),
         notes="Random weights; the start is fine-tuned from it.",
     )
@@ -179,15 +196,16 @@ def _checksum(recipe: StartRecipe, data: Path) -> str:
 def _register(folder: Path, recipe: StartRecipe, record: dict[str, Any]) -> Checkpoint:
     prior = recipe.prior
     notes = (
-        f"Full SFT of the tiny LLaVA on {recipe.images} instruction rows (reference_sft), "
+        f"Full SFT of {FAMILY_NAMES.get(recipe.family, recipe.family)} on {recipe.images} "
+        "instruction rows (reference_sft), "
         f"with a planted prior: {prior.cooccurrence:.0%} of the questions about an absent "
         f"colour whose partner is present answered yes, {prior.disagreement:.0%} of yes/no "
         f"answers flipped. Checksum {record['checksum'][:16]}."
     )
     path = checkpoints.checkpoint_stored_path(folder / "model")
-    existing = Checkpoint.objects.filter(name=START_NAME).first()
+    existing = Checkpoint.objects.filter(name=recipe.name).first()
     if existing is not None and existing.model_path != path:
         # Another recipe's start held the name: it keeps its row under a dated name.
-        existing.name = f"{START_NAME} {existing.pk}"
+        existing.name = f"{recipe.name} {existing.pk}"
         existing.save(update_fields=["name"])
-    return checkpoints.checkpoint_register_base(name=START_NAME, model_path=path, notes=notes)
+    return checkpoints.checkpoint_register_base(name=recipe.name, model_path=path, notes=notes)

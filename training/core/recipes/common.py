@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
+from training.core import families
+from training.core.families import Family
 from training.core.protocol import CONFIG_FILE, FINAL_DIR, MERGED_DIR, Event, record
 from training.core.recipes.config import ConfigError, TrainConfig, last_checkpoint
 
@@ -26,12 +27,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from training.core.modeling import LoadedPolicy
-
-# Module names of the LLaVA family in transformers 5 (model.vision_tower,
-# model.multi_modal_projector, model.language_model).
-VISION_TOWER = "vision_tower"
-PROJECTOR = "multi_modal_projector"
-LANGUAGE_MODEL = "language_model"
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -76,32 +71,40 @@ def load_model(config: TrainConfig, *, device: str, dtype: str) -> LoadedPolicy:
     )
     if config.base_adapter is not None:
         policy.model = policy.model.merge_and_unload()
-    names = [name for name, _ in policy.model.named_parameters()]
-    for part in (VISION_TOWER, PROJECTOR, LANGUAGE_MODEL):
-        if not any(f".{part}." in f".{name}" for name in names):
-            raise ConfigError(
-                f"{config.model_path} has no {part} module: the recipes know the LLaVA layout "
-                f"({VISION_TOWER}, {PROJECTOR}, {LANGUAGE_MODEL}) only"
-            )
+    family = model_family(policy.model)
     if config.finetune == "full":
         for name, param in policy.model.named_parameters():
-            if f".{VISION_TOWER}." in f".{name}":
+            part = family.part(name)
+            if part == families.VISION:
                 param.requires_grad_(not config.freeze_vision_tower)
-            elif f".{PROJECTOR}." in f".{name}":
+            elif part == families.PROJECTOR:
                 param.requires_grad_(config.train_projector)
     return policy
 
 
-def language_model_targets(names: Sequence[str]) -> str:
-    """A PEFT target regex (full match on the module path) for `names` inside the language
-    model only, e.g. model.language_model.layers.0.self_attn.q_proj but not
-    model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj."""
-    alternatives = "|".join(re.escape(name) for name in names)
-    return rf".*\.{LANGUAGE_MODEL}\..*\.({alternatives})"
+def model_family(model: Any) -> Family:
+    """The family whose layout `model` has, checked: each of its three parts must be there,
+    or freezing and LoRA targeting would silently miss the vision tower."""
+    names = [name for name, _ in model.named_parameters()]
+    model_type = str(getattr(model.config, "model_type", ""))
+    try:
+        family = families.family_from_modules(model_type, names)
+    except families.UnknownLayout as exc:
+        raise ConfigError(str(exc)) from exc
+    found = {family.part(name) for name in names}
+    parts = (families.VISION, families.PROJECTOR, families.LANGUAGE)
+    missing = [part for part in parts if part not in found]
+    if missing:
+        raise ConfigError(
+            f"{model_type} has no {', '.join(missing)} module where the {family.name} layout "
+            f"keeps it ({family.vision}, {family.projector}, {family.language})"
+        )
+    return family
 
 
-def lora_config(config: TrainConfig) -> Any:
-    """The PEFT LoraConfig for the run, or None for full fine-tuning."""
+def lora_config(config: TrainConfig, family: Family) -> Any:
+    """The PEFT LoraConfig for the run, or None for full fine-tuning: the family's decoder
+    projections (or `lora_target_modules`) inside its language model only."""
     if config.finetune != "lora":
         return None
     from peft import LoraConfig
@@ -109,15 +112,18 @@ def lora_config(config: TrainConfig) -> Any:
     # modules_to_save trains a full copy of the module next to the adapter and saves it with
     # the adapter, which is how a LoRA run trains the projector (or the vision tower).
     modules_to_save = []
-    if config.train_projector:
-        modules_to_save.append(PROJECTOR)
     if not config.freeze_vision_tower:
-        modules_to_save.append(VISION_TOWER)
+        modules_to_save.append(family.vision)
+    # A projector inside the vision tower (Qwen's merger) is saved with the tower already.
+    inside_tower = family.projector.startswith(f"{family.vision}.")
+    if config.train_projector and not (modules_to_save and inside_tower):
+        modules_to_save.append(family.projector)
+    names = config.lora_target_modules or list(family.lora_targets)
     return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=language_model_targets(config.lora_target_modules),
+        target_modules=families.language_model_targets(family, names),
         modules_to_save=modules_to_save or None,
     )
 

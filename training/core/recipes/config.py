@@ -18,6 +18,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from training.core.families import DECODER_LINEAR
+
 __all__ = [
     "DPO_LOSS_TYPES",
     "LANGUAGE_MODEL_LINEAR",
@@ -56,18 +58,10 @@ DPO_LOSS_TYPES = (
     "sigmoid_norm",
 )
 
-# Every linear layer of a LLaMA-family decoder (LLaVA-1.5's Vicuna, Mistral, Qwen2). LoRA
-# targets these names *inside the language model only*: PEFT's "all-linear" would also adapt
-# the CLIP tower (q/k/v/out_proj, fc1/fc2) and the projector (linear_1/linear_2).
-LANGUAGE_MODEL_LINEAR = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
+# Every linear layer of a LLaMA-family decoder (LLaVA-1.5's Vicuna, Mistral, Qwen2): each
+# family's default LoRA targets (training/core/families.py), adapted *inside the language model
+# only*: PEFT's "all-linear" would also adapt the vision tower and the projector.
+LANGUAGE_MODEL_LINEAR = DECODER_LINEAR
 
 # Hyperparameters of the seed projects (REFERENCE.md, "Seed hyperparameters"). A preset fills
 # the fields it names; keys given next to it in the JSON override it. Left out on purpose:
@@ -241,8 +235,9 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    # Module names adapted inside the language model only (never the vision side).
-    lora_target_modules: list[str] = field(default_factory=lambda: list(LANGUAGE_MODEL_LINEAR))
+    # Module names adapted inside the language model only (never the vision side); None
+    # takes the model family's own (families.py: the decoder's attention and MLP layers).
+    lora_target_modules: list[str] | None = None
     train_projector: bool = False  # also train the vision-to-text projector (fully)
     freeze_vision_tower: bool = True
 
@@ -369,8 +364,8 @@ class TrainConfig:
         if self.finetune not in ("lora", "full"):
             errors.append(f"finetune must be 'lora' or 'full', not {self.finetune!r}")
         if self.finetune == "lora":
-            if not self.lora_target_modules:
-                errors.append("lora_target_modules is empty")
+            if self.lora_target_modules is not None and not self.lora_target_modules:
+                errors.append("lora_target_modules is empty (leave it out for the family's own)")
             if self.base_adapter is not None and not self.merge_adapter:
                 errors.append(
                     "a LoRA run on top of base_adapter must set merge_adapter=true: the new "

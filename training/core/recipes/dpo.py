@@ -136,7 +136,7 @@ def main(
         train_dataset=train,
         eval_dataset=evals,
         processing_class=processor,
-        peft_config=common.lora_config(config),
+        peft_config=common.lora_config(config, common.model_family(policy.model)),
         callbacks=[common.SaveConfigCallback(config), *callbacks],
     )
     return common.train_and_save(trainer, config, processor)

@@ -27,7 +27,7 @@ from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from training.core.recipes import common
-from training.core.recipes.config import TrainConfig
+from training.core.recipes.config import ConfigError, TrainConfig
 
 SFT_COLUMNS = ("images", "messages")
 # Tokens a chat template may put between the start of the trainable span and the label
@@ -48,9 +48,35 @@ def steerlm_label_part(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def keep_last_span(labels: Any) -> None:
+    """Mask (in place) every trainable label of a row but its last contiguous span.
+
+    In a conversation the chat template marks every assistant turn for the loss; the earlier
+    ones are the file's context, not the answer curated for this row (a rejection-sampling
+    pick, a SteerLM response). A single-turn row has one span and is left as it is."""
+    trainable = (labels != -100).nonzero().flatten().tolist()
+    if not trainable:
+        return
+    start = trainable[-1]
+    while start - 1 >= 0 and labels[start - 1] != -100:
+        start -= 1
+    labels[:start] = -100
+
+
 @dataclass
-class SteerLMCollator(common.VisionCollator):
-    """VisionCollator that also masks each row's SteerLM label out of the labels."""
+class FinalTurnCollator(common.VisionCollator):
+    """VisionCollator whose loss covers the final assistant turn only (`keep_last_span`)."""
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().__call__(examples)
+        for labels in batch["labels"]:
+            keep_last_span(labels)
+        return batch
+
+
+@dataclass
+class SteerLMCollator(FinalTurnCollator):
+    """FinalTurnCollator that also masks each row's SteerLM label out of the labels."""
 
     tokenizer: Any = None
 
@@ -82,6 +108,30 @@ class SteerLMCollator(common.VisionCollator):
         )
 
 
+def training_chat_template(processor: Any) -> str | None:
+    """The chat template the loss mask is read from: the processor's own when it marks the
+    assistant turn ({% generation %}), else TRL's training variant of it (TRL ships one for
+    Qwen2-VL / Qwen2.5-VL, Idefics3, LLaVA-NeXT, ...: what SFTTrainer swaps in itself, but
+    our collator is built here). None means the processor's own.
+
+    A template with no markers and no known variant would mask every token: the loss would
+    be 0 and nothing would train, silently; refused instead.
+    """
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if has_generation_markers(processor.chat_template):
+        return None
+    template = get_training_chat_template(processor)
+    if template is None:
+        raise ConfigError(
+            "the checkpoint's chat template does not mark the assistant turn with "
+            "{% generation %} ... {% endgeneration %}, and TRL has no training variant of it: "
+            "assistant-only loss would train on nothing; add the markers to its "
+            "chat_template.jinja"
+        )
+    return template
+
+
 def main(
     config: TrainConfig,
     *,
@@ -109,14 +159,15 @@ def main(
 
     policy = common.load_model(config, device=device, dtype=dtype)
     processor = policy.processor
+    template = training_chat_template(processor)
 
     def collator(max_length: int | None) -> common.VisionCollator:
         inner = DataCollatorForVisionLanguageModeling(
-            processor, max_length=max_length, assistant_only_loss=True
+            processor, max_length=max_length, assistant_only_loss=True, chat_template=template
         )
         if config.recipe == "steerlm":
             return SteerLMCollator(inner, config.max_image_pixels, tokenizer=processor.tokenizer)
-        return common.VisionCollator(inner, config.max_image_pixels)
+        return FinalTurnCollator(inner, config.max_image_pixels)
 
     common.check_max_length(config.max_length, train, collator(None))
     trainer = SFTTrainer(
@@ -126,7 +177,7 @@ def main(
         train_dataset=train,
         eval_dataset=evals,
         processing_class=processor,
-        peft_config=common.lora_config(config),
+        peft_config=common.lora_config(config, common.model_family(policy.model)),
         callbacks=[common.SaveConfigCallback(config), *callbacks],
     )
     return common.train_and_save(trainer, config, processor)

@@ -2,6 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from training.core.tiny_models import TINY_FAMILIES
 from training.services.loop import (
     DEFAULT_EVAL_IMAGES,
     DEFAULT_POOL_IMAGES,
@@ -15,6 +16,7 @@ from training.services.loop import (
     pct,
     run_loop,
 )
+from training.services.start import StartRecipe
 
 
 class Command(BaseCommand):
@@ -45,6 +47,12 @@ class Command(BaseCommand):
             action="store_true",
             help="multiple-choice prompts in the pool too (less ScienceQA tax, less POPE gain)",
         )
+        parser.add_argument(
+            "--family",
+            default="llava",
+            choices=sorted(TINY_FAMILIES),
+            help="the tiny model family the start is built from",
+        )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--json", action="store_true", help="end with the JSON results line")
 
@@ -60,6 +68,7 @@ class Command(BaseCommand):
                 dpo_steps=o["dpo_steps"],
                 sft_steps=o["sft_steps"],
                 multiple_choice=o["multiple_choice"],
+                start=StartRecipe(family=o["family"]),
             )
             report = run_loop(config=config, log=self.stdout.write)
         except LoopError as exc:
