@@ -563,6 +563,31 @@ def test_noisy_image_text_blank_and_seeded_noise():
     assert all(i.image is None for i in judge.items)  # the judge reads the instruction alone
 
 
+def test_text_only_sends_no_image_and_sits_beside_noisy_image_text():
+    items = [_item("1"), _item("2")]
+    seen: list = []
+
+    def generate(inputs, samples):
+        seen.extend(inputs)
+        return [["good" if image is None else "bad"] for *_, image in inputs]
+
+    judge = ScriptedRater()
+    text = evaluate("text_only", items, generate=generate, judge=judge)
+    assert [key for key, _, _ in seen] == ["1", "2"] and all(i is None for *_, i in seen)
+    assert [r["has_image"] for r in text.records] == [False, False]
+    assert (text.metrics["by_image"]["none"]["n"], text.metrics["helpfulness"]) == (2, 4.0)
+    assert metric_value(text.metrics, "by_image.none.helpfulness") == 4.0
+    noisy = evaluate("noisy_image_text", items, generate=generate, judge=judge)
+    # One table: text_only's "none" column comes first, then blank and noise.
+    assert list(text.metrics["by_image"]) + list(noisy.metrics["by_image"]) == [
+        "none",
+        "blank",
+        "noise",
+    ]
+    with pytest.raises(EvaluationError, match="text_only needs a judge"):
+        evaluate("text_only", items, generate=generate)
+
+
 # --- the runner ---------------------------------------------------------------------------------
 
 
@@ -639,6 +664,7 @@ def test_records_and_metrics_are_json():
         "judge_open",
         "helpsteer_heldout",
         "noisy_image_text",
+        "text_only",
     }
 
 

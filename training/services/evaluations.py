@@ -53,7 +53,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def _max_new_tokens(task: str, prompt: str) -> int:
-    if task in ("judge_open", "helpsteer_heldout", "noisy_image_text"):
+    if task in JUDGE_TASKS:
         return DEFAULT_OPEN_TOKENS
     return DEFAULT_MAX_NEW_TOKENS.get(prompt, DEFAULT_SHORT_TOKENS)
 
@@ -314,6 +314,9 @@ BREAKDOWNS = {
     "scienceqa": (("by_subject", "subject", "accuracy"), ("by_context", "context", "accuracy")),
     "pope": (("by_category", "split", "f1"),),
     "judge_open": (("by_category", "category", "relative_score"),),
+    # The text regression check: no image, a blank one, noise (seed 001).
+    "noisy_image_text": (("by_image", "image", "helpfulness"),),
+    "text_only": (("by_image", "image", "helpfulness"),),
 }
 
 

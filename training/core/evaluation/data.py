@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TASKS = ("scienceqa", "pope", "judge_open", "helpsteer_heldout", "noisy_image_text")
+TASKS = (
+    "scienceqa",
+    "pope",
+    "judge_open",
+    "helpsteer_heldout",
+    "noisy_image_text",
+    "text_only",
+)
 SUBJECT_CODES = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation"}
 SPLIT_NAMES |= {"dev": "validation", "minival": "validation", "test": "test", "minitest": "test"}
@@ -311,6 +318,10 @@ _LOADERS: dict[str, Callable[[_Row], EvalItem]] = {
     "judge_open": _judge_open_item,
     "helpsteer_heldout": _helpsteer_item,
     "noisy_image_text": _noisy_item,
+    # The same instructions with no image at all (seed 001's text regression check): read
+    # as noisy_image_text reads them, so one file serves both and their scores sit side
+    # by side (by_image: none | blank | noise).
+    "text_only": _noisy_item,
 }
 
 

@@ -41,6 +41,7 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "judge_open": ("relative_score",),
     "helpsteer_heldout": ("helpfulness",),
     "noisy_image_text": ("by_image.blank.helpfulness", "by_image.noise.helpfulness"),
+    "text_only": ("by_image.none.helpfulness",),
 }
 
 Record = Mapping[str, Any]
@@ -348,8 +349,12 @@ def helpsteer_metrics(records: Sequence[Record]) -> dict[str, Any]:
 def noisy_image_metrics(records: Sequence[Record]) -> dict[str, Any]:
     return {
         **helpsteer_metrics(records),
-        "by_image": _grouped(records, "image_kind", ("blank", "noise"), _attribute_means),
+        "by_image": _grouped(records, "image_kind", IMAGE_KIND_ORDER, _attribute_means),
     }
+
+
+# noisy_image_text's kinds, and text_only's "none": one table, one column each.
+IMAGE_KIND_ORDER = ("none", "blank", "noise")
 
 
 _METRICS: dict[str, Callable[[Sequence[Record]], dict[str, Any]]] = {
@@ -358,6 +363,7 @@ _METRICS: dict[str, Callable[[Sequence[Record]], dict[str, Any]]] = {
     "judge_open": judge_open_metrics,
     "helpsteer_heldout": helpsteer_metrics,
     "noisy_image_text": noisy_image_metrics,
+    "text_only": noisy_image_metrics,
 }
 
 

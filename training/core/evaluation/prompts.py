@@ -25,6 +25,7 @@ PROMPTS: dict[str, tuple[str, ...]] = {
     "judge_open": ("plain",),
     "helpsteer_heldout": ("plain",),
     "noisy_image_text": ("plain",),
+    "text_only": ("plain",),
 }
 REVIEW_PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 DEFAULT_REVIEW_PROMPT = "llava_bench_v1"

@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 
 GenerateInput = tuple[str, str, "Image.Image | None"]  # (key, prompt text, image)
 GenerateFn = Callable[[list[GenerateInput], int], list[list[str]]]
-JUDGE_TASKS = ("judge_open", "helpsteer_heldout", "noisy_image_text")
+JUDGE_TASKS = ("judge_open", "helpsteer_heldout", "noisy_image_text", "text_only")
 IMAGE_KINDS = ("blank", "noise")
+TEXT_ONLY = "none"  # text_only's image kind: the policy is sent no image at all
 NOISE_SIZE = 336  # LLaVA-1.5's input side: the processor sees the noise at full detail
 MAX_SAMPLES = 64
 
@@ -138,6 +139,8 @@ def _units(task: str, items: Sequence[EvalItem], kinds: Sequence[str]) -> list[_
         raise EvaluationError(f"item key {repeated!r} appears more than once")
     if task == "noisy_image_text":
         return [_Unit(f"{i.key}/{kind}", i, kind) for i in items for kind in kinds]
+    if task == "text_only":
+        return [_Unit(i.key, i, TEXT_ONLY) for i in items]
     return [_Unit(i.key, i) for i in items]
 
 
@@ -146,6 +149,8 @@ def _image(unit: _Unit, noise_seed: int) -> Image.Image | None:
 
     if unit.image_kind == "blank":
         return Image.new("RGB", (NOISE_SIZE, NOISE_SIZE), "white")
+    if unit.image_kind == TEXT_ONLY:
+        return None
     if unit.image_kind == "noise":
         # Seeded by the item, so an item gets the same noise whatever runs beside it.
         rng = random.Random(f"{noise_seed}:{unit.item.key}")  # noqa: S311 - not security
@@ -181,7 +186,8 @@ def _record(task: str, unit: _Unit, prompt: str, answers: list[str]) -> dict[str
         "key": unit.key,
         "prompt": prompt,
         "answers": answers,
-        "has_image": item.image is not None or bool(unit.image_kind),
+        "has_image": unit.image_kind != TEXT_ONLY
+        and (item.image is not None or bool(unit.image_kind)),
         "subject": item.subject,
         "context": item.context,
         "split": item.split,
@@ -242,7 +248,7 @@ def _judge_chunk(
             key = f"{unit.key}#{j}"
             # noisy_image_text: the judge rates the answer to the instruction alone; the
             # blank or noise image is the policy's distraction, not part of the question.
-            image = item.image if task != "noisy_image_text" else None
+            image = item.image if task not in ("noisy_image_text", "text_only") else None
             judge_items.append(
                 JudgeItem(
                     key=key,
