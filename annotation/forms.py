@@ -1,6 +1,6 @@
 from django import forms
 
-from annotation.core.judges.prompt import prompt_versions
+from annotation.core.judges.prompt import DEFAULT_VERSION, prompt_versions
 from annotation.core.judges.runner import RunLimits
 from annotation.models import JudgeConfig
 from annotation.selectors import judge_config_choices
@@ -17,7 +17,11 @@ class JudgeForm(forms.Form):
     base_url = forms.CharField(
         required=False, max_length=300, help_text="an OpenAI-compatible server or a proxy"
     )
-    prompt_version = forms.ChoiceField(choices=[])
+    prompt_version = forms.ChoiceField(
+        choices=[],
+        initial=DEFAULT_VERSION,
+        help_text="v2 shows the whole conversation and numbers the images; v1 one image only",
+    )
     temperature = forms.FloatField(min_value=0, max_value=2, initial=0.0)
     source = forms.ModelChoiceField(Source.objects.order_by("name"), required=False)
     split = forms.ChoiceField(choices=[("", "any split"), *Prompt.Split.choices], required=False)

@@ -53,7 +53,7 @@ class JudgeConfig(models.Model):
     name = models.CharField(max_length=200, unique=True)
     provider = models.CharField(max_length=20, choices=Provider.choices)
     model = models.CharField(max_length=200, blank=True)
-    prompt_version = models.CharField(max_length=20, default="v1")
+    prompt_version = models.CharField(max_length=20, default="v2")
     temperature = models.FloatField(default=0.0)
     base_url = models.CharField(max_length=300, blank=True)
     options = models.JSONField(default=dict, blank=True)

@@ -7,6 +7,7 @@ from itertools import groupby
 from django.db.models import QuerySet
 
 from annotation.models import Completion, JudgeConfig
+from datasets_app.selectors import prompt_conversation
 
 
 def prompt_completions_by_checkpoint(*, prompt_id: int) -> list[tuple[object, list[Completion]]]:
@@ -161,6 +162,7 @@ def item_page_context(assignment) -> dict:
         "assignment": assignment,
         "campaign": campaign,
         "prompt": prompt,
+        "conversation": prompt_conversation(prompt),
         "cards": cards,
         "attributes": [(a, [(s, GUIDE[a][s]) for s in range(5)]) for a in ATTRIBUTES],
         "config": {
@@ -248,6 +250,7 @@ def review_context(item) -> dict:
     return {
         "item": item,
         "prompt": item.prompt,
+        "conversation": prompt_conversation(item.prompt),
         "cards": cards,
         "attributes": ATTRIBUTES,
         "guide": GUIDE,

@@ -69,6 +69,11 @@ def _prompt_image_access(user: Any, key: str) -> MediaAccess:
         return MediaAccess.ALLOWED
     from annotation.models import Assignment
 
-    # The same rule as the item pages: an annotator sees the items assigned to them.
-    assigned = Assignment.objects.filter(annotator=user, item__prompt__image=key).exists()
+    # The same rule as the item pages: an annotator sees the items assigned to them, every
+    # image of their conversations included.
+    mine = Assignment.objects.filter(annotator=user)
+    assigned = (
+        mine.filter(item__prompt__image=key).exists()
+        or mine.filter(item__prompt__more_images__image=key).exists()
+    )
     return MediaAccess.ALLOWED if assigned else MediaAccess.HIDDEN

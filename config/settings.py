@@ -212,6 +212,9 @@ START_CACHE_DIR = os.environ.get("START_CACHE_DIR") or None
 # Imports: limits that keep a hostile or broken file from hurting the server.
 IMPORT_MAX_IMAGE_BYTES = env_int("IMPORT_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
 IMPORT_MAX_IMAGE_PIXELS = env_int("IMPORT_MAX_IMAGE_PIXELS", 40_000_000)
+# Per prompt (several images, conversations): more is refused with a row-level error.
+IMPORT_MAX_PROMPT_IMAGES = env_int("IMPORT_MAX_PROMPT_IMAGES", 16)
+IMPORT_MAX_PROMPT_PIXELS = env_int("IMPORT_MAX_PROMPT_PIXELS", 80_000_000)
 IMPORT_MAX_UPLOAD_BYTES = env_int("IMPORT_MAX_UPLOAD_BYTES", 2 * 1024**3)
 
 # Judge API keys: read here, never stored in rows, rendered or logged.

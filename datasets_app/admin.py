@@ -1,7 +1,9 @@
+from typing import Any
+
 from django.contrib import admin
 from django.utils.html import format_html
 
-from datasets_app.models import DatasetVersion, Prompt, Source
+from datasets_app.models import DatasetVersion, Prompt, PromptImage, Source
 
 
 def image_thumbnail(prompt: Prompt, height: int = 48) -> str:
@@ -24,8 +26,21 @@ class SourceAdmin(admin.ModelAdmin):
     readonly_fields = ["file_sha256", "report", "created_at", "updated_at"]
 
 
+class PromptImageInline(admin.TabularInline):
+    """A conversation's second and later images, read-only (imports write them)."""
+
+    model = PromptImage
+    extra = 0
+    can_delete = False
+    readonly_fields = ["position", "image", "image_sha256", "image_width", "image_height"]
+
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
+    inlines = [PromptImageInline]
     list_display = ["id", "thumbnail", "short_question", "source", "subject", "split"]
     list_display_links = ["id", "short_question"]
     list_filter = ["source", "split", "subject"]

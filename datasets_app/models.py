@@ -37,7 +37,9 @@ class Source(models.Model):
 
 
 class Prompt(models.Model):
-    """An image and a question, with whatever ground truth the source had."""
+    """A conversation to answer: earlier `turns` (maybe none) and the final user turn's
+    `question`, its images (the first here, the rest as PromptImage rows, in order), and
+    whatever ground truth the source had. Layout: datasets_app/core/conversation.py."""
 
     class Split(models.TextChoices):
         TRAIN = "train", "train"
@@ -50,7 +52,10 @@ class Prompt(models.Model):
     image_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     image_width = models.PositiveIntegerField(null=True, blank=True)
     image_height = models.PositiveIntegerField(null=True, blank=True)
-    question = models.TextField()
+    question = models.TextField(help_text="the final user turn's text")
+    # The turns before the final user turn, in TRL's conversational layout; their image
+    # parts take the prompt's images in order.
+    turns = models.JSONField(default=list, blank=True)
     reference_answer = models.TextField(blank=True)
     choices = models.JSONField(default=list, blank=True)
     answer_index = models.IntegerField(null=True, blank=True)
@@ -77,6 +82,40 @@ class Prompt(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.question[:60]}"
+
+    @property
+    def image_names(self) -> list[str]:
+        """Storage names of every image, in conversation order (prefetch `more_images`)."""
+        if not self.image:
+            return []
+        return [self.image.name, *(extra.image.name for extra in self.more_images.all())]
+
+    @property
+    def image_total(self) -> int:
+        return (1 + len(self.more_images.all())) if self.image else 0
+
+
+class PromptImage(models.Model):
+    """The second and later images of a prompt (the first is `Prompt.image`)."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="more_images")
+    position = models.PositiveIntegerField(help_text="1 for the prompt's second image, ...")
+    image = models.FileField(max_length=300)
+    image_sha256 = models.CharField(max_length=64, db_index=True)
+    image_width = models.PositiveIntegerField()
+    image_height = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["prompt_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt", "position"], name="promptimage_position"),
+            models.CheckConstraint(
+                condition=models.Q(position__gte=1), name="promptimage_position_after_first"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"prompt #{self.prompt_id} image {self.position + 1}"
 
 
 class DatasetVersion(models.Model):

@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Count, QuerySet
 
 from datasets_app.models import Prompt, Source
+
+
+def prompt_conversation(prompt: Prompt) -> dict[str, Any]:
+    """What a page shows of a prompt's conversation: the earlier turns with their images
+    inline (numbered in order), then the images that come with the question."""
+    files = [prompt.image, *(extra.image for extra in prompt.more_images.all())]
+    urls = [file.url for file in files] if prompt.image else []
+    turns, used = [], 0
+    for turn in prompt.turns:
+        parts = []
+        for part in turn["content"]:
+            if part.get("type") == "image":
+                parts.append({"url": urls[used], "number": used + 1})
+                used += 1
+            elif (part.get("text") or "").strip():
+                parts.append({"text": part["text"]})
+        turns.append({"role": turn["role"], "parts": parts})
+    final = [{"url": url, "number": n} for n, url in enumerate(urls[used:], start=used + 1)]
+    return {"turns": turns, "final_images": final, "image_total": len(urls)}
 
 
 def prompt_counts() -> dict[str, int]:

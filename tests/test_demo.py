@@ -41,6 +41,11 @@ def test_setup_demo_builds_everything_once_and_the_start_answers(
     assert Prompt.objects.filter(source__name="shapes-scienceqa").count() == 10
     pool = Prompt.objects.filter(source__name="shapes-pool")
     assert pool.count() == 100 and set(pool.values_list("split", flat=True)) == {"train"}
+    conversations = Prompt.objects.filter(source__name="shapes-conversations")
+    assert conversations.count() == 40
+    first_conversation = conversations.first()
+    assert len(first_conversation.turns) == 2 and first_conversation.image_total == 2
+    assert first_conversation.reference_answer in ("yes", "no")
     n_prompts, n_checkpoints = Prompt.objects.count(), Checkpoint.objects.count()
 
     call_command("setup_demo", n=10, seed=1)

@@ -97,7 +97,9 @@ def test_round_trip_export_import_export_keeps_the_rows(version, tmp_path):
         for split in ("train", "eval"):
             path = folder / f"{split}.parquet"
             if path.exists():
-                out |= {(p.question, p.chosen, p.rejected, p.image) for p in read_dpo_parquet(path)}
+                out |= {
+                    (p.question, p.chosen, p.rejected, p.images) for p in read_dpo_parquet(path)
+                }
         return out
 
     assert pairs(tmp_path / "first") == pairs(tmp_path / "second")

@@ -147,7 +147,7 @@ def test_gemini_request_on_the_wire(fake_gemini: FakeGeminiServer) -> None:
     assert image_part["inlineData"]["mime_type"] == "image/png"
     # The SDK sends bytes as URL-safe base64 ("-" and "_"), which the API accepts.
     assert base64.urlsafe_b64decode(image_part["inlineData"]["data"]) == IMAGE
-    assert text_part["text"] == render_judge_prompt(make_item(), "v1")
+    assert text_part["text"] == render_judge_prompt(make_item(), "v2")
     config = body["generationConfig"]
     assert config["temperature"] == 0.3
     assert config["maxOutputTokens"] == 1234
@@ -189,7 +189,7 @@ def test_openai_request_on_the_wire(fake_openai: FakeOpenAIServer) -> None:
     (message,) = body["messages"]
     assert message["role"] == "user"
     text_part, image_part = message["content"]
-    assert text_part == {"type": "text", "text": render_judge_prompt(make_item(), "v1")}
+    assert text_part == {"type": "text", "text": render_judge_prompt(make_item(), "v2")}
     assert image_part["type"] == "image_url"
     url = image_part["image_url"]["url"]
     assert url.startswith("data:image/png;base64,")

@@ -336,7 +336,7 @@ def test_reader_round_trips_dpo(tmp_path):
         row = item.row
         assert (pair.question, pair.chosen) == (row.question, row.chosen)
         assert pair.rejected == row.rejected
-        assert pair.image == (IMAGES[item.image_key] if item.image_key else None)
+        assert pair.images == ((IMAGES[item.image_key],) if item.image_key else ())
         assert pair.extra["prompt_id"] == row.prompt_id
         assert pair.extra["margin"] == row.margin and pair.extra["rater"] == row.rater
     assert pairs[0].extra["chosen_scores"] == {k: float(v) for k, v in _scores(0).items()}
@@ -349,7 +349,7 @@ def test_reader_round_trips_sft_and_splits_the_steerlm_label(tmp_path):
     assert [e.response for e in examples] == [i.row.response for i in sft_items(5)]
     assert [e.question for e in examples] == [i.row.question for i in sft_items(5)]
     assert {e.label for e in examples} == {LABEL}
-    assert examples[2].image == IMAGES["prompts/blue.png"]
+    assert examples[2].images == (IMAGES["prompts/blue.png"],)
     assert examples[2].extra["completion_id"] == 102
 
 
@@ -372,7 +372,7 @@ def test_reader_takes_public_trl_layouts(tmp_path):
     )
     (pair,) = read_dpo_parquet(path)
     assert (pair.question, pair.chosen, pair.rejected) == ("What is red?", "A square.", "Nothing.")
-    assert pair.image == IMAGES["prompts/red.png"] and pair.extra == {"source": "rlaif"}
+    assert pair.images == (IMAGES["prompts/red.png"],) and pair.extra == {"source": "rlaif"}
 
     # Conversational with string content and the prompt repeated in chosen (implicit prompt).
     path = tmp_path / "implicit.parquet"
@@ -390,7 +390,7 @@ def test_reader_takes_public_trl_layouts(tmp_path):
     )
     (pair,) = read_dpo_parquet(path)
     assert (pair.question, pair.chosen, pair.rejected) == ("Which shape?", "A circle.", "A star.")
-    assert pair.image == IMAGES["prompts/blue.png"]
+    assert pair.images == (IMAGES["prompts/blue.png"],)
 
 
 def test_reader_names_missing_columns(tmp_path):

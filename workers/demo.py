@@ -20,6 +20,7 @@ from training.services.checkpoints import checkpoint_register_base
 
 TINY_MODEL_DIR = "tiny-llava"
 DEMO_CHECKPOINT = "tiny-llava (random weights)"
+CONVERSATIONS = "shapes-conversations"
 
 
 @dataclass
@@ -85,8 +86,8 @@ def demo_setup(
     demo's default checkpoint, and shapes data of the world the start can learn: ScienceQA
     and POPE files (imported, and the held-out files of the walk's evaluations) and a pool of
     prompts on other images to generate, judge and curate on."""
-    from datasets_app.core.shapes import make_loop_data
-    from training.core.modeling import build_tiny_llava
+    from datasets_app.core.shapes import make_conversations, make_loop_data
+    from training.core.tiny_models import build_tiny_llava
     from training.services.start import start_checkpoint
 
     password = demo_user_ensure(username=username, password=password)
@@ -120,4 +121,12 @@ def demo_setup(
         )
         created += outcome.created
         log(f"{outcome.source.name}: {outcome.created} new prompts, {outcome.duplicates} present")
+    # Conversations of three turns with two images: what the annotation page, the judges
+    # and the exports do with earlier turns, on the same world.
+    conversations = data_dir / "conversations" / "conversations.jsonl"
+    if not conversations.exists():
+        make_conversations(conversations.parent, n=40, seed=seed)
+    outcome = prompts_import(path=conversations, source_name=CONVERSATIONS, fmt="prompts")
+    created += outcome.created
+    log(f"{outcome.source.name}: {outcome.created} new prompts, {outcome.duplicates} present")
     return DemoOutcome(username, password, checkpoint.name, created)

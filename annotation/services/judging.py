@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from annotation.core.judges.base import (
     ATTRIBUTES,
@@ -22,7 +23,7 @@ from annotation.core.judges.base import (
 )
 from annotation.core.judges.cache import item_cache_key
 from annotation.core.judges.pricing import cost_usd, price_for
-from annotation.core.judges.prompt import prompt_versions
+from annotation.core.judges.prompt import DEFAULT_VERSION, SINGLE_TURN_VERSIONS, prompt_versions
 from annotation.core.judges.runner import ItemOutcome, RunLimits, run_items
 from annotation.models import Completion, JudgeCall, JudgeConfig, Rating
 from datasets_app.models import Prompt
@@ -108,7 +109,7 @@ def judge_config_get_or_create(
     *,
     provider: str,
     model: str = "",
-    prompt_version: str = "v1",
+    prompt_version: str = "v2",
     temperature: float = 0.0,
     base_url: str = "",
 ) -> JudgeConfig:
@@ -185,6 +186,30 @@ def build_judge(config: JudgeConfig, *, timeout_s: float = 120.0) -> Judge:
     raise ValueError(f"unknown judge provider {config.provider!r}")
 
 
+def _check_conversations(config: JudgeConfig, mode: str, prompt_ids: list[int]) -> None:
+    """Refuse, before a job, a wording that cannot show the selected conversations: judge
+    prompt v1 (one image, one turn), and the judge's own answers (single-turn wording)."""
+    if config.provider == "oracle":
+        return  # reads the scene, not a prompt
+    single = mode == JudgeCall.Mode.ANSWER or config.prompt_version in SINGLE_TURN_VERSIONS
+    if not single:
+        return
+    conversations = Prompt.objects.filter(pk__in=prompt_ids).filter(
+        Q(more_images__isnull=False) | ~Q(turns=[])
+    )
+    count = conversations.distinct().count()
+    if count:
+        what = (
+            "the judge's own answers use a single-turn wording"
+            if mode == JudgeCall.Mode.ANSWER
+            else f"judge prompt {config.prompt_version} shows one image and no earlier turns"
+        )
+        raise ValueError(
+            f"{count} selected prompts are conversations or have several images, and {what}: "
+            f"rate them with a judge on prompt {DEFAULT_VERSION}, or leave them out"
+        )
+
+
 def judge_launch(
     *,
     judge_config: JudgeConfig,
@@ -221,6 +246,7 @@ def judge_launch(
             raise ValueError("no selected prompt has completions to judge")
     elif not prompt_ids:
         raise ValueError("no prompts match this selection")
+    _check_conversations(judge_config, mode, prompt_ids)
     verb = "answers" if mode == JudgeCall.Mode.ANSWER else "on"
     job = job_create(
         kind=Job.Kind.JUDGING,
@@ -241,12 +267,16 @@ def judge_launch(
     return job
 
 
-def _image_bytes(prompt: Prompt) -> tuple[bytes | None, str]:
+def _images(prompt: Prompt) -> list[tuple[bytes, str]]:
+    """Every image of the prompt (bytes, mime), in conversation order."""
     if not prompt.image:
-        return None, ""
-    with prompt.image.open("rb") as handle:
-        data = handle.read()
-    return data, mimetypes.guess_type(prompt.image.name)[0] or "image/png"
+        return []
+    images = []
+    for file in [prompt.image, *(extra.image for extra in prompt.more_images.all())]:
+        with file.open("rb") as handle:
+            data = handle.read()
+        images.append((data, mimetypes.guess_type(file.name)[0] or "image/png"))
+    return images
 
 
 def _groups(prompt_ids: list[int], checkpoint_id: int | None, k: int) -> Iterator[Group]:
@@ -261,7 +291,7 @@ def _groups(prompt_ids: list[int], checkpoint_id: int | None, k: int) -> Iterato
         by_prompt: dict[int, list[Completion]] = {}
         for completion in completions:
             by_prompt.setdefault(completion.prompt_id, []).append(completion)
-        prompts = Prompt.objects.in_bulk(chunk)
+        prompts = Prompt.objects.prefetch_related("more_images").in_bulk(chunk)
         for pk in chunk:
             rows = by_prompt.get(pk, [])
             for i in range(0, len(rows), k):
@@ -269,13 +299,16 @@ def _groups(prompt_ids: list[int], checkpoint_id: int | None, k: int) -> Iterato
 
 
 def _item(prompt: Prompt, completions: list[Completion]) -> JudgeItem:
-    image, mime = _image_bytes(prompt)
+    images = _images(prompt)
+    image, mime = images[0] if images else (None, "image/png")
     return JudgeItem(
         key=f"{prompt.pk}:{','.join(str(c.pk) for c in completions)}",
         question=prompt.question,
         completions=tuple(c.text for c in completions),
         image=image,
-        image_mime=mime or "image/png",
+        image_mime=mime,
+        more_images=tuple(images[1:]),
+        turns=tuple(prompt.turns),
         choices=tuple(prompt.choices),
         answer_index=prompt.answer_index,
         reference_answer=prompt.reference_answer,

@@ -844,3 +844,39 @@ def make_loop_data(
         exclude=frozenset(held_out.column("scene").to_pylist()),
     )
     return counts
+
+
+def make_conversations(out_dir: str | Path, *, n: int = 40, seed: int = 0) -> Path:
+    """`n` two-image conversations of three turns, as a prompts-format JSONL (TRL's
+    conversational `prompt` and an `images` list of PNG files next to it): the user shows
+    one image and asks how many shapes it holds, the assistant answers truly, then the user
+    shows a second image and asks whether a colour is in it. The final turn's scene is the
+    row's `scene` metadata, so the oracle judge rates the answers to it. Deterministic."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(f"conversations:{seed}")  # noqa: S311 - synthetic data, not security
+    lines = []
+    for i in range(n):
+        first, second = (random_scene(rng, max_shapes=3, cooccur=0.5) for _ in range(2))
+        names = [f"images/conv-{seed}-{i}-{part}.png" for part in ("a", "b")]
+        for name, scene in zip(names, (first, second), strict=True):
+            (out / name).write_bytes(png_bytes(draw_scene(scene)))
+        colour = rng.choice(sorted(COLOURS))
+        question = colour_existence_text(colour)
+        prompt = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": COUNT_TEXT}]},
+            {"role": "assistant", "content": [{"type": "text", "text": str(len(first.shapes))}]},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+        ]
+        row = {
+            "prompt": prompt,
+            "images": names,
+            "reference_answer": oracle_answer(second, question),
+            "subject": "conversation",
+            "split": "train",
+            "metadata": {"scene": json.dumps(second.to_dict())},
+        }
+        lines.append(json.dumps(row))
+    path = out / "conversations.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path

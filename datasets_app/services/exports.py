@@ -9,6 +9,7 @@ in the NeMo-Aligner layout with an `images/` folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +34,8 @@ from datasets_app.core.export import (
     write_nemo_jsonl,
     write_sft_parquet,
 )
-from datasets_app.core.imports import ImageRejected, validate_image
-from datasets_app.models import DatasetRow, DatasetVersion, Prompt, Source
+from datasets_app.core.imports import ImageLimits, ImageRejected, ValidImage, validate_image
+from datasets_app.models import DatasetRow, DatasetVersion, Prompt, PromptImage, Source
 from datasets_app.services.imports import import_limits
 from training.models import Checkpoint
 from workers.jobs import JobFailed, job_create, job_enqueue, job_running
@@ -45,10 +46,12 @@ def _items(version: DatasetVersion, split: str) -> Iterator[ExportItem]:
     rows = (
         DatasetRow.objects.filter(version=version, split=split)
         .select_related("prompt")
+        .prefetch_related("prompt__more_images")
         .order_by("position")
     )
     for r in rows.iterator(chunk_size=500):
         image = r.prompt.image.name or None
+        more = tuple(extra.image.name for extra in r.prompt.more_images.all())
         if version.kind == DatasetVersion.Kind.DPO:
             row: PreferenceRow | SftRow = PreferenceRow(
                 prompt_id=r.prompt_id,
@@ -74,7 +77,9 @@ def _items(version: DatasetVersion, split: str) -> Iterator[ExportItem]:
                 label=r.label,
                 split=r.split,
             )
-        yield ExportItem(row=row, image_key=image)
+        yield ExportItem(
+            row=row, image_key=image, more_image_keys=more, turns=tuple(r.prompt.turns)
+        )
 
 
 def _load_image(key: str) -> bytes:
@@ -245,30 +250,59 @@ def preference_import(
     limits = import_limits()
     rows, errors = [], []
     records = (
-        ((r.question, [r.chosen, r.rejected], r.image, r.extra, "") for r in read_dpo_parquet(path))
+        (
+            (r.question, [r.chosen, r.rejected], r.images, r.turns, r.extra, "")
+            for r in read_dpo_parquet(path)
+        )
         if fmt == Source.Kind.DPO
-        else ((r.question, [r.response], r.image, r.extra, r.label) for r in read_sft_parquet(path))
+        else (
+            (r.question, [r.response], r.images, r.turns, r.extra, r.label)
+            for r in read_sft_parquet(path)
+        )
     )
     with tempfile.TemporaryDirectory(prefix="studio-answers-") as staging:
-        for n, (question, answers, data, extra, label) in enumerate(records, start=1):
-            image = None
-            if data is not None:
-                try:
-                    image = validate_image(data, limits)
-                except ImageRejected as exc:
-                    errors.append(f"row {n}: {exc}")
-                    continue
+        for n, (question, answers, data, turns, extra, label) in enumerate(records, start=1):
+            try:
+                images = _checked_images(data, limits)
+            except ImageRejected as exc:
+                errors.append(f"row {n}: {exc}")
+                continue
+            for image in images:
                 staged = Path(staging) / image.sha256
                 if not staged.exists():
                     staged.write_bytes(image.data)
             if not question.strip() or not all(a.strip() for a in answers):
                 errors.append(f"row {n}: the prompt or an answer is empty")
                 continue
-            rows.append((question, answers, image, extra, label))
+            rows.append((question, answers, images, list(turns), extra, label))
         if errors:
             first = "; ".join(errors[:5])
             raise ValueError(f"{len(errors)} rows are invalid, nothing was imported: {first}")
         return _write_answers(rows, path, source_name, fmt, Path(staging), user)
+
+
+def _checked_images(data: tuple[bytes, ...], limits: ImageLimits) -> list[ValidImage]:
+    """Every image of a row, validated, within the per-prompt count and pixel limits."""
+    if len(data) > limits.max_images:
+        raise ImageRejected(
+            f"{len(data)} images; a prompt may have at most {limits.max_images} "
+            "(IMPORT_MAX_PROMPT_IMAGES)"
+        )
+    images = [validate_image(raw, limits) for raw in data]
+    pixels = sum(i.width * i.height for i in images)
+    if pixels > limits.max_total_pixels:
+        raise ImageRejected(
+            f"the images hold {pixels:,} pixels together; at most {limits.max_total_pixels:,} "
+            "(IMPORT_MAX_PROMPT_PIXELS)"
+        )
+    return images
+
+
+def _stored(image: ValidImage, staging: Path) -> str:
+    name = image.storage_name
+    if default_storage.exists(name):
+        return name
+    return default_storage.save(name, ContentFile((staging / image.sha256).read_bytes()))
 
 
 def _write_answers(
@@ -283,28 +317,38 @@ def _write_answers(
             name=f"imported:{source_name}"[:200],
             defaults={"model_path": "(imported answers)", "notes": f"answers from {path.name}"},
         )
-        for question, answers, image, extra, label in rows:
-            key = hashlib.sha256(
-                "\x1f".join([image.sha256 if image else "", question, *answers, label]).encode()
-            ).hexdigest()
+        for question, answers, images, turns, extra, label in rows:
+            identity = [images[0].sha256 if images else "", question, *answers, label]
+            if len(images) > 1 or turns:  # single-image, single-turn keys stay as they were
+                identity.append(json.dumps([[i.sha256 for i in images[1:]], turns]))
+            key = hashlib.sha256("\x1f".join(identity).encode()).hexdigest()
             if Prompt.objects.filter(source=source, content_hash=key).exists():
                 duplicates += 1
                 continue
-            name = ""
-            if image is not None:
-                name = image.storage_name
-                if not default_storage.exists(name):
-                    data = (staging / image.sha256).read_bytes()
-                    name = default_storage.save(name, ContentFile(data))
+            first = images[0] if images else None
             prompt = Prompt.objects.create(
                 source=source,
-                image=name,
-                image_sha256=image.sha256 if image else "",
-                image_width=image.width if image else None,
-                image_height=image.height if image else None,
+                image=_stored(first, staging) if first else "",
+                image_sha256=first.sha256 if first else "",
+                image_width=first.width if first else None,
+                image_height=first.height if first else None,
                 question=question,
+                turns=turns,
                 content_hash=key,
                 metadata={k: v for k, v in extra.items() if isinstance(v, str | int | float)},
+            )
+            PromptImage.objects.bulk_create(
+                [
+                    PromptImage(
+                        prompt=prompt,
+                        position=position,
+                        image=_stored(image, staging),
+                        image_sha256=image.sha256,
+                        image_width=image.width,
+                        image_height=image.height,
+                    )
+                    for position, image in enumerate(images[1:], start=1)
+                ]
             )
             completions = [
                 Completion.objects.create(

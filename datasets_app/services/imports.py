@@ -27,7 +27,7 @@ from datasets_app.core.imports import (
     parse_source,
 )
 from datasets_app.core.imports.archives import ArchiveRejected, extract_zip
-from datasets_app.models import Prompt, Source
+from datasets_app.models import Prompt, PromptImage, Source
 from workers.jobs import JobFailed, job_create, job_enqueue, job_running
 from workers.models import Job
 
@@ -77,7 +77,10 @@ class ImportOutcome:
 
 def import_limits() -> ImageLimits:
     return ImageLimits(
-        max_bytes=settings.IMPORT_MAX_IMAGE_BYTES, max_pixels=settings.IMPORT_MAX_IMAGE_PIXELS
+        max_bytes=settings.IMPORT_MAX_IMAGE_BYTES,
+        max_pixels=settings.IMPORT_MAX_IMAGE_PIXELS,
+        max_images=settings.IMPORT_MAX_PROMPT_IMAGES,
+        max_total_pixels=settings.IMPORT_MAX_PROMPT_PIXELS,
     )
 
 
@@ -174,12 +177,13 @@ def _import_parsed(
     new_records = [(h, r) for h, r in unique.items() if h not in known]
     # Files first (content-addressed, so a failed transaction leaves only harmless orphans).
     image_names = {h: staging.store(r.image) for h, r in new_records}
+    more_names = {h: [staging.store(i) for i in r.more_images] for h, r in new_records}
 
     with transaction.atomic():
         source, _ = Source.objects.get_or_create(
             name=source_name, defaults={"kind": fmt, "created_by": user}
         )
-        Prompt.objects.bulk_create(
+        created = Prompt.objects.bulk_create(
             [
                 Prompt(
                     source=source,
@@ -188,6 +192,7 @@ def _import_parsed(
                     image_width=r.image.width if r.image else None,
                     image_height=r.image.height if r.image else None,
                     question=r.question,
+                    turns=r.turns,
                     reference_answer=r.reference_answer,
                     choices=r.choices,
                     answer_index=r.answer_index,
@@ -198,6 +203,23 @@ def _import_parsed(
                     content_hash=h,
                 )
                 for h, r in new_records
+            ],
+            batch_size=INSERT_BATCH,
+        )
+        PromptImage.objects.bulk_create(
+            [
+                PromptImage(
+                    prompt=prompt,
+                    position=position,
+                    image=name,
+                    image_sha256=image.sha256,
+                    image_width=image.width,
+                    image_height=image.height,
+                )
+                for prompt, (h, r) in zip(created, new_records, strict=True)
+                for position, (name, image) in enumerate(
+                    zip(more_names[h], r.more_images, strict=True), start=1
+                )
             ],
             batch_size=INSERT_BATCH,
         )

@@ -28,7 +28,12 @@ def prompt_list(request):
 def prompt_detail(request, prompt_id: int):
     prompt = get_object_or_404(Prompt.objects.select_related("source"), pk=prompt_id)
     groups = prompt_completions_by_checkpoint(prompt_id=prompt.pk)
-    return render(request, "datasets_app/prompt_detail.html", {"prompt": prompt, "groups": groups})
+    context = {
+        "prompt": prompt,
+        "groups": groups,
+        "conversation": selectors.prompt_conversation(prompt),
+    }
+    return render(request, "datasets_app/prompt_detail.html", context)
 
 
 @curator_required

@@ -245,6 +245,9 @@
     } else if (button.dataset.action === "help") {
       overlay("help");
     } else if (button.dataset.action === "zoom") {
+      // Several images (a conversation): the overlay shows the one clicked.
+      const zoomed = root.querySelector("[data-zoomed]");
+      if (zoomed && button.tagName === "IMG") zoomed.src = button.src;
       overlay("zoom", true);
     } else if (button.dataset.action === "flag") {
       event.preventDefault();

@@ -87,31 +87,38 @@ def _complete_prompt_ids(
     return {row["prompt_id"] for row in rows}
 
 
-def _open_image(prompt: Prompt) -> Image.Image | None:
+def _open_images(prompt: Prompt) -> list[Image.Image]:
+    """Every image of the prompt, in conversation order."""
     from PIL import Image
 
-    if not prompt.image:
-        return None
-    try:
-        with prompt.image.open("rb") as handle:
-            image = Image.open(handle)
-            image.load()
-        return image.convert("RGB")
-    except Exception as exc:  # storage and Pillow raise many kinds; the message is what counts
-        raise JobFailed(
-            f"prompt #{prompt.pk}: its image {prompt.image.name} cannot be loaded "
-            f"({type(exc).__name__}: {exc}); nothing was written for it or after it"
-        ) from None
+    files = [prompt.image, *(extra.image for extra in prompt.more_images.all())]
+    images = []
+    for file in files if prompt.image else []:
+        try:
+            with file.open("rb") as handle:
+                image = Image.open(handle)
+                image.load()
+            images.append(image.convert("RGB"))
+        except Exception as exc:  # storage and Pillow raise many kinds; the message counts
+            raise JobFailed(
+                f"prompt #{prompt.pk}: its image {file.name} cannot be loaded "
+                f"({type(exc).__name__}: {exc}); nothing was written for it or after it"
+            ) from None
+    return images
 
 
 def _requests(prompt_ids: list[int], chunk: int = 64) -> Iterator[GenerationRequest]:
     for start in range(0, len(prompt_ids), chunk):
         ids = prompt_ids[start : start + chunk]
-        for prompt in Prompt.objects.filter(pk__in=ids).order_by("id"):
+        prompts = Prompt.objects.filter(pk__in=ids).prefetch_related("more_images")
+        for prompt in prompts.order_by("id"):
+            images = _open_images(prompt)
             yield GenerationRequest(
                 key=str(prompt.pk),
                 prompt=PromptInput(prompt.question, tuple(prompt.choices), prompt.hint),
-                image=_open_image(prompt),
+                image=images[0] if images else None,
+                more_images=tuple(images[1:]),
+                turns=tuple(prompt.turns),
             )
 
 

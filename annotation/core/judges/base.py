@@ -66,6 +66,17 @@ class JudgeItem:
     hint: str = ""
     # Facts the rule-based oracle may use (the shapes scene); never sent to a model.
     facts: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # A conversation's later images ((bytes, mime), in order) and its earlier turns
+    # (datasets_app/core/conversation.py layout); the question is the final user turn.
+    more_images: tuple[tuple[bytes, str], ...] = ()
+    turns: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def images(self) -> list[tuple[bytes, str]]:
+        """Every image (bytes, mime) in conversation order."""
+        if self.image is None:
+            return []
+        return [(self.image, self.image_mime), *self.more_images]
 
 
 @dataclass(frozen=True)

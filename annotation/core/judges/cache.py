@@ -25,4 +25,7 @@ def item_cache_key(
         item.hint,
         list(item.completions),
     ]
+    if item.more_images or item.turns:  # single-turn keys stay as they were
+        payload.append([[hashlib.sha256(data).hexdigest() for data, _ in item.more_images]])
+        payload.append(list(item.turns))
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()

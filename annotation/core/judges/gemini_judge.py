@@ -79,7 +79,7 @@ class GeminiJudge:
         api_key: str,
         base_url: str | None = None,
         temperature: float = 0.0,
-        prompt_version: str = "v1",
+        prompt_version: str = "v2",
         timeout_s: float = 120.0,
         max_output_tokens: int = 4096,
         api_version: str | None = None,
@@ -127,7 +127,7 @@ class GeminiJudge:
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
-        return self._result(self._generate(prompt, item.image, item.image_mime, config), k)
+        return self._result(self._generate(prompt, item.images, config), k)
 
     def complete(
         self, prompt: str, image: bytes | None = None, image_mime: str = "image/png"
@@ -138,15 +138,18 @@ class GeminiJudge:
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
-        text, usage, _ = self._text(self._generate(prompt, image, image_mime, config))
+        images = [(image, image_mime)] if image is not None else []
+        text, usage, _ = self._text(self._generate(prompt, images, config))
         return require_text(text, usage, f"Gemini {self.model}")
 
     def _generate(
-        self, prompt: str, image: bytes | None, mime: str, config: types.GenerateContentConfig
+        self,
+        prompt: str,
+        images: list[tuple[bytes, str]],
+        config: types.GenerateContentConfig,
     ) -> types.GenerateContentResponse:
-        parts: list[types.Part] = []
-        if image is not None:
-            parts.append(types.Part.from_bytes(data=image, mime_type=mime))
+        # The images first, in conversation order; the prompt numbers them ("image 1", ...).
+        parts = [types.Part.from_bytes(data=data, mime_type=mime) for data, mime in images]
         parts.append(types.Part.from_text(text=prompt))
         try:
             return self._client.models.generate_content(

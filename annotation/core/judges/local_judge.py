@@ -1,5 +1,6 @@
-"""A LLaVA-family checkpoint as judge (seed 002 used LLaVA-1.6-34B), through the shared
-loader and the generation core; its JSON is parsed robustly (prose around it is fine)."""
+"""A local vision-language checkpoint as judge (seed 002 used LLaVA-1.6-34B; any family the
+shared loader takes), through the generation core; its JSON is parsed robustly (prose
+around it is fine)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class LocalJudge:
         model: str,
         adapter_path: str | None = None,
         temperature: float = 0.0,
-        prompt_version: str = "v1",
+        prompt_version: str = "v2",
         max_new_tokens: int = 1024,
     ) -> None:
         self.model = model
@@ -38,27 +39,34 @@ class LocalJudge:
         self._lock = threading.Lock()
 
     def rate(self, item: JudgeItem) -> JudgeResult:
-        text, usage = self._generate(render_judge_prompt(item, self.prompt_version), item.image)
+        prompt = render_judge_prompt(item, self.prompt_version)
+        text, usage = self._generate(prompt, [data for data, _ in item.images])
         return parse_ratings(text, len(item.completions), usage=usage)
 
     def complete(
         self, prompt: str, image: bytes | None = None, image_mime: str = "image/png"
     ) -> TextResult:
-        text, usage = self._generate(prompt, image)
+        text, usage = self._generate(prompt, [image] if image else [])
         return require_text(text, usage, f"local {self.model}")
 
-    def _generate(self, text: str, image_bytes: bytes | None) -> tuple[str, Usage]:
+    def _generate(self, text: str, images_bytes: list[bytes]) -> tuple[str, Usage]:
         from PIL import Image
 
         from training.core.generation import GenerationRequest, PromptInput, SamplingParams
         from training.core.generation.core import TransformersBackend
         from training.core.modeling import load_policy_cached
 
-        image = Image.open(io.BytesIO(image_bytes)).convert("RGB") if image_bytes else None
+        # Every image opens the one user turn, in order; the prompt text numbers them.
+        images = [Image.open(io.BytesIO(data)).convert("RGB") for data in images_bytes]
         params = SamplingParams(
             k=1, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=0
         )
-        request = GenerationRequest(key="judge", prompt=PromptInput(text), image=image)
+        request = GenerationRequest(
+            key="judge",
+            prompt=PromptInput(text),
+            image=images[0] if images else None,
+            more_images=tuple(images[1:]),
+        )
         with self._lock:
             backend = TransformersBackend(
                 load_policy_cached(self.model, adapter_path=self.adapter_path)

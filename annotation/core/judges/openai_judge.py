@@ -47,7 +47,7 @@ class OpenAIJudge:
         api_key: str,
         base_url: str | None = None,
         temperature: float = 0.0,
-        prompt_version: str = "v1",
+        prompt_version: str = "v2",
         timeout_s: float = 120.0,
         max_output_tokens: int = 4096,
     ) -> None:
@@ -74,10 +74,10 @@ class OpenAIJudge:
         """Close the connection pool (the judge is unusable afterwards)."""
         self._client.close()
 
-    def _messages(self, text: str, image: bytes | None, mime: str) -> list[dict[str, Any]]:
+    def _messages(self, text: str, images: list[tuple[bytes, str]]) -> list[dict[str, Any]]:
         content: list[dict[str, Any]] = [{"type": "text", "text": text}]
-        if image is not None:
-            encoded = base64.b64encode(image).decode("ascii")
+        for data, mime in images:  # in conversation order; the prompt numbers them
+            encoded = base64.b64encode(data).decode("ascii")
             content.append(
                 {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{encoded}"}}
             )
@@ -89,7 +89,7 @@ class OpenAIJudge:
         request = {
             "model": self.model,
             "temperature": self.temperature,
-            "messages": self._messages(prompt, image, image_mime),
+            "messages": self._messages(prompt, [(image, image_mime)] if image is not None else []),
         }
         text, usage, _ = self._text(self._create(request))
         return require_text(text, usage, f"OpenAI {self.model}")
@@ -99,9 +99,7 @@ class OpenAIJudge:
         request: dict[str, Any] = {
             "model": self.model,
             "temperature": self.temperature,
-            "messages": self._messages(
-                render_judge_prompt(item, self.prompt_version), item.image, item.image_mime
-            ),
+            "messages": self._messages(render_judge_prompt(item, self.prompt_version), item.images),
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {

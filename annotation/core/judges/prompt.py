@@ -1,6 +1,9 @@
 """The versioned judge prompt. A rating records the version it was made with; a new wording
 is a new file (v2.txt), never an edit of an old one.
 
+v2 adds the conversation (earlier turns, images numbered in order) before the question; v1,
+one image and one turn, refuses a conversation rather than hide its earlier turns.
+
 The JSON layout the prompt shows is not part of the wording: it is filled in (`{layout}`)
 from `answer_layout`, next to the schema it describes, so that prompt and schema cannot
 disagree (the providers are sent the schema, which no prompt version records either)."""
@@ -21,7 +24,10 @@ def prompt_versions() -> list[str]:
 
 
 def answer_layout(k: int) -> str:
-    """The JSON layout the prompt shows, the one `ratings_schema(k)` describes."""
+    """v2 adds the conversation (earlier turns, images numbered in order) before the question; v1,
+    one image and one turn, refuses a conversation rather than hide its earlier turns.
+
+    The JSON layout the prompt shows, the one `ratings_schema(k)` describes."""
     scores = ", ".join(f'"{a}": 0' for a in ATTRIBUTES)
     entry = f'{{"reasoning": "...", {scores}}}'
     keys = [response_key(1)] if k == 1 else [response_key(1), response_key(k)]
@@ -56,7 +62,48 @@ def _template(version: str) -> str:
     return path.read_text()
 
 
-def render_judge_prompt(item: JudgeItem, version: str = "v1") -> str:
+# The first wording, kept for the ratings made with it: one image, no earlier turns.
+SINGLE_TURN_VERSIONS = ("v1",)
+DEFAULT_VERSION = "v2"
+
+
+def conversation_section(item: JudgeItem) -> str:
+    """The earlier turns, images numbered in order ("[image 1]"), and which images come
+    with the question; empty for a single-turn prompt with at most one image."""
+    if not item.turns and len(item.images) <= 1:
+        return ""
+    lines, seen = [], 0
+    for turn in item.turns:
+        pieces = []
+        for part in turn["content"]:
+            if part.get("type") == "image":
+                seen += 1
+                pieces.append(f"[image {seen}]")
+            elif (part.get("text") or "").strip():
+                pieces.append(part["text"].strip())
+        lines.append(f"{turn['role'].upper()}: {' '.join(pieces)}")
+    section = ""
+    if lines:
+        section += (
+            "CONVERSATION SO FAR (the question below is the user's next turn):\n"
+            + "\n".join(lines)
+            + "\n\n"
+        )
+    with_question = range(seen + 1, len(item.images) + 1)
+    if with_question:
+        names = ", ".join(f"image {n}" for n in with_question)
+        section += f"IMAGES WITH THE QUESTION: {names}\n\n"
+    return section
+
+
+def render_judge_prompt(item: JudgeItem, version: str = DEFAULT_VERSION) -> str:
+    section = conversation_section(item)
+    if section and version in SINGLE_TURN_VERSIONS:
+        raise ValueError(
+            f"judge prompt {version} shows one image and no earlier turns; this prompt has "
+            f"{len(item.images)} images and {len(item.turns)} earlier turns: rate it with "
+            f"{DEFAULT_VERSION}"
+        )
     extras = []
     if item.hint:
         extras.append(f"CONTEXT:\n{item.hint}")
@@ -80,4 +127,5 @@ def render_judge_prompt(item: JudgeItem, version: str = "v1") -> str:
         responses=responses,
         reference_note=" and the reference answer" if reference else "",
         layout=answer_layout(len(item.completions)),
+        conversation=section,
     )

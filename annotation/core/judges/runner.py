@@ -125,8 +125,9 @@ class RateLimiter:
 
 def estimate_tokens(item: JudgeItem) -> int:
     text = len(item.question) + sum(len(c) for c in item.completions)
+    text += sum(len(part.get("text") or "") for turn in item.turns for part in turn["content"])
     # ~4 characters a token, an image of a few hundred tokens, ~150 output tokens a rating.
-    return text // 4 + (800 if item.image else 0) + 150 * len(item.completions) + 300
+    return text // 4 + 800 * len(item.images) + 150 * len(item.completions) + 300
 
 
 def backoff_delay(attempt: int, limits: RunLimits, retry_after: float | None) -> float:

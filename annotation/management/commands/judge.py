@@ -21,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, help="at most this many prompts")
         parser.add_argument("--k-per-call", type=int, default=4)
         parser.add_argument("--temperature", type=float, default=0.0)
-        parser.add_argument("--prompt-version", default="v1")
+        parser.add_argument("--prompt-version", default="v2")
         parser.add_argument("--base-url", default="", help="an OpenAI-compatible or Gemini proxy")
         parser.add_argument("--concurrency", type=int, default=8)
         parser.add_argument("--rpm", type=float, help="requests per minute")

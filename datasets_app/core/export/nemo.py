@@ -10,7 +10,10 @@ Pure core (no Django). One JSON object per line:
 `mask: "User"` masks the user turns from the loss; `type: VALUE_TO_TEXT` tells NeMo the
 label conditions the response. NeMo's own layout has no image field: `image` (a path
 relative to the JSONL's folder, null for text-only prompts) is ours, for multimodal
-trainers built on it. The label is the row's `label` (null when the row has none).
+trainers built on it; a prompt of several images also gets `images`, every path in order.
+A conversation's earlier turns come first in `conversations` (label null), with `<image>`
+where each of their images sits. The label is the row's `label` (null when the row has
+none).
 
 The JSONL is written atomically like the parquet files. Images are written one by one
 (each atomically) into `images/` next to it; an image already there with the same name is
@@ -28,6 +31,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datasets_app.core.curation.types import SftRow
 from datasets_app.core.export.parquet import ExportItem, ImageLoader, atomic_output
@@ -78,6 +82,22 @@ def _label(row: SftRow) -> str | None:
     return row.label or None
 
 
+_NEMO_ROLES = {"user": "User", "assistant": "Assistant", "system": "System"}
+
+
+def _earlier_turns(item: ExportItem) -> list[dict[str, str | None]]:
+    """A conversation's earlier turns, NeMo-style, with LLaVA's `<image>` marker where each
+    of its images sits (the final user turn's images are the rest of `images`)."""
+    turns = []
+    for turn in item.turns:
+        value = "".join(
+            "<image>\n" if part["type"] == "image" else part.get("text") or ""
+            for part in turn["content"]
+        )
+        turns.append({"from": _NEMO_ROLES[turn["role"]], "value": value, "label": None})
+    return turns
+
+
 def write_nemo_jsonl(
     path: str | os.PathLike[str], items: Iterable[ExportItem], load_image: ImageLoader
 ) -> NemoStats:
@@ -93,29 +113,32 @@ def write_nemo_jsonl(
                 row = item.row
                 if not isinstance(row, SftRow):
                     raise TypeError(f"a SteerLM export takes SftRow, not {type(row).__name__}")
-                relative = None
-                if item.image_key is not None:
-                    data = load_image(item.image_key)
+                relatives = []
+                for key in item.image_keys:
+                    data = load_image(key)
                     if not data:
-                        raise ValueError(f"image {item.image_key!r} is empty")
-                    name = image_name(item.image_key, data)
-                    relative = f"{IMAGE_DIR}/{name}"
+                        raise ValueError(f"image {key!r} is empty")
+                    name = image_name(key, data)
+                    relatives.append(f"{IMAGE_DIR}/{name}")
                     destination = image_dir / name
                     if not destination.exists():
                         image_dir.mkdir(exist_ok=True)
                         with atomic_output(destination) as image_tmp:
                             image_tmp.write_bytes(data)
                         created.append(destination)
-                record = {
+                record: dict[str, Any] = {
                     "system": "",
                     "conversations": [
+                        *_earlier_turns(item),
                         {"from": "User", "value": row.question, "label": None},
                         {"from": "Assistant", "value": row.response, "label": _label(row)},
                     ],
                     "mask": "User",
                     "type": "VALUE_TO_TEXT",
-                    "image": relative,
+                    "image": relatives[0] if relatives else None,
                 }
+                if len(relatives) > 1:
+                    record["images"] = relatives
                 # ensure_ascii=False: UTF-8 text stays readable; json escapes newlines, so
                 # one record is always one line.
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -16,7 +16,9 @@ one struct type for every part, so the image part is {"type": "image", "text": n
 `datasets` gives it back as that dict, and TRL's `prepare_multimodal_messages` fills every
 part of type "image" that has no "image" key with the row's next image. The struct must
 therefore never grow an `image` field, or TRL would take the (null) field for a filled
-image. Text-only rows get an empty `images` list and no image part.
+image. Text-only rows get an empty `images` list and no image part. A conversation's `prompt` (or
+`messages`) holds every earlier turn, and `images` every image of it, in the order the image
+parts appear.
 
 SteerLM (`write_sft_parquet(..., steerlm=True)`): NeMo-Aligner writes
 `<extra_id_1>Assistant\\n<extra_id_2>{label}\\n{response}`, i.e. the label opens the
@@ -58,6 +60,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datasets_app.core.conversation import prompt_messages
 from datasets_app.core.curation.types import ATTRIBUTES, PreferenceRow, Scores, SftRow
 
 __all__ = [
@@ -172,10 +175,17 @@ SFT_SCHEMA = _schema(
 
 @dataclass(frozen=True)
 class ExportItem:
-    """One curated row and the storage key of its image (None: a text-only prompt)."""
+    """One curated row and the storage keys of its images (image_key None: a text-only
+    prompt), with the conversation's earlier turns (core/conversation.py), if any."""
 
     row: PreferenceRow | SftRow
     image_key: str | None
+    more_image_keys: tuple[str, ...] = ()
+    turns: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        return () if self.image_key is None else (self.image_key, *self.more_image_keys)
 
 
 @dataclass(frozen=True)
@@ -227,9 +237,19 @@ def _text(text: str) -> dict[str, str | None]:
 _IMAGE_PART: dict[str, str | None] = {"type": "image", "text": None}
 
 
-def _user_turn(question: str, has_image: bool) -> list[dict[str, Any]]:
-    content = [_IMAGE_PART, _text(question)] if has_image else [_text(question)]
-    return [{"role": "user", "content": content}]
+def _prompt_turns(item: ExportItem, question: str, images: int) -> list[dict[str, Any]]:
+    """The whole prompt: the earlier turns, then the final user turn with the images the
+    earlier turns did not take, in the order the `images` column holds them."""
+    return [
+        {
+            "role": turn["role"],
+            "content": [
+                _IMAGE_PART if part["type"] == "image" else _text(part["text"])
+                for part in turn["content"]
+            ],
+        }
+        for turn in prompt_messages(item.turns, question, images)
+    ]
 
 
 def _assistant(*texts: str) -> dict[str, Any]:
@@ -246,13 +266,15 @@ def _scores(scores: Scores) -> dict[str, float | None] | None:
 
 
 def _images(item: ExportItem, load_image: ImageLoader) -> tuple[list[dict[str, Any]], int]:
-    if item.image_key is None:
-        return [], 0
-    data = load_image(item.image_key)
-    if not isinstance(data, bytes | bytearray | memoryview) or not data:
-        raise ValueError(f"image {item.image_key!r} of prompt {item.row.prompt_id} is empty")
-    # path stays null: the bytes are the image, and storage keys are internal.
-    return [{"bytes": bytes(data), "path": None}], len(data)
+    images, size = [], 0
+    for key in item.image_keys:
+        data = load_image(key)
+        if not isinstance(data, bytes | bytearray | memoryview) or not data:
+            raise ValueError(f"image {key!r} of prompt {item.row.prompt_id} is empty")
+        # path stays null: the bytes are the image, and storage keys are internal.
+        images.append({"bytes": bytes(data), "path": None})
+        size += len(data)
+    return images, size
 
 
 def _dpo_record(item: ExportItem, load_image: ImageLoader) -> tuple[dict[str, Any], int]:
@@ -262,7 +284,7 @@ def _dpo_record(item: ExportItem, load_image: ImageLoader) -> tuple[dict[str, An
     images, size = _images(item, load_image)
     record = {
         "images": images,
-        "prompt": _user_turn(row.question, bool(images)),
+        "prompt": _prompt_turns(item, row.question, len(images)),
         "chosen": [_assistant(row.chosen)],
         "rejected": [_assistant(row.rejected)],
         "prompt_id": row.prompt_id,
@@ -284,7 +306,7 @@ def _sft_record(
     answer = (f"{row.label}\n", row.response) if steerlm and row.label else (row.response,)
     record = {
         "images": images,
-        "messages": [*_user_turn(row.question, bool(images)), _assistant(*answer)],
+        "messages": [*_prompt_turns(item, row.question, len(images)), _assistant(*answer)],
         "prompt_id": row.prompt_id,
         "completion_id": row.completion_id,
         "scores": _scores(row.scores),

@@ -2,18 +2,18 @@
 
 Pure core (no Django). Accepts our own export layout and the public TRL layouts:
 
-- image: `images` (a list holding one image) or `image` (one image); an image is a
-  {bytes, path} struct as `datasets` writes it, or plain binary. No image column, or an
-  empty list, means a text-only row. A row with several images is refused: a prompt here
-  has one image.
+- images: `images` (a list, 1..N, in the order the prompt's image parts appear) or
+  `image` (one image); an image is a {bytes, path} struct as `datasets` writes it, or plain
+  binary. No image column, or an empty list, means a text-only row.
 - DPO text: `prompt`, `chosen`, `rejected`, each either a plain string or a conversation
-  (a list of {role, content}, content a string or a list of {type, text} parts). The
-  question is the text of the prompt's last user turn; an answer is the text of the last
+  (a list of {role, content}, content a string or a list of {type, text} parts). A
+  conversational prompt is read as core/conversation.py reads one: its earlier turns, and
+  the question, the text of its final user turn; an answer is the text of the last
   assistant turn (TRL's "implicit prompt" files repeat the prompt inside chosen/rejected).
   Plain-string prompts may carry "<image>" placeholders; they are removed, since the chat
   template places the image again.
-- SFT: `messages` (a conversation); the question is the last user turn before the last
-  assistant turn, the response that assistant turn. When a `label` column is present and
+- SFT: `messages` (a conversation); the prompt is every turn before the last assistant
+  turn (read as above), the response that assistant turn. When a `label` column is present and
   the assistant turn opens with a text part equal to label + "\\n" (our SteerLM layout),
   that part is split off as the label.
 
@@ -31,6 +31,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datasets_app.core.conversation import ConversationInvalid, from_messages
+
 __all__ = ["ImportedExample", "ImportedPair", "read_dpo_parquet", "read_sft_parquet"]
 
 # Rows per Arrow batch: small, so that memory holds a few dozen images, not a row group's
@@ -41,20 +43,22 @@ _IMAGE_TOKEN = re.compile(r"[ \t]*<image>[ \t]*\n?")
 
 @dataclass(frozen=True)
 class ImportedPair:
-    image: bytes | None
+    images: tuple[bytes, ...]
     question: str
     chosen: str
     rejected: str
     extra: dict[str, Any] = field(default_factory=dict)
+    turns: tuple[dict[str, Any], ...] = ()  # the conversation before the final user turn
 
 
 @dataclass(frozen=True)
 class ImportedExample:
-    image: bytes | None
+    images: tuple[bytes, ...]
     question: str
     response: str
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    turns: tuple[dict[str, Any], ...] = ()
 
 
 def read_dpo_parquet(path: str | os.PathLike[str]) -> Iterator[ImportedPair]:
@@ -63,12 +67,15 @@ def read_dpo_parquet(path: str | os.PathLike[str]) -> Iterator[ImportedPair]:
     consumed = {"image", "images", "prompt", "chosen", "rejected"}
     for index, record in _records(source):
         try:
+            images = _images(record)
+            turns, question = _prompt(record["prompt"], len(images))
             yield ImportedPair(
-                image=_image(record),
-                question=_question(record["prompt"]),
+                images=images,
+                question=question,
                 chosen=_answer(record["chosen"]),
                 rejected=_answer(record["rejected"]),
                 extra={k: v for k, v in record.items() if k not in consumed},
+                turns=turns,
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path}: row {index}: {exc}") from exc
@@ -80,13 +87,17 @@ def read_sft_parquet(path: str | os.PathLike[str]) -> Iterator[ImportedExample]:
     consumed = {"image", "images", "messages", "label"}
     for index, record in _records(source):
         try:
-            question, response, label = _sft_turns(record["messages"], record.get("label"))
+            images = _images(record)
+            turns, question, response, label = _sft_turns(
+                record["messages"], record.get("label"), len(images)
+            )
             yield ImportedExample(
-                image=_image(record),
+                images=images,
                 question=question,
                 response=response,
                 label=label,
                 extra={k: v for k, v in record.items() if k not in consumed},
+                turns=turns,
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path}: row {index}: {exc}") from exc
@@ -130,13 +141,28 @@ def _image_bytes(value: Any) -> bytes | None:
     raise TypeError(f"unsupported image value of type {type(value).__name__}")
 
 
-def _image(record: dict[str, Any]) -> bytes | None:
+def _images(record: dict[str, Any]) -> tuple[bytes, ...]:
     if "images" in record:
-        images = record["images"] or []
-        if len(images) > 1:
-            raise ValueError(f"{len(images)} images in one row; only one image per row")
-        return _image_bytes(images[0]) if images else None
-    return _image_bytes(record.get("image"))
+        values = record["images"] or []
+    else:
+        values = [record["image"]] if record.get("image") is not None else []
+    images = tuple(_image_bytes(value) for value in values)
+    if any(data is None for data in images):
+        raise ValueError("an image of the row is empty")
+    return images  # type: ignore[return-value]
+
+
+def _prompt(prompt: Any, images: int) -> tuple[tuple[dict[str, Any], ...], str]:
+    """(earlier turns, question) of a DPO prompt: a string, or a conversation."""
+    if isinstance(prompt, str):
+        return (), _IMAGE_TOKEN.sub("", prompt).strip()
+    if not isinstance(prompt, list):
+        raise TypeError(f"expected a conversation (list of messages), got {type(prompt)}")
+    try:
+        conversation = from_messages(prompt, images)
+    except ConversationInvalid as exc:
+        raise ValueError(str(exc)) from None
+    return tuple(conversation.turns), conversation.question
 
 
 def _content_text(content: Any) -> str:
@@ -158,19 +184,15 @@ def _last_turn(messages: Any, role: str) -> dict[str, Any]:
     raise ValueError(f"no {role} turn in the conversation")
 
 
-def _question(prompt: Any) -> str:
-    if isinstance(prompt, str):
-        return _IMAGE_TOKEN.sub("", prompt).strip()
-    return _content_text(_last_turn(prompt, "user").get("content")).strip()
-
-
 def _answer(answer: Any) -> str:
     if isinstance(answer, str):
         return answer
     return _content_text(_last_turn(answer, "assistant").get("content"))
 
 
-def _sft_turns(messages: Any, label: str | None) -> tuple[str, str, str]:
+def _sft_turns(
+    messages: Any, label: str | None, images: int
+) -> tuple[tuple[dict[str, Any], ...], str, str, str]:
     if not isinstance(messages, list):
         raise TypeError(f"expected a conversation (list of messages), got {type(messages)}")
     last = max(
@@ -178,10 +200,10 @@ def _sft_turns(messages: Any, label: str | None) -> tuple[str, str, str]:
     )
     if last is None:
         raise ValueError("no assistant turn in messages")
-    question = _question(messages[:last])
+    turns, question = _prompt(messages[:last], images)
     content = messages[last].get("content")
     if label and isinstance(content, list) and content:
         first = content[0]
         if first.get("type") == "text" and first.get("text") == f"{label}\n":
-            return question, _content_text(content[1:]), label
-    return question, _content_text(content), label or ""
+            return turns, question, _content_text(content[1:]), label
+    return turns, question, _content_text(content), label or ""

@@ -17,7 +17,10 @@ class ImageRejected(ValueError):
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = 40_000_000  # one image
+    # One prompt (multi-image rows, conversations): what a policy's context can hold.
+    max_images: int = 16
+    max_total_pixels: int = 80_000_000
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@
 Formats:
 - ``prompts``: parquet or JSONL (image bytes, base64 text or a data: URL, or a path relative
   to the file), or an image folder with ``manifest.jsonl`` / ``manifest.csv``.
-  Fields: question (required), image
-  (required), reference_answer, choices, answer_index, hint, subject, split, metadata.
+  Fields: question, image (or images: a list, 1..N), reference_answer, choices,
+  answer_index, hint, subject, split, metadata. Instead of question, a conversation of
+  several turns (core/conversation.py): ``prompt`` or ``messages`` in TRL's conversational
+  layout, or LLaVA-Instruct's ``conversations`` with ``<image>`` markers; a trailing
+  assistant turn is the reference answer. A prompt needs at least one image.
 - ``scienceqa``: the HF ScienceQA layout (question, choices, answer index, hint, image or
   none for text-only questions, subject, lecture, solution, ...).
 - ``pope``: question, answer yes/no, image, category, question_id.
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from datasets_app.core.conversation import ConversationInvalid, from_llava, from_messages
 from datasets_app.core.imports.images import (
     ImageLimits,
     ImageRejected,
@@ -57,7 +61,10 @@ class RowError:
 class PromptRecord:
     row: int
     question: str
-    image: ValidImage | None
+    image: ValidImage | None  # the first image
+    # The second and later images, and the turns before the final user turn.
+    more_images: list[ValidImage] = field(default_factory=list)
+    turns: list[dict[str, Any]] = field(default_factory=list)
     reference_answer: str = ""
     choices: list[str] = field(default_factory=list)
     answer_index: int | None = None
@@ -72,7 +79,7 @@ class PromptRecord:
     @property
     def content_hash(self) -> str:
         """What makes two rows the same prompt: image, question, choices, answer, hint."""
-        key = [
+        key: list[Any] = [
             self.image.sha256 if self.image else "",
             self.question,
             self.choices,
@@ -81,6 +88,8 @@ class PromptRecord:
             self.reference_answer,
             *([self.identity_extra] if self.identity_extra else []),
         ]
+        if self.more_images or self.turns:  # single-turn hashes stay as they were
+            key.append([[i.sha256 for i in self.more_images], self.turns])
         return hashlib.sha256(json.dumps(key, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -372,19 +381,82 @@ def _validated_image(
         raise RowInvalid(str(exc), "image") from None
 
 
+def _validated_images(item: dict[str, Any], base: Path, limits: ImageLimits) -> list[ValidImage]:
+    """A row's images in order: the `images` list, else the single `image`; at least one,
+    within the per-prompt limits on count and total pixels."""
+    values = item.get("images")
+    if values is None:
+        image = _validated_image(item, base, limits, required=True)
+        return [image] if image is not None else []
+    if not isinstance(values, list | tuple) or not values:
+        raise RowInvalid("images must be a non-empty list of images", "images")
+    if len(values) > limits.max_images:
+        raise RowInvalid(
+            f"{len(values)} images; a prompt may have at most {limits.max_images} "
+            "(IMPORT_MAX_PROMPT_IMAGES)",
+            "images",
+        )
+    images = []
+    for n, value in enumerate(values, start=1):
+        raw = _image_bytes(value, base)
+        if raw is None:
+            raise RowInvalid(f"image {n} of {len(values)} is empty", "images")
+        try:
+            images.append(validate_image(raw, limits))
+        except ImageRejected as exc:
+            raise RowInvalid(f"image {n} of {len(values)}: {exc}", "images") from None
+    pixels = sum(i.width * i.height for i in images)
+    if pixels > limits.max_total_pixels:
+        raise RowInvalid(
+            f"the images hold {pixels:,} pixels together; a prompt may hold at most "
+            f"{limits.max_total_pixels:,} (IMPORT_MAX_PROMPT_PIXELS)",
+            "images",
+        )
+    return images
+
+
+CONVERSATION_FIELDS = ("prompt", "messages", "conversations")
+
+
+def _conversation(item: dict[str, Any], images: int) -> Any:
+    """The row's conversation, when it has one instead of a plain question."""
+    try:
+        if isinstance(item.get("conversations"), list | tuple):
+            return from_llava(item["conversations"], images)
+        for name in ("prompt", "messages"):
+            if isinstance(item.get(name), list | tuple):
+                return from_messages(item[name], images, field=name)
+        for name in CONVERSATION_FIELDS:
+            if isinstance(item.get(name), str) and name != "prompt":
+                raise RowInvalid(f"{name} must be a list of turns, not text", name)
+    except ConversationInvalid as exc:
+        raise RowInvalid(str(exc), exc.field) from None
+    return None
+
+
 PROMPT_FIELDS = {"question", "image", "image_path", "reference_answer", "answer", "choices"}
-PROMPT_FIELDS |= {"answer_index", "hint", "subject", "split"}
+PROMPT_FIELDS |= {"answer_index", "hint", "subject", "split", "images", *CONVERSATION_FIELDS}
 SCIENCEQA_FIELDS = {"question", "image", "choices", "answer", "hint", "subject", "split"}
 POPE_FIELDS = {"question", "image", "answer", "split"}
 
 
 def _prompt_record(row: int, item: dict[str, Any], base: Path, limits: ImageLimits) -> PromptRecord:
     choices = _choices(item)
+    images = _validated_images(item, base, limits)
+    conversation = _conversation(item, len(images))
+    if conversation is not None:
+        if len(conversation.question) > MAX_QUESTION_CHARS:
+            raise RowInvalid(f"the final turn is longer than {MAX_QUESTION_CHARS:,} characters")
+        question, turns, answer = conversation.question, conversation.turns, conversation.answer
+    else:
+        question, turns, answer = _text(item, "question", required=True), [], ""
     return PromptRecord(
         row=row,
-        question=_text(item, "question", required=True),
-        image=_validated_image(item, base, limits, required=True),
-        reference_answer=_text(item, "reference_answer") or _text(item, "answer"),
+        question=question,
+        image=images[0],
+        more_images=images[1:],
+        turns=turns,
+        reference_answer=_text(item, "reference_answer") or _text(item, "answer") or answer,
         choices=choices,
         answer_index=_answer_index(item.get("answer_index"), choices, "answer_index"),
         hint=_text(item, "hint"),
@@ -466,6 +538,9 @@ def parse_source(
                 if image_sink is not None and record.image is not None:
                     image_sink(record.image)
                     record.image = replace(record.image, data=b"")
+                    for image in record.more_images:
+                        image_sink(image)
+                    record.more_images = [replace(i, data=b"") for i in record.more_images]
                 records.append(record)
             except RowInvalid as exc:
                 errors.append(RowError(row=row, error=str(exc), field=exc.field))

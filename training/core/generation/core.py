@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from datasets_app.core.conversation import prompt_messages
 from training.core.generation.sampling import SamplingParams, make_row_sampler, row_seed
 from training.core.generation.templates import PromptInput, render_prompt
 from training.core.modeling import encode_prompts
@@ -28,8 +29,15 @@ class GenerationError(RuntimeError):
 @dataclass(frozen=True)
 class GenerationRequest:
     key: str  # stable id of the prompt: seeds its samples
-    prompt: PromptInput
-    image: Image.Image | None = None
+    prompt: PromptInput  # the final user turn
+    image: Image.Image | None = None  # the first image
+    # A conversation's later images and earlier turns (datasets_app/core/conversation.py).
+    more_images: tuple[Image.Image, ...] = ()
+    turns: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [] if self.image is None else [self.image, *self.more_images]
 
 
 @dataclass
@@ -145,9 +153,9 @@ def _free_device_memory() -> None:
 
 
 def _conversation(request: GenerationRequest, template: str) -> list[dict[str, Any]]:
-    content: list[dict[str, Any]] = [{"type": "image"}] if request.image is not None else []
-    content.append({"type": "text", "text": render_prompt(template, request.prompt)})
-    return [{"role": "user", "content": content}]
+    """The whole conversation up to the turn to answer; the template shapes that turn."""
+    text = render_prompt(template, request.prompt)
+    return prompt_messages(request.turns, text, len(request.images))
 
 
 def chat_text(processor: Any, request: GenerationRequest, params: SamplingParams) -> str:
@@ -181,7 +189,9 @@ class TransformersBackend:
 
     def __init__(self, policy: LoadedPolicy) -> None:
         self.policy = policy
-        self._image_tokens: int | None = None
+        # Image tokens by image size: fixed per family for LLaVA-1.5 (576), but a function of
+        # the resolution for Qwen2-VL and LLaVA-NeXT; the processor knows, so it is asked.
+        self._image_tokens: dict[tuple[int, int], int] = {}
 
     def _text(self, request: GenerationRequest, params: SamplingParams) -> str:
         return chat_text(self.policy.processor, request, params)
@@ -191,13 +201,21 @@ class TransformersBackend:
         n = len(
             processor.tokenizer(self._text(request, params), add_special_tokens=False).input_ids
         )
-        if request.image is not None:
-            if self._image_tokens is None:
-                # What the processor expands <image> into (576 for LLaVA-1.5), learnt once.
-                expanded = processor(text=["<image>"], images=[request.image.convert("RGB")])
-                self._image_tokens = len(expanded["input_ids"][0]) - 1
-            n += self._image_tokens
-        return n
+        return n + sum(self._expanded_tokens(image) for image in request.images)
+
+    def _expanded_tokens(self, image: Image.Image) -> int:
+        """Tokens the processor adds for `image` beyond its placeholder in the text."""
+        if image.size not in self._image_tokens:
+            processor = self.policy.processor
+            text = processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}]}], add_generation_prompt=False
+            )
+            plain = len(processor.tokenizer(text, add_special_tokens=False).input_ids)
+            expanded = processor(
+                text=[text], images=[image.convert("RGB")], add_special_tokens=False
+            )
+            self._image_tokens[image.size] = len(expanded["input_ids"][0]) - plain
+        return self._image_tokens[image.size]
 
     def generate(
         self, requests: Sequence[GenerationRequest], params: SamplingParams
@@ -219,7 +237,8 @@ class TransformersBackend:
 
         policy = self.policy
         texts = [self._text(r, params) for r in requests]
-        images = [r.image for r in requests if r.image is not None] or None
+        # One flat list, in row order: the processor hands them to the image places in turn.
+        images = [image for r in requests for image in r.images] or None
         inputs = encode_prompts(policy, texts, images)
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
@@ -281,8 +300,17 @@ class VllmBackend:
 
     name = "vllm"
 
-    def __init__(self, model_path: str, *, dtype: str = "bfloat16", max_model_len: int = 4096):
-        from transformers import AutoConfig, AutoProcessor
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "bfloat16",
+        max_model_len: int = 4096,
+        max_images: int = 16,
+    ):
+        from transformers import AutoConfig
+
+        from training.core.modeling import load_processor
 
         if getattr(AutoConfig.from_pretrained(model_path), "image_token_norm", None):
             # vLLM runs its own LLaVA code, which would skip the rescaling the model was
@@ -294,12 +322,12 @@ class VllmBackend:
             )
         from vllm import LLM
 
-        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.processor = load_processor(model_path)
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
             max_model_len=max_model_len,
-            limit_mm_per_prompt={"image": 1},
+            limit_mm_per_prompt={"image": max_images},
         )
 
     def prompt_tokens(self, request: GenerationRequest, params: SamplingParams) -> int:
@@ -315,8 +343,11 @@ class VllmBackend:
         sampling = []
         for r in requests:
             item: dict[str, Any] = {"prompt": chat_text(self.processor, r, params)}
-            if r.image is not None:
-                item["multi_modal_data"] = {"image": r.image.convert("RGB")}
+            if r.images:
+                converted = [image.convert("RGB") for image in r.images]
+                item["multi_modal_data"] = {
+                    "image": converted[0] if len(converted) == 1 else converted
+                }
             inputs.append(item)
             sampling.append(
                 VllmSampling(
