@@ -84,14 +84,8 @@ class Prompt(models.Model):
         return f"#{self.pk} {self.question[:60]}"
 
     @property
-    def image_names(self) -> list[str]:
-        """Storage names of every image, in conversation order (prefetch `more_images`)."""
-        if not self.image:
-            return []
-        return [self.image.name, *(extra.image.name for extra in self.more_images.all())]
-
-    @property
     def image_total(self) -> int:
+        """How many images the prompt has (prefetch `more_images` for a list of prompts)."""
         return (1 + len(self.more_images.all())) if self.image else 0
 
 

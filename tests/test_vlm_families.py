@@ -285,3 +285,76 @@ def test_the_local_judge_reads_a_conversation_with_every_image_in_each_family(ti
     # What the judge counted is what the processor makes of the prompt with both images.
     assert usage.input_tokens == len(exact["input_ids"][0])
     assert 1 <= usage.output_tokens <= 3 and isinstance(text, str)
+
+
+def test_the_family_table_matches_the_installed_classes_of_five_more_families():
+    """Random tiny models of the real transformers classes (no weights, no processor):
+    every parameter but the LM head falls in a part, and LoRA's regex reaches only the
+    language model."""
+    import re
+
+    from transformers import (
+        AutoModelForImageTextToText,
+        Idefics3Config,
+        LlavaNextConfig,
+        LlavaOnevisionConfig,
+        Qwen2VLConfig,
+        SmolVLMConfig,
+    )
+
+    from training.core.recipes.common import model_family
+
+    text = {
+        "vocab_size": 128,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    configs = {
+        "llava": LlavaOnevisionConfig(
+            text_config={"model_type": "qwen2", **text},
+            vision_config={"model_type": "siglip_vision_model", **vision},
+        ),
+        "llava ": LlavaNextConfig(
+            text_config={"model_type": "llama", **text},
+            vision_config={"model_type": "clip_vision_model", "projection_dim": 32, **vision},
+        ),
+        "idefics3": Idefics3Config(
+            text_config={"model_type": "llama", **text}, vision_config=vision
+        ),
+        "idefics3 ": SmolVLMConfig(
+            text_config={"model_type": "llama", **text}, vision_config=vision
+        ),
+        "qwen2_vl": Qwen2VLConfig(
+            text_config={
+                **text,
+                "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3]},
+            },
+            vision_config={
+                "depth": 1,
+                "embed_dim": 32,
+                "hidden_size": 32,
+                "num_heads": 2,
+                "patch_size": 8,
+            },
+        ),
+    }
+    for expected, config in configs.items():
+        model = AutoModelForImageTextToText.from_config(config)
+        family = model_family(model)
+        assert family.name == expected.strip(), config.model_type
+        unplaced = [n for n, _ in model.named_parameters() if family.part(n) is None]
+        assert unplaced == ["lm_head.weight"], (config.model_type, unplaced)
+        pattern = re.compile(families.language_model_targets(family, family.lora_targets))
+        adapted = [n for n, _ in model.named_modules() if pattern.fullmatch(n)]
+        assert adapted and all(family.part(n) == families.LANGUAGE for n in adapted)

@@ -35,6 +35,7 @@ from datasets_app.core.export import (
     write_sft_parquet,
 )
 from datasets_app.core.imports import ImageLimits, ImageRejected, ValidImage, validate_image
+from datasets_app.core.imports.images import check_image_count, check_total_pixels
 from datasets_app.models import DatasetRow, DatasetVersion, Prompt, PromptImage, Source
 from datasets_app.services.imports import import_limits
 from training.models import Checkpoint
@@ -283,18 +284,9 @@ def preference_import(
 
 def _checked_images(data: tuple[bytes, ...], limits: ImageLimits) -> list[ValidImage]:
     """Every image of a row, validated, within the per-prompt count and pixel limits."""
-    if len(data) > limits.max_images:
-        raise ImageRejected(
-            f"{len(data)} images; a prompt may have at most {limits.max_images} "
-            "(IMPORT_MAX_PROMPT_IMAGES)"
-        )
+    check_image_count(len(data), limits)
     images = [validate_image(raw, limits) for raw in data]
-    pixels = sum(i.width * i.height for i in images)
-    if pixels > limits.max_total_pixels:
-        raise ImageRejected(
-            f"the images hold {pixels:,} pixels together; at most {limits.max_total_pixels:,} "
-            "(IMPORT_MAX_PROMPT_PIXELS)"
-        )
+    check_total_pixels(images, limits)
     return images
 
 

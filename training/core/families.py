@@ -42,13 +42,16 @@ class Family:
     projector: str  # the vision-to-text projector; may sit inside the vision tower
     language: str  # the language model's module name
     lora_targets: tuple[str, ...] = DECODER_LINEAR
+    # Parameters of the vision-to-text path outside the projector module (LLaVA-NeXT's
+    # learned row separator): frozen and trained with the projector.
+    projector_extras: tuple[str, ...] = ()
 
     def part(self, parameter: str) -> str | None:
         """VISION, PROJECTOR or LANGUAGE for a parameter (or module) path; None for the
         rest (the LM head, which ties to or sits beside the embeddings)."""
         dotted = f".{parameter}."
         # The projector first: Qwen's merger lives inside its vision tower.
-        if f".{self.projector}." in dotted:
+        if any(f".{name}." in dotted for name in (self.projector, *self.projector_extras)):
             return PROJECTOR
         if f".{self.vision}." in dotted:
             return VISION
@@ -64,6 +67,7 @@ FAMILIES: tuple[Family, ...] = (
         vision="vision_tower",
         projector="multi_modal_projector",
         language="language_model",
+        projector_extras=("image_newline",),
     ),
     Family(
         "qwen2_vl",

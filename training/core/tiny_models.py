@@ -237,13 +237,18 @@ def build_tiny_llava(
         config.image_token_norm = IMAGE_TOKEN_NORM
 
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    return _save(LlavaForConditionalGeneration(config), processor, out)
+
+
+def _save(model: Any, processor: Any, out: Path) -> Path:
+    """The random model and its processor as a `save_pretrained` folder, generation
+    stopping where the tokenizer says."""
+    tokenizer = processor.tokenizer
     gen = model.generation_config
     gen.bos_token_id = tokenizer.bos_token_id
     gen.eos_token_id = tokenizer.eos_token_id
     gen.pad_token_id = tokenizer.pad_token_id
     model.eval()
-
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
@@ -358,14 +363,7 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, *, seed: int = 0) -> Path:
         vision_end_token_id=tokenizer.vision_end_token_id,
     )
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    gen = model.generation_config
-    gen.eos_token_id = tokenizer.eos_token_id
-    gen.pad_token_id = tokenizer.pad_token_id
-    model.eval()
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return _save(Qwen2_5_VLForConditionalGeneration(config), processor, out)
 
 
 TINY_FAMILIES = {"llava": build_tiny_llava, "qwen2_5_vl": build_tiny_qwen2_5_vl}

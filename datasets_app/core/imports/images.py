@@ -38,6 +38,25 @@ class ValidImage:
         return f"images/{self.sha256[:2]}/{self.sha256}.{self.extension}"
 
 
+def check_image_count(count: int, limits: ImageLimits) -> None:
+    """Refuse a prompt with more images than `limits.max_images` (before any is decoded)."""
+    if count > limits.max_images:
+        raise ImageRejected(
+            f"{count} images; a prompt may have at most {limits.max_images} "
+            "(IMPORT_MAX_PROMPT_IMAGES)"
+        )
+
+
+def check_total_pixels(images: list[ValidImage], limits: ImageLimits) -> None:
+    """Refuse a prompt whose images hold more than `limits.max_total_pixels` together."""
+    pixels = sum(i.width * i.height for i in images)
+    if pixels > limits.max_total_pixels:
+        raise ImageRejected(
+            f"the images hold {pixels:,} pixels together; a prompt may hold at most "
+            f"{limits.max_total_pixels:,} (IMPORT_MAX_PROMPT_PIXELS)"
+        )
+
+
 def has_image_header(data: bytes) -> bool:
     """Whether Pillow recognises `data` as an image from its header (nothing is decoded)."""
     from PIL import Image, UnidentifiedImageError

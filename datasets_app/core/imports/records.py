@@ -32,6 +32,8 @@ from datasets_app.core.imports.images import (
     ImageLimits,
     ImageRejected,
     ValidImage,
+    check_image_count,
+    check_total_pixels,
     has_image_header,
     validate_image,
 )
@@ -390,12 +392,10 @@ def _validated_images(item: dict[str, Any], base: Path, limits: ImageLimits) -> 
         return [image] if image is not None else []
     if not isinstance(values, list | tuple) or not values:
         raise RowInvalid("images must be a non-empty list of images", "images")
-    if len(values) > limits.max_images:
-        raise RowInvalid(
-            f"{len(values)} images; a prompt may have at most {limits.max_images} "
-            "(IMPORT_MAX_PROMPT_IMAGES)",
-            "images",
-        )
+    try:
+        check_image_count(len(values), limits)
+    except ImageRejected as exc:
+        raise RowInvalid(str(exc), "images") from None
     images = []
     for n, value in enumerate(values, start=1):
         raw = _image_bytes(value, base)
@@ -405,13 +405,10 @@ def _validated_images(item: dict[str, Any], base: Path, limits: ImageLimits) -> 
             images.append(validate_image(raw, limits))
         except ImageRejected as exc:
             raise RowInvalid(f"image {n} of {len(values)}: {exc}", "images") from None
-    pixels = sum(i.width * i.height for i in images)
-    if pixels > limits.max_total_pixels:
-        raise RowInvalid(
-            f"the images hold {pixels:,} pixels together; a prompt may hold at most "
-            f"{limits.max_total_pixels:,} (IMPORT_MAX_PROMPT_PIXELS)",
-            "images",
-        )
+    try:
+        check_total_pixels(images, limits)
+    except ImageRejected as exc:
+        raise RowInvalid(str(exc), "images") from None
     return images
 
 
