@@ -101,7 +101,7 @@ class VersionForm(forms.Form):
     rewrite_judge = forms.ModelChoiceField(
         JudgeConfig.objects.order_by("name"),
         required=False,
-        help_text="scienceqa_reformatted: the judge that rewrites long answers",
+        help_text="scienceqa_reformatted: rewrites long answers; corrupted: writes the error",
     )
 
     def __init__(self, *args, **kwargs):

@@ -119,6 +119,7 @@ class DatasetVersion(models.Model):
         DPO = "dpo", "DPO pairs"
         SFT = "sft", "SFT"
         STEERLM = "steerlm", "SteerLM"
+        KTO = "kto", "KTO (unpaired)"
 
     class Status(models.TextChoices):
         BUILDING = "building", "Building"

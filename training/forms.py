@@ -8,7 +8,7 @@ from training.core.evaluation import TASKS, parse_evaluation_specs
 from training.core.generation import TEMPLATES, SamplingParams
 from training.core.recipes.config import PRESETS, parse_overrides
 from training.core.runs import ZERO_STAGES
-from training.models import Checkpoint
+from training.models import Checkpoint, TrainingJob
 
 
 class GenerationForm(forms.Form):
@@ -79,10 +79,11 @@ class GenerationForm(forms.Form):
 
 
 class TrainingLaunchForm(forms.Form):
-    recipe = forms.ChoiceField(choices=[("sft", "SFT"), ("steerlm", "SteerLM"), ("dpo", "DPO")])
+    recipe = forms.ChoiceField(choices=TrainingJob.Recipe.choices)
     dataset_version = forms.ModelChoiceField(
         DatasetVersion.objects.filter(status="ready").order_by("name", "-version"),
-        help_text="DPO trains on a DPO version; SFT on an SFT one; SteerLM on a SteerLM one",
+        help_text="DPO trains on a DPO version; SFT on an SFT one; SteerLM on a SteerLM one; "
+        "KTO on a KTO one",
     )
     base_checkpoint = forms.ModelChoiceField(Checkpoint.objects.order_by("name"))
     preset = forms.ChoiceField(

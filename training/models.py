@@ -51,6 +51,7 @@ class TrainingJob(models.Model):
         SFT = "sft", "SFT"
         STEERLM = "steerlm", "SteerLM"
         DPO = "dpo", "DPO"
+        KTO = "kto", "KTO"
 
     name = models.CharField(max_length=200)
     recipe = models.CharField(max_length=20, choices=Recipe.choices)

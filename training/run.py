@@ -135,6 +135,10 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
         from training.core.recipes import dpo
 
         result = dpo.main(config, callbacks=[callback], report=log.write)
+    elif config.recipe == "kto":
+        from training.core.recipes import kto
+
+        result = kto.main(config, callbacks=[callback], report=log.write)
     else:  # "sft" and "steerlm" (validate() allows nothing else)
         from training.core.recipes import sft
 

@@ -25,12 +25,14 @@ from config.names import safe_name
 from datasets_app.core.curation import PreferenceRow, SftRow
 from datasets_app.core.export import (
     DPO_FEATURES,
+    KTO_FEATURES,
     SFT_FEATURES,
     ExportItem,
     dataset_card,
     read_dpo_parquet,
     read_sft_parquet,
     write_dpo_parquet,
+    write_kto_parquet,
     write_nemo_jsonl,
     write_sft_parquet,
 )
@@ -132,6 +134,8 @@ def dataset_version_export(*, version: DatasetVersion, out_dir: str | Path) -> l
         path = out / f"{split}.parquet"
         if version.kind == DatasetVersion.Kind.DPO:
             write_dpo_parquet(path, _items(version, split), _load_image)
+        elif version.kind == DatasetVersion.Kind.KTO:
+            write_kto_parquet(path, _items(version, split), _load_image)
         else:
             write_sft_parquet(
                 path,
@@ -144,7 +148,10 @@ def dataset_version_export(*, version: DatasetVersion, out_dir: str | Path) -> l
             jsonl = out / f"{split}.jsonl"
             write_nemo_jsonl(jsonl, _items(version, split), _load_image)
             written.append(jsonl)
-    features = DPO_FEATURES if version.kind == DatasetVersion.Kind.DPO else SFT_FEATURES
+    features = {
+        DatasetVersion.Kind.DPO: DPO_FEATURES,
+        DatasetVersion.Kind.KTO: KTO_FEATURES,
+    }.get(version.kind, SFT_FEATURES)
     card = dataset_card(
         name=version.name,
         version=version.version,

@@ -58,7 +58,7 @@ def rated_prompts(
         completions = Completion.objects.filter(prompt_id__in=chunk).order_by("id")
         if checkpoint_ids:
             completions = completions.filter(checkpoint_id__in=checkpoint_ids)
-        rows = list(completions.values("id", "prompt_id", "text", "template"))
+        rows = list(completions.values("id", "prompt_id", "text", "template", "sampling"))
         ratings: dict[int, dict[str, dict[str, float]]] = {}
         for r in Rating.objects.filter(completion_id__in=[c["id"] for c in rows]).values(
             "completion_id", "user_id", "judge_id", "kind", *ATTRIBUTES
@@ -90,7 +90,13 @@ def rated_prompts(
                 source_id=prompt.source_id,
                 question=question,
                 completions=tuple(
-                    RatedCompletion(c["id"], c["text"], ratings.get(c["id"], {})) for c in mine
+                    RatedCompletion(
+                        c["id"],
+                        c["text"],
+                        ratings.get(c["id"], {}),
+                        method=str((c["sampling"] or {}).get("method", "")),
+                    )
+                    for c in mine
                 ),
                 picks=tuple(picks.get(prompt.pk, ())),
                 choices=tuple(prompt.choices),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
+import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -24,6 +28,9 @@ from training.core.generation import (
     choose_backend_name,
     generate_batches,
 )
+from training.core.generation.bdhs import BdhsParams, bdhs_response
+from training.core.generation.guided import continue_batch
+from training.core.generation.similarity import SentenceSimilarity
 from training.core.modeling import ModelLoadError, load_policy_cached
 from training.models import Checkpoint
 from training.services.checkpoints import checkpoint_paths
@@ -41,18 +48,35 @@ def generation_launch(
     params: SamplingParams,
     backend: str = "auto",
     token_budget: int | None = None,
+    bdhs: BdhsParams | None = None,
+    similarity_model: str = "",
     user: Any = None,
     enqueue: bool = True,
 ) -> Job:
-    """Freeze the prompt selection and parameters into a generation job on the gpu queue."""
+    """Freeze the prompt selection and parameters into a generation job on the gpu queue.
+
+    With `bdhs`, each prompt with a reference answer gets one BDHS answer instead of K
+    samples (seed 002: the rejected side of a `bdhs` dataset version)."""
     params.validate()
     choose_backend_name(backend, has_adapter=False)  # refuse an unknown name now
     prompt_ids = prompt_selection_ids(**selection)
     if not prompt_ids:
         raise ValueError("no prompts match this selection")
+    if bdhs is not None:
+        bdhs.validate()
+        with_reference = Prompt.objects.filter(pk__in=prompt_ids).exclude(reference_answer="")
+        prompt_ids = list(with_reference.order_by("id").values_list("pk", flat=True))
+        if not prompt_ids:
+            raise ValueError("BDHS needs prompts with a reference answer; none is selected")
+        if similarity_model:
+            SentenceSimilarity(similarity_model)  # a missing folder fails now
     job = job_create(
         kind=Job.Kind.GENERATION,
-        title=f"{params.k} x {len(prompt_ids)} completions from {checkpoint.name}",
+        title=(
+            f"BDHS answers to {len(prompt_ids)} prompts from {checkpoint.name}"
+            if bdhs
+            else f"{params.k} x {len(prompt_ids)} completions from {checkpoint.name}"
+        ),
         total=len(prompt_ids),
         params={
             "checkpoint_id": checkpoint.pk,
@@ -61,6 +85,7 @@ def generation_launch(
             "sampling": asdict(params),
             "backend": backend,
             "token_budget": token_budget,
+            **({"bdhs": asdict(bdhs), "similarity_model": similarity_model} if bdhs else {}),
         },
         created_by=user,
     )
@@ -134,6 +159,9 @@ def generation_run(*, job_id: int) -> None:
         if checkpoint is None:
             raise JobFailed(f"checkpoint #{spec['checkpoint_id']} no longer exists")
         prompt_ids: list[int] = spec["prompt_ids"]
+        if spec.get("bdhs"):
+            _bdhs_run(run, checkpoint, params, spec)
+            return
         complete = _complete_prompt_ids(checkpoint, params, prompt_ids)
         remaining = [pk for pk in prompt_ids if pk not in complete]
         job_progress(job, done=len(complete), total=len(prompt_ids))
@@ -195,3 +223,101 @@ def generation_run(*, job_id: int) -> None:
                 run.advance(len(batch), force=True)
         except GenerationError as exc:
             raise JobFailed(str(exc)) from None
+
+
+def bdhs_sampling_hash(params: SamplingParams, bdhs: BdhsParams) -> str:
+    """What makes two BDHS answers the same: the sampling and every BDHS setting."""
+    payload = json.dumps([params.config_hash, asdict(bdhs)], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _bdhs_run(run: Any, checkpoint: Checkpoint, params: SamplingParams, spec: dict) -> None:
+    """One BDHS answer per prompt (seed 002, Algorithm 1), each written as it is done; a
+    resumed job skips the prompts answered already."""
+    bdhs = BdhsParams(**spec["bdhs"])
+    sampling_hash = bdhs_sampling_hash(params, bdhs)
+    prompt_ids: list[int] = spec["prompt_ids"]
+    done = set(
+        Completion.objects.filter(
+            checkpoint=checkpoint, sampling_hash=sampling_hash, prompt_id__in=prompt_ids
+        ).values_list("prompt_id", flat=True)
+    )
+    remaining = [pk for pk in prompt_ids if pk not in done]
+    job_progress(run.job, done=len(done), total=len(prompt_ids))
+    if not remaining:
+        return
+    model_path, adapter = checkpoint_paths(checkpoint)
+    try:
+        policy = load_policy_cached(model_path, adapter_path=adapter)
+        similarity = SentenceSimilarity(spec.get("similarity_model") or None)
+    except (ModelLoadError, ValueError) as exc:
+        raise JobFailed(f"checkpoint {checkpoint.name}: {exc}") from None
+    references = dict(Prompt.objects.filter(pk__in=remaining).values_list("pk", "reference_answer"))
+    run.log(f"BDHS on {len(remaining)} prompts: {asdict(bdhs)}")
+    tries, guided, similar = [], 0, []
+    started = time.monotonic()
+    for request in _requests(remaining):
+        rng = random.Random(f"bdhs:{params.seed}:{request.key}")  # noqa: S311 - sampling
+        try:
+            result = bdhs_response(
+                references[int(request.key)],
+                _continuation(policy, request, params, bdhs),
+                similarity,
+                rng,
+                bdhs,
+            )
+        except GenerationError as exc:
+            raise JobFailed(str(exc)) from None
+        record = {
+            "tries": result.tries,
+            "guided": result.guided,
+            "similarity": round(result.similarity, 4),
+            "similarities": [round(s, 4) for s in result.similarities],
+        }
+        Completion.objects.create(
+            prompt_id=int(request.key),
+            checkpoint=checkpoint,
+            text=result.text,
+            template=params.template,
+            sampling={**asdict(params), "method": "bdhs", "bdhs": asdict(bdhs), **record},
+            sampling_hash=sampling_hash,
+            sample_index=0,
+            job=run.job,
+        )
+        tries.append(result.tries)
+        guided += result.guided
+        similar.append(result.similarity)
+        run.job.metrics = {
+            **run.job.metrics,
+            "method": "bdhs",
+            "completions": len(tries),
+            "mean_tries": round(sum(tries) / len(tries), 3),
+            "guided_share": round(guided / len(tries), 3),
+            "mean_similarity": round(sum(similar) / len(similar), 4),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        run.job.save(update_fields=["metrics"])
+        run.advance(1, force=True)
+
+
+def _continuation(
+    policy: Any, request: GenerationRequest, params: SamplingParams, bdhs: BdhsParams
+) -> Any:
+    """BDHS's `continue_fn` for one prompt; each call is a new try, seeded by its number."""
+    attempts = itertools.count()
+
+    def continue_fn(prefixes: Any, guided: bool) -> list[str]:
+        # A guided try writes one sentence per prefix; the unguided last one a whole
+        # answer, with the job's own token limit.
+        limit = bdhs.max_new_tokens if guided else params.max_new_tokens
+        return continue_batch(
+            policy,
+            request,
+            prefixes,
+            params=replace(params, k=1, max_new_tokens=limit),
+            rho=0.0 if bdhs.noisy_image else bdhs.rho,
+            noise_steps=bdhs.noise_steps if bdhs.noisy_image else 0,
+            attempt=next(attempts),
+        )
+
+    return continue_fn

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, NamedTuple, Protocol, cast
 
+from datasets_app.core.curation.corruption import CORRUPT_TEMPLATE, oracle_corruption
 from datasets_app.core.curation.filters import (
     Rows,
     apply_filters,
@@ -460,6 +461,141 @@ def reference_sft(
     return CurationResult(rows=rows, kind="sft", dropped=dict(dropped))
 
 
+def bdhs(
+    prompts: Sequence[RatedPrompt],
+    params: Mapping[str, Any],
+    selection: RaterSelection,
+    *,
+    seed: int,
+) -> CurationResult:
+    """Seed 002's BDHS pairs: chosen = the prompt's reference answer, rejected = the
+    policy's own biased answer to it (a generation job with `bdhs` set); no rating, no
+    judge. The first BDHS completion is taken when a prompt has several."""
+    _params("bdhs", params)
+    rows: list[PreferenceRow] = []
+    dropped: Counter[str] = Counter()
+    for prompt in _by_id(prompts):
+        reference = prompt.reference_answer.strip()
+        made = [c for c in prompt.completions if c.method == "bdhs"]
+        if not reference:
+            dropped["no reference answer"] += 1
+            continue
+        if not made:
+            dropped["no BDHS completion"] += 1
+            continue
+        rejected = min(made, key=lambda c: c.completion_id)
+        if rejected.text.strip() == reference:
+            dropped["the BDHS answer equals the reference"] += 1
+            continue
+        rows.append(
+            PreferenceRow(
+                prompt_id=prompt.prompt_id,
+                question=prompt.question,
+                chosen=reference,
+                rejected=rejected.text,
+                rejected_id=rejected.completion_id,
+                rater="bdhs",
+            )
+        )
+    return CurationResult(rows=rows, kind="dpo", dropped=dict(dropped))
+
+
+KTO_DESIRABLE, KTO_UNDESIRABLE = "desirable", "undesirable"
+
+
+def kto(
+    prompts: Sequence[RatedPrompt],
+    params: Mapping[str, Any],
+    selection: RaterSelection,
+    *,
+    seed: int,
+) -> CurationResult:
+    """KTO's unpaired examples (Ethayarajh et al. 2024), from per-attribute thresholds: a
+    rated completion is desirable when every attribute in `desirable_min` reaches its
+    minimum, undesirable when any attribute in `undesirable_max` is at or below its maximum
+    (desirable wins where both hold), and left out otherwise. The row's `label` says which."""
+    p = _params("kto", params)
+    rows: list[SftRow] = []
+    dropped: Counter[str] = Counter()
+    for prompt in _by_id(prompts):
+        kept = 0
+        for completion in sorted(prompt.completions, key=lambda c: c.completion_id):
+            scores = combined_scores(completion, selection)
+            needed = set(p["desirable_min"]) | set(p["undesirable_max"])
+            if scores is None or any(a not in scores for a in needed):
+                dropped["completion not rated on the thresholds' attributes"] += 1
+                continue
+            if all(scores[a] >= v for a, v in p["desirable_min"].items()):
+                label = KTO_DESIRABLE
+            elif any(scores[a] <= v for a, v in p["undesirable_max"].items()):
+                label = KTO_UNDESIRABLE
+            else:
+                dropped["completion neither desirable nor undesirable"] += 1
+                continue
+            kept += 1
+            rows.append(
+                SftRow(
+                    prompt_id=prompt.prompt_id,
+                    question=prompt.question,
+                    response=completion.text,
+                    completion_id=completion.completion_id,
+                    scores=_as_scores(scores),
+                    rater=selection.describe(),
+                    label=label,
+                )
+            )
+        if not prompt.completions:
+            dropped["no completion"] += 1
+    return CurationResult(rows=rows, kind="kto", dropped=dict(dropped))
+
+
+def corrupted(
+    prompts: Sequence[RatedPrompt],
+    params: Mapping[str, Any],
+    selection: RaterSelection,
+    *,
+    seed: int,
+) -> CurationResult:
+    """POVID-style pairs (seed 002, section 3.3): chosen = the reference answer, rejected =
+    the same answer made wrong in one fact. With `rewrite` (a judge, each call kept), the
+    judge writes the hallucination from `corrupt_template`; without, the free oracle
+    corruption swaps one colour, count, shape, side or yes/no (core/curation/corruption.py),
+    and a prompt whose answer has none of them is dropped."""
+    p = _params("corrupted", params)
+    rewrite: Callable[[str], str] | None = p["rewrite"]
+    rows: list[PreferenceRow] = []
+    dropped: Counter[str] = Counter()
+    for prompt in _by_id(prompts):
+        reference = prompt.reference_answer.strip()
+        if not reference:
+            dropped["no reference answer"] += 1
+            continue
+        if rewrite is not None:
+            instruction = p["corrupt_template"].format(question=prompt.question, answer=reference)
+            rejected: str | None = rewrite(instruction).strip()
+            rater = "rewrite"
+        else:
+            rng = random.Random(f"{seed}:{prompt.prompt_id}")  # noqa: S311 - a dataset
+            rejected = oracle_corruption(reference, rng)
+            rater = "oracle_corruption"
+        if not rejected:
+            dropped["nothing in the answer to corrupt"] += 1
+            continue
+        if rejected == reference:
+            dropped["the corruption left the answer as it was"] += 1
+            continue
+        rows.append(
+            PreferenceRow(
+                prompt_id=prompt.prompt_id,
+                question=prompt.question,
+                chosen=reference,
+                rejected=rejected,
+                rater=rater,
+            )
+        )
+    return CurationResult(rows=rows, kind="dpo", dropped=dict(dropped))
+
+
 # --- ScienceQA sets (seed 000) ------------------------------------------------------------
 
 
@@ -595,6 +731,30 @@ STRATEGIES: dict[str, Strategy] = {
         "dpo",
         "Chosen: best score sum; rejected: worst; prompts where they tie dropped (seed 003).",
     ),
+    "bdhs": Strategy(
+        bdhs,
+        {},
+        "dpo",
+        "Chosen: the reference answer; rejected: the policy's own answer with the image "
+        "masked and guided by the reference (BDHS, seed 002). No judge.",
+    ),
+    "kto": Strategy(
+        kto,
+        {
+            "desirable_min": {"correctness": 3, "helpfulness": 3},
+            "undesirable_max": {"correctness": 1},
+        },
+        "kto",
+        "KTO's unpaired examples: desirable when every `desirable_min` attribute reaches its "
+        "minimum, undesirable when any `undesirable_max` attribute is at or below its maximum.",
+    ),
+    "corrupted": Strategy(
+        corrupted,
+        {"rewrite": None, "corrupt_template": CORRUPT_TEMPLATE},
+        "dpo",
+        "Chosen: the reference answer; rejected: it with one fact made wrong, by a judge's "
+        "rewrite or, free, by swapping a colour/count/shape/side/yes-no (POVID-style).",
+    ),
     "human_pick": Strategy(
         human_pick,
         {},
@@ -702,7 +862,7 @@ def resolve_params(name: str, params: Mapping[str, Any] | None = None) -> Resolv
         extra = sorted(set(resolved["weights"]) - set(resolved["attributes"]))
         if extra:
             raise ValueError(f"{name}: weights for attributes not summed: {', '.join(extra)}")
-    if "rewrite" in resolved and resolved["rewrite"] is None:
+    if name == "scienceqa_reformatted" and resolved["rewrite"] is None:
         raise ValueError(f"{name}: needs a `rewrite` callable (str -> str) to rewrite long answers")
     return ResolvedParams(name, resolved)
 
@@ -757,6 +917,23 @@ def _check_param(name: str, key: str, value: Any) -> Any:
     if key == "rewrite":
         if value is not None and not callable(value):
             raise bad("a callable str -> str")
+        return value
+    if key in ("desirable_min", "undesirable_max"):
+        if (
+            not isinstance(value, dict)
+            or not value
+            or any(a not in ATTRIBUTES for a in value)
+            or not all(is_number(v) and 0 <= v <= 4 for v in value.values())
+        ):
+            raise bad(f"a non-empty dict of attribute ({', '.join(ATTRIBUTES)}) -> score 0-4")
+        return dict(value)
+    if key == "corrupt_template":
+        try:
+            filled = value.format(question="", answer="\0")
+        except (AttributeError, KeyError, IndexError, ValueError):
+            raise bad("text with only {question} and {answer} placeholders") from None
+        if "\0" not in filled:
+            raise bad("a template with an {answer} placeholder")
         return value
     return value
 

@@ -22,6 +22,8 @@ class RatedCompletion:
     text: str
     # rater key ("judge:3", "user:7", "resolution:7") -> the five scores
     ratings: dict[str, Scores] = field(default_factory=dict)
+    # How it was made when not plainly sampled ("bdhs": the policy's own hallucination).
+    method: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ from datasets_app.core.export.nemo import NemoStats, write_nemo_jsonl
 from datasets_app.core.export.parquet import (
     DPO_FEATURES,
     DPO_SCHEMA,
+    KTO_FEATURES,
+    KTO_SCHEMA,
     SFT_FEATURES,
     SFT_SCHEMA,
     ExportItem,
     WriteStats,
     atomic_output,
     write_dpo_parquet,
+    write_kto_parquet,
     write_sft_parquet,
 )
 from datasets_app.core.export.reader import (
@@ -28,6 +31,8 @@ from datasets_app.core.export.reader import (
 __all__ = [
     "DPO_FEATURES",
     "DPO_SCHEMA",
+    "KTO_FEATURES",
+    "KTO_SCHEMA",
     "SFT_FEATURES",
     "SFT_SCHEMA",
     "ExportItem",
@@ -41,6 +46,7 @@ __all__ = [
     "read_dpo_parquet",
     "read_sft_parquet",
     "write_dpo_parquet",
+    "write_kto_parquet",
     "write_nemo_jsonl",
     "write_sft_parquet",
 ]

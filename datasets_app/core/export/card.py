@@ -29,6 +29,7 @@ _KINDS = {
         "SteerLM attribute-conditioned fine-tuning examples",
         ["sft", "steerlm", "helpsteer", "vision-language"],
     ),
+    "kto": ("unpaired preference examples for KTO", ["kto", "preference", "vision-language"]),
 }
 
 _COLUMN_NOTES = {
@@ -44,7 +45,8 @@ _COLUMN_NOTES = {
     "scores": "HelpSteer scores (0-4) of the answer, null when unrated",
     "margin": "score difference between chosen and rejected, as the strategy measured it",
     "rater": 'whose ratings selected the row ("judge:3", "user:7", ...)',
-    "label": "SteerLM attribute string (empty when the row has none)",
+    "label": "SteerLM attribute string (empty when the row has none); KTO: desirable or not",
+    "completion": "the assistant turn, desirable or undesirable as `label` says",
 }
 
 # ---------------------------------------------------------------------------------------
@@ -328,6 +330,12 @@ def dataset_card(
             "TRL's `DPOTrainer` takes these columns as they are (pass the model's processor as",
             "`processing_class`); set `max_length=None` or large enough never to cut image",
             "tokens (LLaVA-1.5 spends 576 tokens on one image).",
+            "",
+        ]
+    elif kind == "kto":
+        body += [
+            "TRL's `KTOTrainer` takes these columns as they are: `prompt`, `completion` and",
+            "`label` (true: desirable), in its unpaired layout for vision models.",
             "",
         ]
     elif kind == "steerlm":

@@ -66,12 +66,15 @@ from datasets_app.core.curation.types import ATTRIBUTES, PreferenceRow, Scores, 
 __all__ = [
     "DPO_FEATURES",
     "DPO_SCHEMA",
+    "KTO_FEATURES",
+    "KTO_SCHEMA",
     "SFT_FEATURES",
     "SFT_SCHEMA",
     "ExportItem",
     "WriteStats",
     "atomic_output",
     "write_dpo_parquet",
+    "write_kto_parquet",
     "write_sft_parquet",
 ]
 
@@ -124,6 +127,16 @@ DPO_FEATURES: dict[str, Any] = {
     "margin": _value("float64"),
     "rater": _value("string"),
 }
+KTO_FEATURES: dict[str, Any] = {
+    "images": _HF_IMAGES,
+    "prompt": _HF_MESSAGES,
+    "completion": _HF_MESSAGES,
+    "label": _value("bool"),
+    "prompt_id": _value("int64"),
+    "completion_id": _value("int64"),
+    "scores": _HF_SCORES,
+    "rater": _value("string"),
+}
 SFT_FEATURES: dict[str, Any] = {
     "images": _HF_IMAGES,
     "messages": _HF_MESSAGES,
@@ -167,6 +180,20 @@ SFT_SCHEMA = _schema(
         ("label", pa.string()),
     ],
     SFT_FEATURES,
+)
+
+KTO_SCHEMA = _schema(
+    [
+        ("images", _list(_IMAGE)),
+        ("prompt", _MESSAGES),
+        ("completion", _MESSAGES),
+        ("label", pa.bool_()),
+        ("prompt_id", pa.int64()),
+        ("completion_id", pa.int64()),
+        ("scores", _SCORES),
+        ("rater", pa.string()),
+    ],
+    KTO_FEATURES,
 )
 
 # ---------------------------------------------------------------------------------------
@@ -316,6 +343,29 @@ def _sft_record(
     return record, size + len(row.question) + len(row.response)
 
 
+KTO_LABELS = {"desirable": True, "undesirable": False}
+
+
+def _kto_record(item: ExportItem, load_image: ImageLoader) -> tuple[dict[str, Any], int]:
+    row = item.row
+    if not isinstance(row, SftRow) or row.label not in KTO_LABELS:
+        raise ValueError(
+            f"a KTO export takes SftRows labelled desirable or undesirable, not {row!r:.80}"
+        )
+    images, size = _images(item, load_image)
+    record = {
+        "images": images,
+        "prompt": _prompt_turns(item, row.question, len(images)),
+        "completion": [_assistant(row.response)],
+        "label": KTO_LABELS[row.label],
+        "prompt_id": row.prompt_id,
+        "completion_id": row.completion_id,
+        "scores": _scores(row.scores),
+        "rater": row.rater,
+    }
+    return record, size + len(row.question) + len(row.response)
+
+
 # ---------------------------------------------------------------------------------------
 # Writing
 
@@ -425,3 +475,17 @@ def write_sft_parquet(
     """
     records = (_sft_record(item, load_image, steerlm) for item in items)
     return _write(path, SFT_SCHEMA, records, row_group_size, max_group_bytes)
+
+
+def write_kto_parquet(
+    path: str | os.PathLike[str],
+    items: Iterable[ExportItem],
+    load_image: ImageLoader,
+    *,
+    row_group_size: int = 256,
+    max_group_bytes: int = _DEFAULT_GROUP_BYTES,
+) -> WriteStats:
+    """Write KTO's unpaired examples (`ExportItem`s of `SftRow` whose `label` is desirable
+    or undesirable) to `path`, streaming, in TRL's `prompt` / `completion` / `label` layout."""
+    records = (_kto_record(item, load_image) for item in items)
+    return _write(path, KTO_SCHEMA, records, row_group_size, max_group_bytes)

@@ -50,7 +50,9 @@ class Command(BaseCommand):
             "--answer-judge", help="judge spec whose own answers judge_answer_sft trains on"
         )
         parser.add_argument(
-            "--rewrite-judge", help="judge spec that rewrites long answers (scienceqa_reformatted)"
+            "--rewrite-judge",
+            help="judge spec that rewrites answers (scienceqa_reformatted: long ones; "
+            "corrupted: into a plausible hallucination)",
         )
 
     def handle(self, *args, **o):

@@ -158,22 +158,23 @@ def _conversation(request: GenerationRequest, template: str) -> list[dict[str, A
     return prompt_messages(request.turns, text, len(request.images))
 
 
-def chat_text(processor: Any, request: GenerationRequest, params: SamplingParams) -> str:
+def chat_text(
+    processor: Any, request: GenerationRequest, params: SamplingParams, prefill: str = ""
+) -> str:
     """The prompt text up to where the model writes: the chat template with its generation
     prompt, and for steered SteerLM generation the attribute string and its newline (the
-    layout the SteerLM recipe trained on: the label opens the assistant turn)."""
+    layout the SteerLM recipe trained on: the label opens the assistant turn); `prefill`,
+    text the answer opens with that the model continues (BDHS's reference-guided tries)."""
     conversation = _conversation(request, params.template)
-    if not params.steer:
+    if not params.steer and not prefill:
         return processor.apply_chat_template(conversation, add_generation_prompt=True)
     # The assistant turn as the SteerLM export writes it (the label, then the response as
     # its own text part), cut where the response starts: the template's own spacing after
     # "ASSISTANT:" stays, so the steered prompt is token for token what training saw.
+    opening = [{"type": "text", "text": f"{params.steer}\n"}] if params.steer else []
     opened = {
         "role": "assistant",
-        "content": [
-            {"type": "text", "text": f"{params.steer}\n"},
-            {"type": "text", "text": _RESPONSE_MARK},
-        ],
+        "content": [*opening, {"type": "text", "text": prefill + _RESPONSE_MARK}],
     }
     text = processor.apply_chat_template([*conversation, opened])
     return text[: text.rindex(_RESPONSE_MARK)]

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # The recipes, and the export kind (the dataset card's `preference_studio.kind`) each trains on.
-RECIPES = {"sft": "sft", "steerlm": "steerlm", "dpo": "dpo"}
+RECIPES = {"sft": "sft", "steerlm": "steerlm", "dpo": "dpo", "kto": "kto"}
 
 # TRL 1.16's DPO losses, as listed in trl/trainer/dpo_config.py (the `loss_type` help) and
 # handled in DPOTrainer._compute_loss. TRL itself only rejects an unknown name inside the
@@ -93,6 +93,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "per_device_train_batch_size": 16,
         "max_length": 2048,
     },
+    # Mixed Preference Optimisation (InternVL's MPO): DPO's preference loss, BCO's quality
+    # loss on each answer and SFT on the chosen one, weighted 0.8 / 0.2 / 1 (REFERENCE.md).
+    "mpo": {"loss_type": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0]},
 }
 
 # Fields a resumed run may change: they steer how long and how visibly it runs, not what is
@@ -188,6 +191,8 @@ NUMERIC_RANGES: dict[str, Range] = {
     "max_image_pixels": _AT_LEAST_1,
     "beta": _POSITIVE,
     "loss_weights": _NON_NEGATIVE,
+    "desirable_weight": _POSITIVE,
+    "undesirable_weight": _POSITIVE,
     # robust: a flip probability; exo_pair additionally needs > 0 (checked with the DPO rules)
     "label_smoothing": Range(low=0, high=0.5, high_open=True),
     "ref_batch_size": _AT_LEAST_1,
@@ -214,7 +219,7 @@ class TrainConfig:
     """
 
     # --- What to train -------------------------------------------------------------------
-    recipe: str  # "sft", "steerlm" or "dpo"
+    recipe: str  # "sft", "steerlm", "dpo" or "kto"
     model_path: str  # a full checkpoint folder (or hub id): base of the adapter, and DPO reference
     train_file: str  # an exported parquet (datasets_app/core/export/parquet.py layout)
     output_dir: str  # checkpoints, metrics.jsonl, final/
@@ -271,6 +276,12 @@ class TrainConfig:
     precompute_ref_logps: bool = True
     ref_batch_size: int | None = None  # default: per_device_eval_batch_size
     ref_logps_cache_dir: str | None = None  # default: OUTPUT_DIR/ref_logps
+
+    # --- KTO (beta above is KTO's beta too) -----------------------------------------------
+    # Weights of the desirable and undesirable losses; KTO's paper keeps
+    # desirable_weight * n_desirable / (undesirable_weight * n_undesirable) in [1, 4/3].
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
 
     # --- Running and outputs -------------------------------------------------------------
     logging_steps: int = 10
@@ -394,6 +405,9 @@ class TrainConfig:
             # TRL checks this in DPOTrainer.__init__, i.e. after the model is loaded.
             if "exo_pair" in self.loss_type and self.label_smoothing <= 0:
                 errors.append("loss_type exo_pair needs label_smoothing > 0 (EXO suggests 1e-3)")
+        if self.recipe == "kto" and self.per_device_train_batch_size < 2:
+            # TRL checks it in KTOTrainer.__init__: the KL term pairs rows within a batch.
+            errors.append("KTO needs per_device_train_batch_size >= 2 (its KL term pairs rows)")
 
         errors += self._file_errors(data_files=data_files)
         if self.recipe in RECIPES and not any("train_file" in e for e in errors):

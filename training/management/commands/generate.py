@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.commands import add_source_argument, object_by_name_or_id, source_selection
 from training.core.generation import TEMPLATES, SamplingParams
+from training.core.generation.bdhs import BdhsParams
 from training.models import Checkpoint
 from training.services import generation
 from workers.models import Job
@@ -31,6 +32,21 @@ class Command(BaseCommand):
             "helpfulness:4,correctness:4,coherence:4,complexity:2,verbosity:1",
         )
         parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm"])
+        bdhs = parser.add_argument_group(
+            "BDHS (seed 002): one rejected answer per prompt with a reference, the image hidden"
+        )
+        bdhs.add_argument("--bdhs", action="store_true", help="BDHS answers instead of K samples")
+        bdhs.add_argument("--rho", type=float, default=0.99, help="share of image attention masked")
+        bdhs.add_argument("--noisy-image", action="store_true", help="noise the image, no mask")
+        bdhs.add_argument("--noise-steps", type=int, default=500)
+        bdhs.add_argument("--bdhs-tries", type=int, default=5, help="the last one is unguided")
+        bdhs.add_argument("--similarity-threshold", type=float, default=0.95)
+        bdhs.add_argument("--sentence-tokens", type=int, default=32, help="per guided sentence")
+        bdhs.add_argument(
+            "--similarity-model",
+            default="",
+            help="a sentence-transformers folder (default: all-MiniLM-L6-v2 from its wheel)",
+        )
         parser.add_argument("--token-budget", type=int)
         parser.add_argument("--enqueue", action="store_true", help="queue it on the gpu queue")
 
@@ -55,6 +71,18 @@ class Command(BaseCommand):
             template=o["template"],
             steer=o["steer"],
         )
+        bdhs = (
+            BdhsParams(
+                rho=o["rho"],
+                noisy_image=o["noisy_image"],
+                noise_steps=o["noise_steps"],
+                max_tries=o["bdhs_tries"],
+                similarity_threshold=o["similarity_threshold"],
+                max_new_tokens=o["sentence_tokens"],
+            )
+            if o["bdhs"]
+            else None
+        )
         try:
             job = generation.generation_launch(
                 checkpoint=checkpoint,
@@ -62,6 +90,8 @@ class Command(BaseCommand):
                 params=params,
                 backend=o["backend"],
                 token_budget=o["token_budget"],
+                bdhs=bdhs,
+                similarity_model=o["similarity_model"],
                 enqueue=o["enqueue"],
             )
         except ValueError as exc:
