@@ -47,6 +47,21 @@ def test_a_leading_yes_or_no_is_swapped_half_the_time_keeping_its_case():
     assert swap_leading_yes_no("It is yes.", random.Random(1), probability=1.0) == "It is yes."
 
 
+def test_a_swapped_yes_or_no_is_kept_in_the_prefix_even_in_a_one_word_answer():
+    seen: list[str] = []
+
+    def continue_fn(prefixes, guided):
+        seen.extend(prefixes)
+        return ["." for _ in prefixes]
+
+    params = BdhsParams(swap_probability=1.0, similarity_threshold=1.0)
+    result = bdhs_response("Yes.", continue_fn, lambda a, b: 0.0, random.Random(0), params)
+    assert seen == ["No"] and result.text == "No."
+    seen.clear()
+    bdhs_response("No, it is blue.", continue_fn, lambda a, b: 0.0, random.Random(4), params)
+    assert seen[0].startswith("Yes")  # the counterpart opens the prefix
+
+
 def test_each_sentence_continues_from_the_whole_reference_before_it():
     seen: list[list[str]] = []
 

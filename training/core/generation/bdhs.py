@@ -23,6 +23,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 __all__ = [
     "BdhsParams",
@@ -125,7 +126,13 @@ def _guided_try(
     kept, prefixes = [], []
     for k, sentence in enumerate(reference):
         swapped = swap_leading_yes_no(sentence, rng, params.swap_probability)
-        head = cut_at_pivot(swapped, rng)
+        if swapped != sentence:
+            # The counterpart is the hallucination: it stays, and the pivot falls after it
+            # (a one-word "Yes." would otherwise lose its swap to a pivot at 0).
+            word_end = cast(re.Match[str], _YES_NO.match(swapped)).end()
+            head = swapped[:word_end] + cut_at_pivot(swapped[word_end:], rng)
+        else:
+            head = cut_at_pivot(sentence, rng)
         kept.append(head)
         prefixes.append("".join(reference[:k]) + head)
     continuations = continue_fn(prefixes, True)
