@@ -45,6 +45,8 @@ BAD_VALUES = [
     ("beta", 0, "positive"),
     ("beta", -0.1, "positive"),
     ("loss_weights", [-1.0], "every item of loss_weights must be non-negative"),
+    ("desirable_weight", 0.0, "positive"),
+    ("undesirable_weight", -1.0, "positive"),
     ("label_smoothing", 0.5, r"in \[0, 0.5\)"),
     ("label_smoothing", -0.1, r"in \[0, 0.5\)"),
     ("ref_batch_size", 0, "at least 1"),

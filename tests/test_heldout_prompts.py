@@ -39,10 +39,12 @@ def _params(name: str) -> dict:
 def _rated(prompt_id: int, split: str) -> RatedPrompt:
     """A prompt every strategy makes a row from: rated completions, a pick, a judge answer,
     ScienceQA choices and answer."""
-    completions = tuple(
+    rated = [
         RatedCompletion(prompt_id * 10 + i, f"answer {i}", {"judge:1": _scores(score)})
         for i, score in enumerate((4, 2, 1))
-    )
+    ]
+    bdhs = RatedCompletion(prompt_id * 10 + 9, "no", method="bdhs")  # BDHS's own answer
+    completions = (*rated, bdhs)
     pick_ids = (prompt_id * 10, prompt_id * 10 + 2)
     return RatedPrompt(
         prompt_id,
@@ -52,6 +54,7 @@ def _rated(prompt_id: int, split: str) -> RatedPrompt:
         picks=(Pick("user:1", *pick_ids),),
         choices=("red", "blue"),
         answer_index=0,
+        reference_answer="yes",  # what BDHS and the corruptions start from
         split=split,
         metadata={"judge_answer": "The answer is A.", "lecture": "L.", "solution": "S."},
     )
@@ -104,7 +107,15 @@ def three_splits(db, tmp_path):
     assert set(source.prompts.values_list("split", flat=True)) == set(SPLITS)
     checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
     judge = factories.judge("rater")
+    source.prompts.update(reference_answer="yes")  # what BDHS and the corruptions start from
     for prompt in source.prompts.all():
+        Completion.objects.create(  # BDHS's own answer, unrated
+            prompt=prompt,
+            checkpoint=checkpoint,
+            text="no",
+            sample_index=9,
+            sampling={"method": "bdhs"},
+        )
         made = []
         for i, score in enumerate((4, 2, 1)):
             completion = Completion.objects.create(

@@ -37,6 +37,7 @@ PURE_CORE = pure_core_modules()
 TRAINERS = {
     "training.core.recipes.common",
     "training.core.recipes.dpo",
+    "training.core.recipes.kto",
     "training.core.recipes.sft",
     "training.core.recipes.ref_logps",
 }
