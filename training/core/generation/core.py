@@ -241,26 +241,10 @@ class TransformersBackend:
         # One flat list, in row order: the processor hands them to the image places in turn.
         images = [image for r in requests for image in r.images] or None
         inputs = encode_prompts(policy, texts, images)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "pad_token_id": policy.processor.tokenizer.pad_token_id,
-        }
+        seeds = [row_seed(params.seed, r.key, j) for r in requests for j in range(params.k)]
+        kwargs = generate_kwargs(policy, params, seeds)
         if params.temperature > 0:
-            seeds = [row_seed(params.seed, r.key, j) for r in requests for j in range(params.k)]
-            sampler = make_row_sampler(
-                seeds, params.temperature, params.top_p, params.max_new_tokens, policy.device
-            )
-            # The sampler has drawn already; neutral warpers keep the library from reshaping it.
-            kwargs |= {
-                "do_sample": True,
-                "num_return_sequences": params.k,
-                "logits_processor": [sampler],
-                "temperature": 1.0,
-                "top_p": 1.0,
-                "top_k": 0,
-            }
-        else:
-            kwargs["do_sample"] = False
+            kwargs["num_return_sequences"] = params.k
         with torch.inference_mode():
             output = policy.model.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
@@ -276,6 +260,28 @@ class TransformersBackend:
             )
             for i, r in enumerate(requests)
         ]
+
+
+def generate_kwargs(policy: LoadedPolicy, params: SamplingParams, seeds: list[int]) -> dict:
+    """`model.generate` keyword arguments: greedy at temperature 0, else the row sampler
+    (one seed per output row) with the library's own warpers neutral, since the sampler
+    has drawn already."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": params.max_new_tokens,
+        "pad_token_id": policy.processor.tokenizer.pad_token_id,
+    }
+    if params.temperature <= 0:
+        return kwargs | {"do_sample": False}
+    sampler = make_row_sampler(
+        seeds, params.temperature, params.top_p, params.max_new_tokens, policy.device
+    )
+    return kwargs | {
+        "do_sample": True,
+        "logits_processor": [sampler],
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": 0,
+    }
 
 
 def _generated_lengths(new_tokens: Any, eos_id: int | None, pad_id: int | None) -> list[int]:

@@ -24,8 +24,9 @@ from training.core.generation.core import (
     GenerationRequest,
     chat_text,
     clean_text,
+    generate_kwargs,
 )
-from training.core.generation.sampling import SamplingParams, make_row_sampler, row_seed
+from training.core.generation.sampling import SamplingParams, row_seed
 from training.core.modeling import encode_prompts
 
 if TYPE_CHECKING:
@@ -121,24 +122,8 @@ def continue_batch(
             rho,
             _seed(key, -1),
         )
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": params.max_new_tokens,
-        "pad_token_id": policy.processor.tokenizer.pad_token_id,
-    }
-    if params.temperature > 0:
-        seeds = [row_seed(params.seed, key, j) for j in range(len(prefixes))]
-        sampler = make_row_sampler(
-            seeds, params.temperature, params.top_p, params.max_new_tokens, policy.device
-        )
-        kwargs |= {
-            "do_sample": True,
-            "logits_processor": [sampler],
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "top_k": 0,
-        }
-    else:
-        kwargs["do_sample"] = False
+    seeds = [row_seed(params.seed, key, j) for j in range(len(prefixes))]
+    kwargs = generate_kwargs(policy, params, seeds)
     with torch.inference_mode():
         output = policy.model.generate(**inputs, **kwargs)
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
