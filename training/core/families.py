@@ -12,6 +12,7 @@ classified by which of those names its modules carry (`family_from_modules`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -116,7 +117,5 @@ def language_model_targets(family: Family, names: Sequence[str]) -> str:
     """A PEFT target regex (a full match on the module path) for `names` inside the
     language model only, e.g. model.language_model.layers.0.self_attn.q_proj but not
     model.visual.blocks.0.attn.proj or model.vision_tower...q_proj."""
-    import re
-
     alternatives = "|".join(re.escape(name) for name in names)
     return rf".*\.{re.escape(family.language)}\..*\.({alternatives})"

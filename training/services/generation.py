@@ -64,8 +64,10 @@ def generation_launch(
         raise ValueError("no prompts match this selection")
     if bdhs is not None:
         bdhs.validate()
-        with_reference = Prompt.objects.filter(pk__in=prompt_ids).exclude(reference_answer="")
-        prompt_ids = list(with_reference.order_by("id").values_list("pk", flat=True))
+        references = Prompt.objects.filter(pk__in=prompt_ids).order_by("id")
+        prompt_ids = [
+            pk for pk, text in references.values_list("pk", "reference_answer") if text.strip()
+        ]
         if not prompt_ids:
             raise ValueError("BDHS needs prompts with a reference answer; none is selected")
         if similarity_model:

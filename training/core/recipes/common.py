@@ -195,6 +195,22 @@ def require_columns(dataset: Dataset, columns: Sequence[str], path: str) -> None
         )
 
 
+def load_train_and_eval(
+    config: TrainConfig, columns: Sequence[str]
+) -> tuple[Dataset, Dataset | None]:
+    """The run's train file and its eval file (None without one), each checked for the
+    recipe's columns; the eval fraction is split off by the caller, which may add columns
+    first (DPO's reference log-probs)."""
+    cache = Path(config.output_dir) / ".datasets_cache"
+    train = load_parquet(config.train_file, cache)
+    require_columns(train, columns, config.train_file)
+    if not config.eval_file:
+        return train, None
+    evals = load_parquet(config.eval_file, cache)
+    require_columns(evals, columns, config.eval_file)
+    return train, evals
+
+
 def split_off_eval(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
     if not fraction:
         return dataset, None

@@ -72,12 +72,7 @@ def main(
         precompute_ref_log_probs=False,  # refused for vision data; see the module docstring
     )
 
-    cache = Path(config.output_dir) / ".datasets_cache"
-    train = common.load_parquet(config.train_file, cache)
-    common.require_columns(train, DPO_COLUMNS, config.train_file)
-    evals = common.load_parquet(config.eval_file, cache) if config.eval_file else None
-    if evals is not None:
-        common.require_columns(evals, DPO_COLUMNS, str(config.eval_file))
+    train, evals = common.load_train_and_eval(config, DPO_COLUMNS)
 
     policy = common.load_model(config, device=device, dtype=dtype)
     processor = policy.processor

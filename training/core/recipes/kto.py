@@ -13,7 +13,6 @@ reference runs live (a frozen copy for full fine-tuning; the adapter disabled wi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from trl import KTOConfig, KTOTrainer
@@ -44,13 +43,8 @@ def main(
         train_sampling_strategy="sequential",  # the KL term pairs each row with its neighbour
     )
 
-    cache = Path(config.output_dir) / ".datasets_cache"
-    train = common.load_parquet(config.train_file, cache)
-    common.require_columns(train, KTO_COLUMNS, config.train_file)
-    if config.eval_file:
-        evals = common.load_parquet(config.eval_file, cache)
-        common.require_columns(evals, KTO_COLUMNS, config.eval_file)
-    else:
+    train, evals = common.load_train_and_eval(config, KTO_COLUMNS)
+    if evals is None:
         train, evals = common.split_off_eval(train, config.eval_fraction, config.seed)
 
     policy = common.load_model(config, device=device, dtype=dtype)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig, SFTTrainer
@@ -148,13 +147,8 @@ def main(
         assistant_only_loss=True,
     )
 
-    cache = Path(config.output_dir) / ".datasets_cache"
-    train = common.load_parquet(config.train_file, cache)
-    common.require_columns(train, SFT_COLUMNS, config.train_file)
-    if config.eval_file:
-        evals = common.load_parquet(config.eval_file, cache)
-        common.require_columns(evals, SFT_COLUMNS, config.eval_file)
-    else:
+    train, evals = common.load_train_and_eval(config, SFT_COLUMNS)
+    if evals is None:
         train, evals = common.split_off_eval(train, config.eval_fraction, config.seed)
 
     policy = common.load_model(config, device=device, dtype=dtype)
