@@ -4,6 +4,8 @@ the parameters move."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tests.test_recipes import make_config, write_shapes
@@ -148,3 +150,104 @@ def test_the_kto_strategy_labels_by_thresholds_and_exports_for_trl(shapes_source
     good = [r["completion"][0]["content"][0]["text"] for r in data if r["label"]]
     assert set(good) == {"answer 0"}
     assert "KTOTrainer" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_mdpo_terms_are_the_three_log_sigmoids_of_its_definition():
+    import torch
+    import torch.nn.functional as F
+
+    from training.core.recipes.mdpo import mdpo_losses
+
+    pc, pr, pcc = torch.tensor([-2.0, -1.0]), torch.tensor([-3.0, -0.5]), torch.tensor([-4.0, -1.5])
+    rc, rr, rcc = torch.tensor([-2.5, -1.2]), torch.tensor([-2.0, -0.7]), torch.tensor([-3.0, -1.0])
+    beta = 0.1
+    terms = mdpo_losses(pc, pr, pcc, rc, rr, rcc, beta)
+    expected = (
+        -F.logsigmoid(beta * ((pc - pr) - (rc - rr)))
+        - F.logsigmoid(beta * ((pc - pcc) - (rc - rcc)))
+        - F.logsigmoid(beta * (pc - rc))
+    )
+    assert torch.allclose(terms["loss"], expected)
+    # Policy = reference: each term is log 2.
+    same = mdpo_losses(pc, pr, pcc, pc, pr, pcc, beta)
+    assert torch.allclose(same["loss"], torch.full((2,), 3 * math.log(2)))
+
+
+def test_a_corrupted_image_is_seeded_and_hides_most_of_the_image():
+    from PIL import Image, ImageDraw
+
+    from training.core.recipes.mdpo import corrupt_image
+
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).rectangle((0, 0, 9, 9), fill="red")
+    ImageDraw.Draw(image).rectangle((54, 54, 63, 63), fill="blue")
+    gradient = Image.linear_gradient("L").resize((64, 48)).convert("RGB")
+    for kind in ("crop", "noise"):
+        a, b = corrupt_image(gradient, kind, 3), corrupt_image(gradient, kind, 3)
+        assert a.size == gradient.size and a.tobytes() == b.tobytes()
+        assert corrupt_image(gradient, kind, 4).tobytes() != a.tobytes()
+    # A crop keeps at most a fifth of the area (a side of at most 34 px here): never both
+    # opposite corners.
+    for seed in range(20):
+        colours = {c for _, c in corrupt_image(image, "crop", seed).getcolors(64 * 64 * 4)}
+        has_red = any(r > 200 and g < 80 and b < 80 for r, g, b in colours)
+        has_blue = any(b > 200 and r < 80 and g < 80 for r, g, b in colours)
+        assert not (has_red and has_blue)
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corrupt_image(image, "blur", 0)
+
+
+def test_mdpo_learns_with_its_reference_precomputed_including_the_corrupted_pass(
+    tmp_path, tiny_dir
+):
+    import numpy as np
+
+    from training.core.recipes import ConfigError, mdpo
+
+    train = write_shapes(tmp_path / "dpo.parquet", 64, 1, kind="dpo")
+    config = make_config(
+        tmp_path,
+        tiny_dir,
+        "mdpo",
+        train,
+        dataset_kind="dpo",
+        max_steps=24,
+        logging_steps=4,
+        learning_rate=2e-3,
+    )
+    config.validate()
+    events = []
+    result = mdpo.main(config, report=events.append)
+    losses = _losses(result)
+    assert len(losses) == 6 and losses[-1] < losses[0], losses
+    assert losses[0] == pytest.approx(3 * math.log(2), abs=0.05)  # policy = reference at first
+    lora_b = [p for n, p in result.trainer.model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)
+    logged = [h for h in result.trainer.state.log_history if "mdpo/conditional" in h]
+    assert logged and all("rewards/corrupted" in h for h in logged)
+    # Two reference passes (the pairs, the chosen answer under the corrupted image), both
+    # stored; a second run on the same data and reference reads them back.
+    refs = [e for e in events if e.get("event") == "ref_logps"]
+    assert len(refs) == 2 and not any(e["cached"] for e in refs)
+    stored = [np.load(e["path"])["chosen"] for e in refs]
+    assert not np.allclose(stored[0], stored[1])  # the corrupted image changes the log-prob
+    again = make_config(
+        tmp_path / "again",
+        tiny_dir,
+        "mdpo",
+        train,
+        dataset_kind="dpo",
+        max_steps=1,
+        ref_logps_cache_dir=str(config.output_dir) + "/ref_logps",
+    )
+    events.clear()
+    mdpo.main(again, report=events.append)
+    assert [e["cached"] for e in events if e.get("event") == "ref_logps"] == [True, True]
+
+    for bad, message in (
+        ({"mdpo_corruption": "blur"}, "mdpo_corruption must be one of crop, noise"),
+        ({"precompute_ref_logps": False}, "mdpo always precomputes"),
+        ({"loss_type": ["ipo"]}, "mdpo has its own loss"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_dict({**config.to_dict(), **bad}).validate()

@@ -38,6 +38,7 @@ TRAINERS = {
     "training.core.recipes.common",
     "training.core.recipes.dpo",
     "training.core.recipes.kto",
+    "training.core.recipes.mdpo",
     "training.core.recipes.sft",
     "training.core.recipes.ref_logps",
 }

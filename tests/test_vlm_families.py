@@ -160,6 +160,47 @@ def test_dpo_with_precomputed_reference_logps_matches_the_live_reference_in_each
     assert [e["rows"] for e in events] == [16]
 
 
+def test_mdpo_scores_the_corrupted_chosen_half_as_the_reference_pass_does_in_each_family(
+    tmp_path, tiny_family_dir
+):
+    """The training batch keeps only the chosen half of the corrupted pairs (images too:
+    Qwen's pixel rows follow its image grid); its log-probs equal the reference pass's."""
+    import math
+
+    import torch
+
+    from training.core.recipes import mdpo
+    from training.core.recipes.common import load_parquet
+    from training.core.recipes.ref_logps import compute_ref_logps, sequence_logps
+
+    train = write_shapes(tmp_path / "dpo.parquet", 6, 1, kind="dpo")
+    config = make_config(tmp_path, tiny_family_dir, "mdpo", train, dataset_kind="dpo")
+    policy = load_policy(str(tiny_family_dir), device="cpu")
+    rows = mdpo.add_corrupted_images(load_parquet(str(train), tmp_path / "c"), "crop", 0)
+    expected, _ = compute_ref_logps(
+        policy.model, policy.processor, rows.map(mdpo.with_corrupted_chosen), batch_size=6
+    )
+    batch = mdpo.MdpoCollator(policy.processor, config, ())(list(rows))
+    cond = {k.removeprefix("cond_"): v for k, v in batch.items() if k.startswith("cond_")}
+    assert cond["input_ids"].shape[0] == 6
+    with torch.no_grad():
+        got = sequence_logps(policy.model.eval(), cond)
+    assert torch.allclose(got, torch.from_numpy(expected), atol=1e-4)
+    result = mdpo.main(
+        make_config(
+            tmp_path / "run",
+            tiny_family_dir,
+            "mdpo",
+            train,
+            max_steps=1,
+            logging_steps=1,
+            dataset_kind="dpo",
+        )
+    )
+    first = next(h["loss"] for h in result.trainer.state.log_history if "loss" in h)
+    assert first == pytest.approx(3 * math.log(2), abs=1e-3)
+
+
 @pytest.mark.slow
 def test_scienceqa_evaluation_runs_on_each_family(tmp_path, tiny_family_dir):
     from datasets_app.core.shapes import make_shapes

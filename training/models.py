@@ -52,6 +52,7 @@ class TrainingJob(models.Model):
         STEERLM = "steerlm", "SteerLM"
         DPO = "dpo", "DPO"
         KTO = "kto", "KTO"
+        MDPO = "mdpo", "mDPO"
 
     name = models.CharField(max_length=200)
     recipe = models.CharField(max_length=20, choices=Recipe.choices)

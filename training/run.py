@@ -135,6 +135,10 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
         from training.core.recipes import dpo
 
         result = dpo.main(config, callbacks=[callback], report=log.write)
+    elif config.recipe == "mdpo":
+        from training.core.recipes import mdpo
+
+        result = mdpo.main(config, callbacks=[callback], report=log.write)
     elif config.recipe == "kto":
         from training.core.recipes import kto
 

@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 # The recipes, and the export kind (the dataset card's `preference_studio.kind`) each trains on.
-RECIPES = {"sft": "sft", "steerlm": "steerlm", "dpo": "dpo", "kto": "kto"}
+RECIPES = {"sft": "sft", "steerlm": "steerlm", "dpo": "dpo", "kto": "kto", "mdpo": "dpo"}
+# mDPO's image corruptions (recipes/mdpo.py), kept here so that a config is checked without torch.
+MDPO_CORRUPTIONS = ("crop", "noise")
 
 # TRL 1.16's DPO losses, as listed in trl/trainer/dpo_config.py (the `loss_type` help) and
 # handled in DPOTrainer._compute_loss. TRL itself only rejects an unknown name inside the
@@ -219,7 +221,7 @@ class TrainConfig:
     """
 
     # --- What to train -------------------------------------------------------------------
-    recipe: str  # "sft", "steerlm", "dpo" or "kto"
+    recipe: str  # "sft", "steerlm", "dpo", "kto" or "mdpo"
     model_path: str  # a full checkpoint folder (or hub id): base of the adapter, and DPO reference
     train_file: str  # an exported parquet (datasets_app/core/export/parquet.py layout)
     output_dir: str  # checkpoints, metrics.jsonl, final/
@@ -282,6 +284,11 @@ class TrainConfig:
     # desirable_weight * n_desirable / (undesirable_weight * n_undesirable) in [1, 4/3].
     desirable_weight: float = 1.0
     undesirable_weight: float = 1.0
+
+    # --- mDPO (beta above is mDPO's beta too; the reference log-probs are always precomputed)
+    # How the image of the conditional preference is corrupted: "crop" (mDPO's: a random
+    # crop keeping 1-20% of the area) or "noise" (500 forward-diffusion steps).
+    mdpo_corruption: str = "crop"
 
     # --- Running and outputs -------------------------------------------------------------
     logging_steps: int = 10
@@ -405,6 +412,17 @@ class TrainConfig:
             # TRL checks this in DPOTrainer.__init__, i.e. after the model is loaded.
             if "exo_pair" in self.loss_type and self.label_smoothing <= 0:
                 errors.append("loss_type exo_pair needs label_smoothing > 0 (EXO suggests 1e-3)")
+        if self.recipe == "mdpo":
+            if self.mdpo_corruption not in MDPO_CORRUPTIONS:
+                errors.append(
+                    f"mdpo_corruption must be one of {', '.join(MDPO_CORRUPTIONS)}, "
+                    f"not {self.mdpo_corruption!r}"
+                )
+            if not self.precompute_ref_logps:
+                errors.append("mdpo always precomputes its reference log-probs")
+            if self.loss_type != ["sigmoid"] or self.loss_weights is not None:
+                # mDPO's loss is its own three terms: a DPO loss mix would not be trained.
+                errors.append("loss_type and loss_weights apply to dpo; mdpo has its own loss")
         if self.recipe == "kto" and self.per_device_train_batch_size < 2:
             # TRL checks it in KTOTrainer.__init__: the KL term pairs rows within a batch.
             errors.append("KTO needs per_device_train_batch_size >= 2 (its KL term pairs rows)")
