@@ -376,3 +376,69 @@ def grouped_bars_svg(
             f'font-size="10" fill="{PALETTE[s % len(PALETTE)]}">■ {_text(name)}</text>'
         )
     return _frame(width, height, title, body)
+
+
+def deltas_svg(
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    intervals: Sequence[Sequence[float] | None],
+    title: str,
+    unit: float = 100.0,
+) -> str:
+    """A horizontal bar per label from a zero line (gains right, losses left), each with its
+    interval as a whisker; values are multiplied by `unit` (fractions shown as points). A
+    None value has no bar and reads "n/a"."""
+    if len(values) != len(labels) or len(intervals) != len(labels):
+        raise ValueError("values and intervals need one entry per label")
+    if not labels:
+        return _empty(title, "no data")
+    row, left, right = 22, 120, WIDTH - 60  # the values are written right of the bars
+    scaled = [None if _finite(v) is None else v * unit for v in values]  # type: ignore[operator]
+    ends = [abs(v) for v in scaled if v is not None]
+    ends += [abs(b * unit) for ci in intervals if ci for b in ci if _finite(b) is not None]
+    reach = max(ends, default=0.0) or 1.0
+    zero = (left + right) / 2
+    top = 30
+    height = top + row * len(labels) + 24
+
+    def x_of(v: float) -> float:
+        return zero + (right - zero) * v / reach
+
+    body = [
+        f'<line class="axis zero" x1="{zero:.1f}" y1="{top}" x2="{zero:.1f}" '
+        f'y2="{height - 20}" stroke="#999"/>',
+        f'<text x="{left}" y="{height - 6}" font-size="9">{-reach:+.3g}</text>',
+        f'<text x="{zero:.1f}" y="{height - 6}" font-size="9" text-anchor="middle">0</text>',
+        f'<text x="{right}" y="{height - 6}" font-size="9" text-anchor="end">{reach:+.3g}</text>',
+    ]
+    for i, (label, value, interval) in enumerate(zip(labels, scaled, intervals, strict=True)):
+        y = top + i * row
+        body.append(
+            f'<text x="{left - 6}" y="{y + 14}" font-size="11" text-anchor="end">'
+            f"{_text(label)}</text>"
+        )
+        if value is None:
+            body.append(f'<text class="missing" x="{zero + 4:.1f}" y="{y + 14}">n/a</text>')
+            continue
+        x0, x1 = sorted((zero, x_of(value)))
+        colour = PALETTE[2] if value >= 0 else PALETTE[1]
+        shown = f"{_text(label)}: {value:+.1f}"
+        low, high = (_finite(b) for b in interval) if interval else (None, None)
+        if low is not None and high is not None:
+            shown += f" [{low * unit:+.1f}, {high * unit:+.1f}]"
+        body.append(
+            f'<rect class="bar" x="{x0:.1f}" y="{y + 4}" width="{max(x1 - x0, 1.0):.1f}" '
+            f'height="{row - 8}" fill="{colour}" data-label="{_text(label)}">'
+            f"<title>{shown}</title></rect>"
+        )
+        if low is not None and high is not None:
+            xl, xh, mid = x_of(low * unit), x_of(high * unit), y + row / 2
+            body.append(
+                f'<line class="whisker" x1="{xl:.1f}" y1="{mid:.1f}" x2="{xh:.1f}" '
+                f'y2="{mid:.1f}" stroke="#1d2330" stroke-width="1.2"/>'
+            )
+        body.append(
+            f'<text class="value" x="{WIDTH - 6}" y="{y + 14}" font-size="10" '
+            f'text-anchor="end">{value:+.1f}</text>'
+        )
+    return _frame(WIDTH, height, title, body)

@@ -30,6 +30,7 @@ JOB_TASKS: dict[str, tuple[str, str]] = {
     "judging": ("workers.tasks.judging.run_judging", "judge"),
     "training": ("workers.tasks.training.run_training", "gpu"),
     "evaluation": ("workers.tasks.evaluation.run_evaluation", "gpu"),
+    "lab": ("workers.tasks.lab.run_lab", "gpu"),
     "selftest": ("workers.tasks.selftest.run_selftest", "default"),
 }
 CHOSEN_QUEUE_KINDS = frozenset({"selftest"})

@@ -18,7 +18,7 @@ from annotation.models import Completion
 from annotation.services import campaigns
 from datasets_app.models import DatasetVersion
 from datasets_app.services import exports
-from training.models import Checkpoint, EvaluationRun, LoopRun, TrainingJob
+from training.models import Checkpoint, EvaluationRun, LabRun, LoopRun, TrainingJob
 from workers.jobs import job_create
 from workers.models import Job
 
@@ -97,6 +97,11 @@ TABLE: dict[tuple[str, str], tuple[str, dict, dict | None]] = {
     ("training:compare", ""): ("", STAFF, None),
     ("training:loops", ""): ("", STAFF, None),
     ("training:loop", ""): ("loop", STAFF, None),
+    ("training:labs", ""): ("", STAFF, staff_then(200)),
+    ("training:lab", ""): ("lab", STAFF, None),
+    ("training:lab_live", ""): ("lab", STAFF, None),
+    # A lab that did not fail has nothing to resume: the page says so (a redirect to it).
+    ("training:lab_resume", ""): ("lab", staff_then(405), staff_then(302)),
     # Annotation
     ("annotation:campaigns", ""): ("", ANNOTATORS, None),
     ("annotation:campaign_new", ""): ("", CURATORS, curators_then(200)),
@@ -230,6 +235,7 @@ def world(shapes_source, make_user):
         "training": {"training_id": training.pk},
         "evaluation": {"run_id": evaluation.pk},
         "loop": {"loop_id": LoopRun.objects.create(tag="loop-matrix").pk},
+        "lab": {"lab_id": LabRun.objects.create(tag="lab-matrix").pk},
         "campaign": {"campaign_id": campaign.pk},
         "campaign_item": {"item_id": assignment.item_id},
         "assignment": {"assignment_id": assignment.pk},

@@ -6,9 +6,11 @@ from config.names import SAFE_NAME_MAX, SAFE_NAME_RULE, validate_safe_name
 from datasets_app.models import DatasetVersion, Prompt, Source
 from training.core.evaluation import TASKS, parse_evaluation_specs
 from training.core.generation import TEMPLATES, SamplingParams
+from training.core.lab_results import METHODS as LAB_METHODS
 from training.core.recipes.config import PRESETS, parse_overrides
 from training.core.runs import ZERO_STAGES
 from training.models import Checkpoint, TrainingJob
+from training.services.lab import LabConfig
 
 
 class GenerationForm(forms.Form):
@@ -186,3 +188,39 @@ class CompareForm(forms.Form):
         required=False,
         help_text="differences are to this checkpoint (default: the first chosen)",
     )
+
+
+class LabForm(forms.Form):
+    """The lab's options, as `manage.py lab` takes them (training/services/lab.py)."""
+
+    methods = forms.MultipleChoiceField(
+        choices=[(name, f"{m.label}: {m.objective}") for name, m in LAB_METHODS.items()],
+        initial=list(LAB_METHODS),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="run one after another on the gpu queue, in this order",
+    )
+    start = forms.ModelChoiceField(
+        Checkpoint.objects.order_by("name"),
+        required=False,
+        empty_label="the instruction-tuned start (built once, cached)",
+        help_text="every method trains from this checkpoint",
+    )
+    pool_images = forms.IntegerField(
+        min_value=20, initial=LabConfig.pool_images, help_text="the prompt budget"
+    )
+    eval_images = forms.IntegerField(
+        min_value=10,
+        initial=LabConfig.eval_images,
+        help_text="held-out images: one ScienceQA and six POPE items each",
+    )
+    k = forms.IntegerField(min_value=2, max_value=16, initial=LabConfig.k, label="K")
+    temperature = forms.FloatField(min_value=0, max_value=2, initial=LabConfig.temperature)
+    steps = forms.IntegerField(min_value=1, initial=LabConfig.steps, help_text="per method")
+    bdhs_rho = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        initial=LabConfig.bdhs_rho,
+        label="BDHS rho",
+        help_text="share of image-token attention masked (0: guidance and swap only)",
+    )
+    seed = forms.IntegerField(min_value=0, initial=0)

@@ -192,3 +192,41 @@ class LoopRun(models.Model):
 
     def __str__(self) -> str:
         return self.tag
+
+
+class LabRun(models.Model):
+    """One lab: several methods trained from one start on one prompt pool and evaluated on
+    the same held-out sets (DESIGN.md step 9). `state` is what is done so far, so that a
+    resumed lab skips it; `result` is the `lab --json` line (training/core/lab_results.py)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Some methods failed"
+        FAILED = "failed", "Failed"
+
+    tag = models.CharField(max_length=200, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    config = models.JSONField(default=dict, blank=True)
+    # The shared stages' ids, and per method its status, error, checkpoint, set and costs.
+    state = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="the command's --json result")
+    breakdown = models.JSONField(default=dict, blank=True)
+    stages = models.JSONField(default=list, blank=True)
+    logps = models.JSONField(default=dict, blank=True)
+    job = models.ForeignKey(
+        "workers.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="labs"
+    )
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.tag

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training.views import evaluations, generation, loops, trainings
+from training.views import evaluations, generation, labs, loops, trainings
 
 app_name = "training"
 urlpatterns = [
@@ -20,4 +20,8 @@ urlpatterns = [
     path("compare/", evaluations.compare, name="compare"),
     path("loops/", loops.loop_list, name="loops"),
     path("loops/<int:loop_id>/", loops.loop_detail, name="loop"),
+    path("labs/", labs.lab_list, name="labs"),
+    path("labs/<int:lab_id>/", labs.lab_detail, name="lab"),
+    path("labs/<int:lab_id>/live/", labs.lab_live, name="lab_live"),
+    path("labs/<int:lab_id>/resume/", labs.lab_resume, name="lab_resume"),
 ]

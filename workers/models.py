@@ -17,6 +17,7 @@ class Job(models.Model):
         EXPORT = "export", "Export"
         TRAINING = "training", "Training"
         EVALUATION = "evaluation", "Evaluation"
+        LAB = "lab", "Lab"
         SELFTEST = "selftest", "Queue self-test"
 
     class Status(models.TextChoices):

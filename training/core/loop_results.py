@@ -32,6 +32,8 @@ TASK_METRICS = {
     "scienceqa": ("accuracy", "n", "parse_failures"),
     "pope": ("accuracy", "f1", "n", "parse_failures"),
 }
+# Metrics a task may report besides those (the lab reports POPE's predicted yes-ratio).
+OPTIONAL_METRICS = {"scienceqa": (), "pope": ("yes_ratio",)}
 TASKS = tuple(TASK_METRICS)
 RESULT_KEYS = ("wall_s", "headline", "checkpoints", "deltas")
 # Question kinds in their usual order (POPE's by rising difficulty); others follow by name.
@@ -113,21 +115,24 @@ def _check_task_metrics(task: str, metrics: Any, where: str) -> None:
         return
     metrics = _mapping(metrics, where)
     expected = TASK_METRICS[task]
-    _known(metrics, expected, where)
+    _known(metrics, (*expected, *OPTIONAL_METRICS[task]), where)
     missing = [m for m in expected if m not in metrics]
     if missing:
         raise ValueError(f"{where}: missing {', '.join(missing)}")
     _fraction_or_null(metrics["accuracy"], f"{where}.accuracy")
-    if "f1" in metrics:
-        _fraction_or_null(metrics["f1"], f"{where}.f1")
+    for name in ("f1", "yes_ratio"):
+        if name in metrics:
+            _fraction_or_null(metrics[name], f"{where}.{name}")
     _count_or_null(metrics["n"], f"{where}.n")
     _count_or_null(metrics["parse_failures"], f"{where}.parse_failures")
 
 
-def check_result(result: Any) -> None:
-    """Refuse anything but the command's --json contract (see the module docstring)."""
+def check_result(result: Any, roles: Sequence[str] = ROLES, extra_keys: Sequence[str] = ()) -> None:
+    """Refuse anything but the command's --json contract (see the module docstring).
+    `roles` are the checkpoints it may list, the start first; `extra_keys` the top-level
+    keys a caller adds and checks itself (the lab's costs)."""
     result = _mapping(result, "result")
-    _known(result, RESULT_KEYS, "result")
+    _known(result, (*RESULT_KEYS, *extra_keys), "result")
     missing = [k for k in RESULT_KEYS if k not in result]
     if missing:
         raise ValueError(f"result: missing {', '.join(missing)}")
@@ -136,7 +141,7 @@ def check_result(result: Any) -> None:
     if result["headline"] not in TASKS:
         raise ValueError(f"result.headline must be one of {', '.join(TASKS)}")
     checkpoints = _mapping(result["checkpoints"], "result.checkpoints")
-    _known(checkpoints, ROLES, "result.checkpoints")
+    _known(checkpoints, roles, "result.checkpoints")
     for role, entry in checkpoints.items():
         where = f"result.checkpoints.{role}"
         entry = _mapping(entry, where)
@@ -146,7 +151,7 @@ def check_result(result: Any) -> None:
         for task in TASKS:
             _check_task_metrics(task, entry.get(task), f"{where}.{task}")
     deltas = _mapping(result["deltas"], "result.deltas")
-    _known(deltas, ROLES[1:], "result.deltas")
+    _known(deltas, roles[1:], "result.deltas")
     for role, by_task in deltas.items():
         where = f"result.deltas.{role}"
         if role not in checkpoints:
@@ -162,10 +167,11 @@ def check_result(result: Any) -> None:
             _interval_or_null(delta.get("ci95"), f"{where}.{task}.ci95")
 
 
-def check_breakdown(breakdown: Any) -> None:
-    """{role: {task: {group: {"accuracy", "n", "ci95"}}}}."""
+def check_breakdown(breakdown: Any, roles: Sequence[str] = ROLES) -> None:
+    """{role: {task: {group: {"accuracy", "n", "ci95"}}}} (POPE's groups may add "f1" and
+    "yes_ratio")."""
     breakdown = _mapping(breakdown, "breakdown")
-    _known(breakdown, ROLES, "breakdown")
+    _known(breakdown, roles, "breakdown")
     for role, by_task in breakdown.items():
         by_task = _mapping(by_task, f"breakdown.{role}")
         _known(by_task, TASKS, f"breakdown.{role}")
@@ -173,8 +179,9 @@ def check_breakdown(breakdown: Any) -> None:
             for group, cell in _mapping(groups, f"breakdown.{role}.{task}").items():
                 where = f"breakdown.{role}.{task}.{group}"
                 cell = _mapping(cell, where)
-                _known(cell, ("accuracy", "n", "ci95"), where)
-                _fraction_or_null(cell.get("accuracy"), f"{where}.accuracy")
+                _known(cell, ("accuracy", "n", "ci95", "f1", "yes_ratio"), where)
+                for name in ("accuracy", "f1", "yes_ratio"):
+                    _fraction_or_null(cell.get(name), f"{where}.{name}")
                 _count_or_null(cell.get("n"), f"{where}.n")
                 _interval_or_null(cell.get("ci95"), f"{where}.ci95")
 
@@ -195,10 +202,10 @@ def check_stages(stages: Any) -> None:
             raise ValueError(f"stages[{i}] must be [name, seconds, detail], not {stage!r}")
 
 
-def check_logps(logps: Any) -> None:
+def check_logps(logps: Any, roles: Sequence[str] = ROLES) -> None:
     """{role: [[step, logps_chosen, logps_rejected or null], ...]}."""
     logps = _mapping(logps, "logps")
-    _known(logps, ROLES, "logps")
+    _known(logps, roles, "logps")
     for role, points in logps.items():
         if not isinstance(points, Sequence) or isinstance(points, str):
             raise ValueError(f"logps.{role} must be a list of [step, chosen, rejected]")
@@ -242,17 +249,21 @@ def delta_text(delta: Mapping[str, Any] | None) -> str:
     return text
 
 
-def roles_in(result: Mapping[str, Any]) -> list[str]:
-    return [role for role in ROLES if role in (result.get("checkpoints") or {})]
+def roles_in(result: Mapping[str, Any], roles: Sequence[str] = ROLES) -> list[str]:
+    return [role for role in roles if role in (result.get("checkpoints") or {})]
 
 
-def headline_sentences(result: Mapping[str, Any]) -> list[str]:
+def headline_sentences(
+    result: Mapping[str, Any],
+    roles: Sequence[str] = ROLES,
+    labels: Mapping[str, str] = ROLE_LABELS,
+) -> list[str]:
     """One sentence per trained role: its delta against start on the headline task."""
     task = str(result.get("headline", ""))
     deltas = result.get("deltas") or {}
     return [
-        f"{ROLE_LABELS[role]} vs start on {task}: {delta_text(_delta(result, role, task))}"
-        for role in ROLES[1:]
+        f"{labels[role]} vs start on {task}: {delta_text(_delta(result, role, task))}"
+        for role in roles[1:]
         if role in deltas
     ]
 
@@ -272,23 +283,29 @@ def _cells(metrics: Mapping[str, Any] | None) -> dict[str, str]:
     def count(name: str) -> str:
         return "—" if metrics.get(name) is None else str(metrics[name])
 
+    yes_ratio = metrics.get("yes_ratio")
     return {
         "accuracy": "—" if metrics.get("accuracy") is None else percent(metrics["accuracy"]),
         "f1": "—" if f1 is None else f"{f1:.3f}",
+        "yes_ratio": "—" if yes_ratio is None else f"{yes_ratio:.2f}",
         "n": count("n"),
         "parse_failures": count("parse_failures"),
     }
 
 
-def result_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+def result_rows(
+    result: Mapping[str, Any],
+    roles: Sequence[str] = ROLES,
+    labels: Mapping[str, str] = ROLE_LABELS,
+) -> list[dict[str, Any]]:
     """A row per role: its checkpoint's name, metrics per task, and deltas per task."""
     rows = []
-    for role in roles_in(result):
+    for role in roles_in(result, roles):
         entry = result["checkpoints"][role]
         rows.append(
             {
                 "role": role,
-                "label": ROLE_LABELS[role],
+                "label": labels[role],
                 "name": entry["name"],
                 "tasks": {task: _cells(entry.get(task)) for task in TASKS},
                 "deltas": {
@@ -306,11 +323,14 @@ def _group_key(task: str, group: str) -> tuple[int, str]:
 
 
 def breakdown_series(
-    breakdown: Mapping[str, Any], task: str
+    breakdown: Mapping[str, Any],
+    task: str,
+    all_roles: Sequence[str] = ROLES,
+    labels: Mapping[str, str] = ROLE_LABELS,
 ) -> tuple[list[str], list[str], list[list[float | None]], list[list[list[float] | None]]]:
     """(groups, roles, values[role][group], intervals[role][group]) of one task, for a
     grouped bar chart; ([], [], [], []) when no role has a breakdown for it."""
-    roles = [role for role in ROLES if (breakdown.get(role) or {}).get(task)]
+    roles = [role for role in all_roles if (breakdown.get(role) or {}).get(task)]
     groups = sorted(
         {group for role in roles for group in breakdown[role][task]},
         key=lambda group: _group_key(task, group),
@@ -320,15 +340,17 @@ def breakdown_series(
         cells = breakdown[role][task]
         values.append([(cells.get(g) or {}).get("accuracy") for g in groups])
         intervals.append([(cells.get(g) or {}).get("ci95") for g in groups])
-    return groups, [ROLE_LABELS[r] for r in roles], values, intervals
+    return groups, [labels[r] for r in roles], values, intervals
 
 
 def logps_series(
     logps: Mapping[str, Any],
+    roles: Sequence[str] = ROLES,
+    labels: Mapping[str, str] = ROLE_LABELS,
 ) -> list[tuple[str, dict[str, list[tuple[float, float]]]]]:
     """Per trained role, its logps/chosen curve (and logps/rejected where it has one)."""
     charts = []
-    for role in ROLES:
+    for role in roles:
         rows = logps.get(role) or []
         series = {
             "chosen": [(step, chosen) for step, chosen, _ in rows],
@@ -336,7 +358,7 @@ def logps_series(
         }
         series = {name: values for name, values in series.items() if values}
         if series:
-            charts.append((ROLE_LABELS[role], series))
+            charts.append((labels[role], series))
     return charts
 
 

@@ -257,13 +257,14 @@ def _bdhs_run(run: Any, checkpoint: Checkpoint, params: SamplingParams, spec: di
     references = dict(Prompt.objects.filter(pk__in=remaining).values_list("pk", "reference_answer"))
     run.log(f"BDHS on {len(remaining)} prompts: {asdict(bdhs)}")
     tries, guided, similar = [], 0, []
+    tokens = [0]  # every try's tokens, counted by _continuation
     started = time.monotonic()
     for request in _requests(remaining):
         rng = random.Random(f"bdhs:{params.seed}:{request.key}")  # noqa: S311 - sampling
         try:
             result = bdhs_response(
                 references[int(request.key)],
-                _continuation(policy, request, params, bdhs),
+                _continuation(policy, request, params, bdhs, tokens),
                 similarity,
                 rng,
                 bdhs,
@@ -296,6 +297,7 @@ def _bdhs_run(run: Any, checkpoint: Checkpoint, params: SamplingParams, spec: di
             "mean_tries": round(sum(tries) / len(tries), 3),
             "guided_share": round(guided / len(tries), 3),
             "mean_similarity": round(sum(similar) / len(similar), 4),
+            "generated_tokens": tokens[0],
             "seconds": round(time.monotonic() - started, 1),
         }
         run.job.save(update_fields=["metrics"])
@@ -303,16 +305,23 @@ def _bdhs_run(run: Any, checkpoint: Checkpoint, params: SamplingParams, spec: di
 
 
 def _continuation(
-    policy: Any, request: GenerationRequest, params: SamplingParams, bdhs: BdhsParams
+    policy: Any,
+    request: GenerationRequest,
+    params: SamplingParams,
+    bdhs: BdhsParams,
+    tokens: list[int],
 ) -> Any:
-    """BDHS's `continue_fn` for one prompt; each call is a new try, seeded by its number."""
+    """BDHS's `continue_fn` for one prompt; each call is a new try, seeded by its number.
+    `tokens[0]` adds up what every try wrote (its text re-tokenized: the cost of BDHS in
+    generated tokens, tries that were sampled again included)."""
     attempts = itertools.count()
+    tokenizer = policy.processor.tokenizer
 
     def continue_fn(prefixes: Any, guided: bool) -> list[str]:
         # A guided try writes one sentence per prefix; the unguided last one a whole
         # answer, with the job's own token limit.
         limit = bdhs.max_new_tokens if guided else params.max_new_tokens
-        return continue_batch(
+        texts = continue_batch(
             policy,
             request,
             prefixes,
@@ -321,5 +330,9 @@ def _continuation(
             noise_steps=bdhs.noise_steps if bdhs.noisy_image else 0,
             attempt=next(attempts),
         )
+        if texts:
+            written = tokenizer(texts, add_special_tokens=False)["input_ids"]
+            tokens[0] += sum(len(ids) for ids in written)
+        return texts
 
     return continue_fn

@@ -189,6 +189,7 @@ class Generated:
     policy: Checkpoint
     completions: int
     distinct: float  # share of prompts whose samples hold at least two different answers
+    generated_tokens: int = 0
 
     @property
     def detail(self) -> str:
@@ -199,6 +200,8 @@ class Generated:
 class Judged:
     judge: JudgeConfig
     prompts: int
+    calls: int = 0  # judge calls paid for (cache hits are free)
+    cost_usd: float = 0.0
 
     @property
     def detail(self) -> str:
@@ -401,7 +404,7 @@ GENERATION_TEMPLATES = {SHORT_ANSWER: ("short_answer", 4), MULTIPLE_CHOICE: ("lm
 
 
 def generate(config: LoopConfig, data: Imported, policy: Checkpoint) -> Generated:
-    completions = 0
+    completions = tokens = 0
     for subject, (template, max_new_tokens) in GENERATION_TEMPLATES.items():
         if not data.source.prompts.filter(subject=subject).exists():
             continue
@@ -421,7 +424,13 @@ def generate(config: LoopConfig, data: Imported, policy: Checkpoint) -> Generate
         generation.generation_run(job_id=job.pk)
         job = _succeeded(job, f"generate {subject} from {policy.name}")
         completions += job.metrics.get("completions", 0)
-    return Generated(policy=policy, completions=completions, distinct=_distinct_share(data, policy))
+        tokens += job.metrics.get("generated_tokens", 0)
+    return Generated(
+        policy=policy,
+        completions=completions,
+        distinct=_distinct_share(data, policy),
+        generated_tokens=tokens,
+    )
 
 
 def rate(data: Imported, judge: JudgeConfig, policy: Checkpoint) -> Judged:
@@ -435,7 +444,12 @@ def rate(data: Imported, judge: JudgeConfig, policy: Checkpoint) -> Judged:
     )
     judging.judge_run(job_id=job.pk)
     job = _succeeded(job, f"judge {policy.name}")
-    return Judged(judge=judge, prompts=job.progress_done)
+    return Judged(
+        judge=judge,
+        prompts=job.progress_done,
+        calls=job.metrics.get("calls", 0),
+        cost_usd=float(job.metrics.get("cost_usd", 0.0)),
+    )
 
 
 def curate_dpo(config: LoopConfig, data: Imported, key: str, policy: Checkpoint) -> Curated:
@@ -539,6 +553,7 @@ def loop_result(
             "pope": {
                 "accuracy": pope.get("accuracy"),
                 "f1": pope.get("f1"),
+                "yes_ratio": pope.get("yes_ratio"),
                 "n": by_task["pope"].item_count,
                 "parse_failures": pope.get("parse_failures"),
             },
@@ -575,11 +590,18 @@ def loop_breakdown(evaluated: Evaluated, world: World) -> dict[str, Any]:
             scored: dict[str, list[float]] = {}
             for key, score in run.items.exclude(score=None).values_list("key", "score"):
                 scored.setdefault(groups[task].get(key, "other"), []).append(float(score))
+            # POPE's own scorer gives F1 and the predicted yes-ratio per category too.
+            by_category = run.metrics.get("by_category") or {} if task == "pope" else {}
             out[role][task] = {
                 group: {
                     "accuracy": sum(values) / len(values),
                     "n": len(values),
                     "ci95": accuracy_interval(values),
+                    **{
+                        name: (by_category.get(group) or {}).get(name)
+                        for name in ("f1", "yes_ratio")
+                        if group in by_category
+                    },
                 }
                 for group, values in sorted(scored.items())
             }
