@@ -24,10 +24,14 @@ from typing import Any
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-from training.core.protocol import Event, record
 from training.core.recipes import common
 from training.core.recipes.config import TrainConfig
-from training.core.recipes.ref_logps import REF_COLUMNS, add_ref_columns, load_or_compute_ref_logps
+from training.core.recipes.ref_logps import (
+    REF_COLUMNS,
+    add_ref_columns,
+    load_or_compute_ref_logps,
+    ref_logps_event,
+)
 
 DPO_COLUMNS = ("images", "prompt", "chosen", "rejected")
 
@@ -101,17 +105,7 @@ def main(
                 batch_size=config.ref_batch_size or config.per_device_eval_batch_size,
                 max_image_pixels=config.max_image_pixels,
             )
-            report(
-                record(
-                    Event.REF_LOGPS,
-                    timed=False,
-                    split=split,
-                    rows=len(ref.chosen),
-                    cached=ref.cached,
-                    seconds=round(ref.seconds, 3),
-                    path=str(ref.path),
-                )
-            )
+            report(ref_logps_event(split, ref))
             if split == "train":
                 train = add_ref_columns(train, ref)
             else:

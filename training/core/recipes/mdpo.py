@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.core.generation.guided import noisy_image
-from training.core.protocol import Event, record
 from training.core.recipes import common
 from training.core.recipes.config import MDPO_CORRUPTIONS, TrainConfig
 
@@ -230,6 +229,7 @@ def main(
         REF_COLUMNS,
         add_ref_columns,
         load_or_compute_ref_logps,
+        ref_logps_event,
     )
 
     report = report or (lambda _: None)
@@ -285,18 +285,8 @@ def main(
             dataset.map(with_corrupted_chosen, remove_columns=[CORRUPTED_COLUMN]),
             corrupted_reference,
         )
-        for made in (ref, corrupt):
-            report(
-                record(
-                    Event.REF_LOGPS,
-                    timed=False,
-                    split=split,
-                    rows=len(made.chosen),
-                    cached=made.cached,
-                    seconds=round(made.seconds, 3),
-                    path=str(made.path),
-                )
-            )
+        report(ref_logps_event(split, ref))
+        report(ref_logps_event(split, corrupt))
         dataset = add_ref_columns(dataset, ref)
         ready[split] = dataset.add_column(REF_CORRUPT_COLUMN, corrupt.chosen.tolist())
     train, evals = ready["train"], ready.get("eval")

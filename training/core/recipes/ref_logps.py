@@ -38,6 +38,7 @@ __all__ = [
     "compute_ref_logps",
     "file_sha256",
     "load_or_compute_ref_logps",
+    "ref_logps_event",
     "ref_logps_key",
     "sequence_logps",
 ]
@@ -159,6 +160,21 @@ def load_or_compute_ref_logps(
     np.savez(tmp, chosen=chosen, rejected=rejected, meta=np.array(json.dumps(meta)))
     os.replace(tmp, path)
     return RefLogps(chosen, rejected, path, False, seconds)
+
+
+def ref_logps_event(split: str, ref: RefLogps) -> dict[str, Any]:
+    """The runner's ref_logps line for one reference pass over a split."""
+    from training.core.protocol import Event, record
+
+    return record(
+        Event.REF_LOGPS,
+        timed=False,
+        split=split,
+        rows=len(ref.chosen),
+        cached=ref.cached,
+        seconds=round(ref.seconds, 3),
+        path=str(ref.path),
+    )
 
 
 def add_ref_columns(dataset: Dataset, ref: RefLogps) -> Dataset:
