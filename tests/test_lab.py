@@ -178,4 +178,4 @@ def test_the_lab_runs_every_method_a_failure_spares_the_rest_and_resume_finishes
         assert reverse("training:training", args=[training.pk]) in html
         for run_id in lab.state["evals"][name].values():
             assert reverse("training:evaluation", args=[run_id]) in html
-        assert reverse("datasets:version", args=[done["version_id"]]) in html
+        assert reverse("datasets_app:version", args=[done["version_id"]]) in html

@@ -96,7 +96,7 @@ def _links(lab: LabRun, method: str) -> list[tuple[str, str]]:
     state = lab.state.get("methods", {}).get(method, {})
     links = []
     if state.get("version_id"):
-        links.append(("set", reverse("datasets:version", args=[state["version_id"]])))
+        links.append(("set", reverse("datasets_app:version", args=[state["version_id"]])))
     checkpoint = Checkpoint.objects.filter(pk=state.get("checkpoint_id") or 0).first()
     if checkpoint is not None and checkpoint.training_job_id:
         links.append(("training", reverse("training:training", args=[checkpoint.training_job_id])))
