@@ -57,6 +57,11 @@ BAD_VALUES = [
     ("heartbeat_s", 0, "positive"),
     ("torch_threads", 0, "at least 1"),
     ("dataloader_num_workers", -1, "non-negative"),
+    ("num_generations", 1, "at least 2"),
+    ("max_completion_length", 0, "at least 1"),
+    ("generation_temperature", 0.0, "positive"),
+    ("format_reward_weight", -0.1, "non-negative"),
+    ("grpo_beta", -0.01, "non-negative"),
 ]
 
 

@@ -39,6 +39,8 @@ TRAINERS = {
     "training.core.recipes.dpo",
     "training.core.recipes.kto",
     "training.core.recipes.mdpo",
+    "training.core.recipes.reward",
+    "training.core.recipes.grpo",
     "training.core.recipes.sft",
     "training.core.recipes.ref_logps",
 }

@@ -53,6 +53,8 @@ class TrainingJob(models.Model):
         DPO = "dpo", "DPO"
         KTO = "kto", "KTO"
         MDPO = "mdpo", "mDPO"
+        REWARD = "reward", "Reward model"
+        GRPO = "grpo", "GRPO"
 
     name = models.CharField(max_length=200)
     recipe = models.CharField(max_length=20, choices=Recipe.choices)

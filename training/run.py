@@ -139,6 +139,14 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
         from training.core.recipes import mdpo
 
         result = mdpo.main(config, callbacks=[callback], report=log.write)
+    elif config.recipe == "grpo":
+        from training.core.recipes import grpo
+
+        result = grpo.main(config, callbacks=[callback], report=log.write)
+    elif config.recipe == "reward":
+        from training.core.recipes import reward
+
+        result = reward.main(config, callbacks=[callback], report=log.write)
     elif config.recipe == "kto":
         from training.core.recipes import kto
 

@@ -17,6 +17,8 @@ CHARTS = (
     ("Reward accuracy", (("rewards/accuracies", "train"), ("eval_rewards/accuracies", "eval"))),
     ("Rewards", (("rewards/chosen", "chosen"), ("rewards/rejected", "rejected"))),
     ("Learning rate", (("learning_rate", "lr"),)),
+    ("GRPO reward", (("reward", "mean"), ("reward_std", "spread"))),
+    ("Completion length", (("completions/mean_length", "tokens"),)),
 )
 
 

@@ -176,6 +176,10 @@ CURVE_KEYS = (
     # Watched in DPO: when pairs differ in a short answer, plain DPO can push both down.
     "logps/chosen",
     "logps/rejected",
+    # GRPO: its reward's mean and spread over each group, and how long the answers run.
+    "reward",
+    "reward_std",
+    "completions/mean_length",
 )
 
 

@@ -34,7 +34,17 @@ __all__ = [
 ]
 
 # The recipes, and the export kind (the dataset card's `preference_studio.kind`) each trains on.
-RECIPES = {"sft": "sft", "steerlm": "steerlm", "dpo": "dpo", "kto": "kto", "mdpo": "dpo"}
+RECIPES = {
+    "sft": "sft",
+    "steerlm": "steerlm",
+    "dpo": "dpo",
+    "kto": "kto",
+    "mdpo": "dpo",
+    "reward": "dpo",  # a Bradley-Terry reward model on the pairs
+    "grpo": "sft",  # the prompts and their reference answers (the verifiable reward)
+}
+# TRL 1.16's GRPO losses (trl/trainer/grpo_config.py, `loss_type`).
+GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 # mDPO's image corruptions (recipes/mdpo.py), kept here so that a config is checked without torch.
 MDPO_CORRUPTIONS = ("crop", "noise")
 
@@ -194,6 +204,11 @@ NUMERIC_RANGES: dict[str, Range] = {
     "beta": _POSITIVE,
     "loss_weights": _NON_NEGATIVE,
     "desirable_weight": _POSITIVE,
+    "num_generations": Range(low=2),  # a group of one has no advantage
+    "max_completion_length": _AT_LEAST_1,
+    "generation_temperature": _POSITIVE,
+    "format_reward_weight": _NON_NEGATIVE,
+    "grpo_beta": _NON_NEGATIVE,
     "undesirable_weight": _POSITIVE,
     # robust: a flip probability; exo_pair additionally needs > 0 (checked with the DPO rules)
     "label_smoothing": Range(low=0, high=0.5, high_open=True),
@@ -221,7 +236,7 @@ class TrainConfig:
     """
 
     # --- What to train -------------------------------------------------------------------
-    recipe: str  # "sft", "steerlm", "dpo", "kto" or "mdpo"
+    recipe: str  # a RECIPES key: "sft", "steerlm", "dpo", "kto", "mdpo", "reward" or "grpo"
     model_path: str  # a full checkpoint folder (or hub id): base of the adapter, and DPO reference
     train_file: str  # an exported parquet (datasets_app/core/export/parquet.py layout)
     output_dir: str  # checkpoints, metrics.jsonl, final/
@@ -289,6 +304,17 @@ class TrainConfig:
     # How the image of the conditional preference is corrupted: "crop" (mDPO's: a random
     # crop keeping 1-20% of the area) or "noise" (500 forward-diffusion steps).
     mdpo_corruption: str = "crop"
+
+    # --- GRPO ----------------------------------------------------------------------------
+    num_generations: int = 4  # answers sampled per prompt, the group of the advantage
+    # The KL coefficient to the reference (TRL's GRPO `beta`); 0 loads no reference model.
+    grpo_beta: float = 0.0
+    max_completion_length: int = 16
+    generation_temperature: float = 1.0
+    grpo_loss_type: str = "dapo"
+    # Weight of the format reward (a readable yes/no, letter or short answer) beside the
+    # answer reward's 1 (training/core/verifiable.py).
+    format_reward_weight: float = 0.1
 
     # --- Running and outputs -------------------------------------------------------------
     logging_steps: int = 10
@@ -423,6 +449,21 @@ class TrainConfig:
             if self.loss_type != ["sigmoid"] or self.loss_weights is not None:
                 # mDPO's loss is its own three terms: a DPO loss mix would not be trained.
                 errors.append("loss_type and loss_weights apply to dpo; mdpo has its own loss")
+        if self.recipe == "grpo":
+            if self.grpo_loss_type not in GRPO_LOSS_TYPES:
+                errors.append(
+                    f"grpo_loss_type must be one of {', '.join(GRPO_LOSS_TYPES)}, "
+                    f"not {self.grpo_loss_type!r}"
+                )
+            if self.loss_type != ["sigmoid"] or self.loss_weights is not None:
+                errors.append("loss_type and loss_weights apply to dpo; grpo takes grpo_loss_type")
+            batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+            if self.num_generations >= 2 and batch % self.num_generations:
+                # TRL checks it in GRPOConfig, after the data is prepared.
+                errors.append(
+                    f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) must "
+                    f"be a multiple of num_generations ({self.num_generations})"
+                )
         if self.recipe == "kto" and self.per_device_train_batch_size < 2:
             # TRL checks it in KTOTrainer.__init__: the KL term pairs rows within a batch.
             errors.append("KTO needs per_device_train_batch_size >= 2 (its KL term pairs rows)")
