@@ -313,3 +313,32 @@ def test_a_build_resolves_the_strategy_parameters_once(rated, monkeypatch):
         "attributes": ["helpfulness", "correctness"],
     }
     assert type(version.params) is dict and version.row_count == 6
+
+
+def test_reference_sft_asks_each_question_as_its_ask_as_template_says(db, tmp_path):
+    from datasets_app.core.shapes import make_shapes
+    from datasets_app.services.imports import prompts_import
+    from training.core.generation.templates import SHORT_ANSWER_SUFFIX
+
+    make_shapes(tmp_path / "shapes", n=4, seed=1)
+    source = prompts_import(
+        path=tmp_path / "shapes" / "pope.parquet", source_name="pope", fmt="pope"
+    ).source
+    common = dict(
+        strategy="reference_sft",
+        selection={"source_id": source.pk},
+        params={"include_heldout": True},  # POPE prompts are test prompts
+    )
+    bare = versions.dataset_version_build(name="as-written", **common)
+    asked = versions.dataset_version_build(
+        name="short", **{**common, "params": {"include_heldout": True, "ask_as": "short_answer"}}
+    )
+    assert bare.row_count == asked.row_count > 0
+    assert not any(r.question.endswith(SHORT_ANSWER_SUFFIX) for r in bare.rows.all())
+    assert all(r.question.endswith(SHORT_ANSWER_SUFFIX) for r in asked.rows.all())
+    assert asked.params["ask_as"] == "short_answer"
+    with pytest.raises(ValueError, match="ask_as must be '' or a prompt template"):
+        versions.dataset_version_build(
+            name="bad", **{**common, "params": {"include_heldout": True, "ask_as": "shout"}}
+        )
+    assert not DatasetVersion.objects.filter(name="bad").exists()

@@ -26,6 +26,7 @@ from datasets_app.core.curation import (
     RaterSelection,
     SftRow,
     get_strategy,
+    resolve_params,
     row_checksum,
     run_strategy,
 )
@@ -48,9 +49,11 @@ def rated_prompts(
     selection: dict[str, Any],
     checkpoint_ids: list[int] | None = None,
     answer_judge_id: int | None = None,
+    ask_as: str = "",
 ) -> Iterator[RatedPrompt]:
     """The selected prompts with their completions, every rating and every pick, as plain
-    data. The question is the user turn the completions answered (their prompt template)."""
+    data. The question is the user turn the completions answered (their prompt template),
+    or the one the `ask_as` template makes."""
     prompt_ids = prompt_selection_ids(**selection)
     answer_judge = _answer_judge(answer_judge_id)
     for start in range(0, len(prompt_ids), CHUNK):
@@ -81,8 +84,10 @@ def rated_prompts(
         for prompt in chunk_prompts:
             mine = by_prompt.get(prompt.pk, [])
             template = Counter(c["template"] for c in mine).most_common(1)
+            asked = template[0][0] if template else "plain"
             question = render_prompt(
-                template[0][0] if template else "plain",
+                # Prompts with options keep theirs: reference_sft asks them seed 000's way.
+                ask_as if ask_as and not prompt.choices else asked,
                 PromptInput(prompt.question, tuple(prompt.choices), prompt.hint),
             )
             yield RatedPrompt(
@@ -212,15 +217,19 @@ def curation_preview(
     rewrite = _rewriter(rewrite_judge_id)
     if rewrite is not None:
         run_params["rewrite"] = rewrite
+    resolved = resolve_params(strategy, run_params)  # bad parameters fail before any query
     prompts = list(
         rated_prompts(
-            selection=selection, checkpoint_ids=checkpoint_ids, answer_judge_id=answer_judge_id
+            selection=selection,
+            checkpoint_ids=checkpoint_ids,
+            answer_judge_id=answer_judge_id,
+            ask_as=resolved.get("ask_as", ""),
         )
     )
     result = run_strategy(
         strategy,
         prompts,
-        run_params,
+        resolved,
         RaterSelection.from_dict(rater_selection),
         filters or {},
         seed,

@@ -68,6 +68,13 @@ METHODS: dict[str, Method] = {
         "DPO + conditional preference on the image + anchor",
         "Wang et al. 2024",
     ),
+    "grpo": Method(
+        "GRPO",
+        "the pool's prompts with their reference answers; the policy samples K per prompt "
+        "while it trains, each rewarded 1 if right (+0.1 if readable), no judge",
+        "GRPO (TRL's GRPOTrainer, DAPO loss), online",
+        "DeepSeekMath; seed 002's online methods",
+    ),
 }
 ROLES = ("start", *METHODS)
 LABELS = {"start": "start", **{name: m.label for name, m in METHODS.items()}}

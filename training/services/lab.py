@@ -65,6 +65,15 @@ PLANS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "kto": ("kto", "kto", {"learning_rate": _DPO["learning_rate"], "beta": _DPO["beta"]}),
     "mpo": ("pairs", "dpo", {**_DPO, "preset": "mpo", **PRESETS["mpo"]}),
     "mdpo": ("pairs", "mdpo", {"learning_rate": _DPO["learning_rate"], "beta": _DPO["beta"]}),
+    # A step is 16 samples: 4 prompts x K=4, the group GRPO's advantage is taken over.
+    # Measured on the default lab's start and pool: lr 3e-4 +9.3 points on POPE
+    # [+7.6, +10.9], lr 1e-4 +3.6 [+2.8, +4.4]; asked without the short-answer instruction
+    # the start answers wrongly at first (reward 0.04) and GRPO collapsed to "yes" (-10.3).
+    "grpo": (
+        "reference",
+        "grpo",
+        {"learning_rate": 3e-4, "max_completion_length": 4, "generation_temperature": 0.7},
+    ),
 }
 # Training set -> (strategy, parameters).
 SETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -72,6 +81,8 @@ SETS: dict[str, tuple[str, dict[str, Any]]] = {
     "bdhs": ("bdhs", {}),
     "corrupted": ("corrupted", {}),
     "kto": ("kto", {}),
+    # Asked as evaluation asks them: GRPO samples answers to these prompts.
+    "reference": ("reference_sft", {"ask_as": loop.GENERATION_TEMPLATES[loop.SHORT_ANSWER][0]}),
 }
 
 
@@ -389,11 +400,14 @@ class _Lab:
         key, recipe, overrides = PLANS[method]
         self._method_state(method).update(status="running", error="")
         self._save_state()
-        costs = {"judge_calls": 0, "judge_cost_usd": 0.0, "generated_tokens": 0}
+        costs: dict[str, Any] = {"judge_calls": 0, "judge_cost_usd": 0.0, "generated_tokens": 0}
         if method in RATED:
             costs.update(self._samples(data, start))
         if method == "bdhs":
             costs.update(self._bdhs(data, start))
+        if method == "grpo":
+            # It samples inside training, in the runner: those tokens are not counted yet.
+            costs["generated_tokens"] = None
         dataset = self._set_for(key, data, start)
         began = time.monotonic()
         trained = self._stage(

@@ -782,7 +782,10 @@ STRATEGIES: dict[str, Strategy] = {
     ),
     "reference_sft": Strategy(
         reference_sft,
-        {},
+        # "": each question as its completions were asked (else as written); a generation
+        # template's name asks every question without options that way (GRPO samples
+        # answers to these prompts, so they must be asked as evaluation asks them).
+        {"ask_as": ""},
         "sft",
         "SFT on each prompt's own answer: the reference, or 'The answer is X.' for options.",
     ),
@@ -914,6 +917,12 @@ def _check_param(name: str, key: str, value: Any) -> Any:
         if "\0" not in filled:
             raise bad("a template with a {response} placeholder")
         return value
+    if key == "ask_as":
+        from training.core.generation.templates import TEMPLATES
+
+        if value != "" and value not in TEMPLATES:
+            raise bad(f"'' or a prompt template ({', '.join(sorted(TEMPLATES))})")
+        return value
     if key == "rewrite":
         if value is not None and not callable(value):
             raise bad("a callable str -> str")
@@ -953,7 +962,7 @@ def run_strategy(
     The rows come back in the canonical order (split, prompt, completion ids).
     """
     strategy = get_strategy(name)
-    resolved = resolve_params(name, params)
+    resolved = _params(name, params)  # resolved once: the caller may have done it
     filters = dict(filters or {})
     check_filters(filters, strategy.kind)
     pool = [p for p in prompts if resolved["include_heldout"] or p.split == "train"]
