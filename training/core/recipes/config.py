@@ -438,25 +438,15 @@ class TrainConfig:
             # TRL checks this in DPOTrainer.__init__, i.e. after the model is loaded.
             if "exo_pair" in self.loss_type and self.label_smoothing <= 0:
                 errors.append("loss_type exo_pair needs label_smoothing > 0 (EXO suggests 1e-3)")
+        if self.recipe != "dpo" and (self.loss_type != ["sigmoid"] or self.loss_weights):
+            # Any other recipe has its own loss: a DPO loss mix there would not be trained.
+            errors.append(f"loss_type and loss_weights apply to dpo only, not {self.recipe}")
         if self.recipe == "mdpo":
-            if self.mdpo_corruption not in MDPO_CORRUPTIONS:
-                errors.append(
-                    f"mdpo_corruption must be one of {', '.join(MDPO_CORRUPTIONS)}, "
-                    f"not {self.mdpo_corruption!r}"
-                )
+            errors += _one_of("mdpo_corruption", self.mdpo_corruption, MDPO_CORRUPTIONS)
             if not self.precompute_ref_logps:
                 errors.append("mdpo always precomputes its reference log-probs")
-            if self.loss_type != ["sigmoid"] or self.loss_weights is not None:
-                # mDPO's loss is its own three terms: a DPO loss mix would not be trained.
-                errors.append("loss_type and loss_weights apply to dpo; mdpo has its own loss")
         if self.recipe == "grpo":
-            if self.grpo_loss_type not in GRPO_LOSS_TYPES:
-                errors.append(
-                    f"grpo_loss_type must be one of {', '.join(GRPO_LOSS_TYPES)}, "
-                    f"not {self.grpo_loss_type!r}"
-                )
-            if self.loss_type != ["sigmoid"] or self.loss_weights is not None:
-                errors.append("loss_type and loss_weights apply to dpo; grpo takes grpo_loss_type")
+            errors += _one_of("grpo_loss_type", self.grpo_loss_type, GRPO_LOSS_TYPES)
             batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
             if self.num_generations >= 2 and batch % self.num_generations:
                 # TRL checks it in GRPOConfig, after the data is prepared.
@@ -536,6 +526,12 @@ class TrainConfig:
             for f in fields(self)
             if not _matches(getattr(self, f.name), hints[f.name])
         ]
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> list[str]:
+    if value in allowed:
+        return []
+    return [f"{name} must be one of {', '.join(allowed)}, not {value!r}"]
 
 
 def _matches(value: Any, hint: Any) -> bool:
