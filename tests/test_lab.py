@@ -179,3 +179,44 @@ def test_the_lab_runs_every_method_a_failure_spares_the_rest_and_resume_finishes
         for run_id in lab.state["evals"][name].values():
             assert reverse("training:evaluation", args=[run_id]) in html
         assert reverse("datasets_app:version", args=[done["version_id"]]) in html
+
+
+@pytest.mark.django_db
+def test_a_lab_cancelled_between_methods_stops_there_and_can_be_resumed(
+    settings, tmp_path, tiny_dir, monkeypatch
+):
+    from training.models import Checkpoint
+    from workers.jobs import job_request_cancel
+
+    settings.CHECKPOINT_ROOT = tmp_path / "checkpoints"
+    start = Checkpoint.objects.create(name="tiny", model_path=str(tiny_dir))
+    ran = []
+
+    def method(self, name, *args):
+        ran.append(name)
+        self.state["methods"][name] = {"status": "done"}
+        job_request_cancel(job=self.job_run.job)  # someone presses Cancel meanwhile
+
+    monkeypatch.setattr(labs._Lab, "_method", method)
+    config = labs.lab_config_from_options(
+        methods=("dpo", "bdhs"), start_name="tiny", eval_images=10, pool_images=20, k=2
+    )
+    lab = labs.lab_launch(config=config, enqueue=False)
+    with pytest.raises(labs.JobCancelled):
+        labs._Lab(lab, labs.JobRun(_claim(lab.job)), print).run()
+    lab.refresh_from_db()
+    assert ran == ["dpo"] and lab.status == LabRun.Status.FAILED and lab.error == "cancelled"
+    assert lab.state["methods"]["bdhs"]["status"] == "pending"
+    assert lab.state["shared"]["start_id"] == start.pk and "start" in lab.state["evals"]
+    # Around a real task, job_running marks the job cancelled when JobCancelled leaves it.
+    lab.job.status = Job.Status.CANCELLED
+    lab.job.save(update_fields=["status"])
+    assert labs.lab_not_resumable(lab) == ""
+    resumed = labs.lab_resume(lab=lab, enqueue=False)
+    assert resumed.job.title.startswith("resume") and resumed.job.progress_total == 1
+
+
+def _claim(job):
+    from workers.jobs import job_claim
+
+    return job_claim(job.pk)

@@ -288,16 +288,21 @@ class _Lab:
         todo = [m for m in self.config.methods if self._method_state(m)["status"] != "done"]
         self.job_run.set_total(len(self.config.methods))
         self.job_run.job.progress_done = len(self.config.methods) - len(todo)
-        for method in todo:
-            try:
-                self._method(method, start, world, data)
-            except JobCancelled:
-                self._method_failed(method, "cancelled")
-                self._end(LabRun.Status.FAILED, error="cancelled", started=started)
-                raise
-            except Exception as exc:  # a failed method does not stop the others
-                self._method_failed(method, f"{type(exc).__name__}: {exc}")
-            self.job_run.advance(force=True)
+        try:
+            for method in todo:
+                try:
+                    self._method(method, start, world, data)
+                except JobCancelled:
+                    raise
+                except Exception as exc:  # a failed method does not stop the others
+                    self._method_failed(method, f"{type(exc).__name__}: {exc}")
+                self.job_run.advance(force=True)  # raises JobCancelled when asked to stop
+        except JobCancelled:
+            for method in todo:
+                if self._method_state(method)["status"] == "running":
+                    self._method_failed(method, "cancelled")
+            self._end(LabRun.Status.FAILED, error="cancelled", started=started)
+            raise
         return self._finish(world, started)
 
     # -- the shared stages -------------------------------------------------------------------
