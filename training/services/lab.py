@@ -66,9 +66,10 @@ PLANS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "mpo": ("pairs", "dpo", {**_DPO, "preset": "mpo", **PRESETS["mpo"]}),
     "mdpo": ("pairs", "mdpo", {"learning_rate": _DPO["learning_rate"], "beta": _DPO["beta"]}),
     # A step is 16 samples: 4 prompts x K=4, the group GRPO's advantage is taken over.
-    # Measured on the default lab's start and pool: lr 3e-4 +9.3 points on POPE
-    # [+7.6, +10.9], lr 1e-4 +3.6 [+2.8, +4.4]; asked without the short-answer instruction
-    # the start answers wrongly at first (reward 0.04) and GRPO collapsed to "yes" (-10.3).
+    # Measured on the default lab's start and pool: lr 3e-4 +9.3 [+7.6, +10.9] and +17.0
+    # [+14.9, +19.1] points on POPE (two draws), lr 1e-4 +3.6 [+2.8, +4.4]; asked without
+    # the short-answer instruction the start answers wrongly at first (reward 0.04) and
+    # GRPO collapsed to "yes" (-10.3).
     "grpo": (
         "reference",
         "grpo",
