@@ -140,6 +140,7 @@ def test_the_lab_runs_every_method_a_failure_spares_the_rest_and_resume_finishes
             low, high = delta["ci95"]
             assert low <= delta["delta"] <= high, (method, task)
     assert result["checkpoints"]["start"]["pope"]["n"] == 240
+    assert all(0 <= c["pope"]["yes_ratio"] <= 1 for c in result["checkpoints"].values())
     assert set(lab.breakdown["bdhs"]["pope"]) == {"random", "popular", "adversarial"}
     assert {"f1", "yes_ratio"} <= set(lab.breakdown["bdhs"]["pope"]["random"])
     # mDPO and MPO train on the dpo pairs: one set for the three.

@@ -473,6 +473,8 @@ class _Lab:
         evaluated = Evaluated(runs=runs)
         wall_s = self._wall_s(started)
         result = loop.loop_result(evaluated, policies, wall_s=wall_s)
+        for role, entry in result["checkpoints"].items():  # the lab reads POPE's yes-ratio too
+            entry["pope"]["yes_ratio"] = runs[role]["pope"].metrics.get("yes_ratio")
         result["costs"] = {m: methods[m]["costs"] for m in done}
         if failed:
             result["failed"] = failed

@@ -553,7 +553,6 @@ def loop_result(
             "pope": {
                 "accuracy": pope.get("accuracy"),
                 "f1": pope.get("f1"),
-                "yes_ratio": pope.get("yes_ratio"),
                 "n": by_task["pope"].item_count,
                 "parse_failures": pope.get("parse_failures"),
             },
