@@ -26,7 +26,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from datasets_app.models import Source
+from datasets_app.models import DatasetVersion, Source
 from training.core import lab_results
 from training.core.generation import SamplingParams
 from training.core.generation.bdhs import BdhsParams
@@ -380,8 +380,6 @@ class _Lab:
         strategy, params = SETS[key]
         version_id = self.shared.get("sets", {}).get(key)
         if version_id is not None:
-            from datasets_app.models import DatasetVersion
-
             version = DatasetVersion.objects.filter(pk=version_id).first()
             if version is not None:
                 return Curated(key=key, strategy=strategy, version=version)
