@@ -48,7 +48,10 @@ def _letter_pairs(path, n: int, seed: int):
     return path
 
 
-def test_a_reward_model_learns_the_pairs_and_scores_the_same_after_reloading(tmp_path, tiny_dir):
+@pytest.mark.parametrize("head", ["likelihood", "last_token"])
+def test_a_reward_model_learns_the_pairs_and_scores_the_same_after_reloading(
+    tmp_path, tiny_dir, head
+):
     from training.core.recipes import reward
     from training.core.recipes.common import VisionCollator, load_parquet
 
@@ -67,6 +70,7 @@ def test_a_reward_model_learns_the_pairs_and_scores_the_same_after_reloading(tmp
         logging_steps=10,
         eval_steps=20,
         learning_rate=1e-3,
+        reward_head=head,
     )
     config.validate()
     result = reward.main(config)
@@ -88,6 +92,7 @@ def test_a_reward_model_learns_the_pairs_and_scores_the_same_after_reloading(tmp
     rows = list(load_parquet(str(evals), tmp_path / "c"))[:6]
     collator = VisionCollator(DataCollatorForVisionPreference(processor))
     trained = result.trainer.model.eval()
+    assert loaded.kind == head
     assert loaded.scores(collator, rows, 3) == pytest.approx(
         trained.scores(collator, rows, 6), abs=1e-4
     )

@@ -143,6 +143,10 @@ def train(config: TrainConfig, log: MetricsLog) -> int:
         from training.core.recipes import grpo
 
         result = grpo.main(config, callbacks=[callback], report=log.write)
+    elif config.recipe == "online_dpo":
+        from training.core.recipes import online_dpo
+
+        result = online_dpo.main(config, callbacks=[callback], report=log.write)
     elif config.recipe == "reward":
         from training.core.recipes import reward
 

@@ -81,7 +81,11 @@ def _items(version: DatasetVersion, split: str) -> Iterator[ExportItem]:
                 split=r.split,
             )
         yield ExportItem(
-            row=row, image_key=image, more_image_keys=more, turns=tuple(r.prompt.turns)
+            row=row,
+            image_key=image,
+            more_image_keys=more,
+            turns=tuple(r.prompt.turns),
+            reference=r.prompt.reference_answer.strip(),
         )
 
 

@@ -45,6 +45,8 @@ _COLUMN_NOTES = {
     "scores": "HelpSteer scores (0-4) of the answer, null when unrated",
     "margin": "score difference between chosen and rejected, as the strategy measured it",
     "rater": 'whose ratings selected the row ("judge:3", "user:7", ...)',
+    "reference": "the prompt's reference answer, null when it has none (online DPO checks "
+    "its samples against it)",
     "label": "SteerLM attribute string (empty when the row has none); KTO: desirable or not",
     "completion": "the assistant turn, desirable or undesirable as `label` says",
 }

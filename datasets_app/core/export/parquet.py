@@ -8,7 +8,7 @@ Layout (DESIGN.md section 5, TRL 1.16's vision collators):
 
 - DPO: `images` (list of {bytes, path}), `prompt`, `chosen`, `rejected` in TRL's
   conversational form, then provenance: `prompt_id`, `chosen_scores`, `rejected_scores`,
-  `margin`, `rater`.
+  `margin`, `rater`, and the prompt's `reference` answer (null when it has none).
 - SFT: `images`, `messages`, then `prompt_id`, `completion_id`, `scores`, `rater`, `label`.
 
 A message is {role, content}; content is always a list of parts {type, text}. Arrow needs
@@ -126,6 +126,7 @@ DPO_FEATURES: dict[str, Any] = {
     "rejected_scores": _HF_SCORES,
     "margin": _value("float64"),
     "rater": _value("string"),
+    "reference": _value("string"),
 }
 KTO_FEATURES: dict[str, Any] = {
     "images": _HF_IMAGES,
@@ -166,6 +167,7 @@ DPO_SCHEMA = _schema(
         ("rejected_scores", _SCORES),
         ("margin", pa.float64()),
         ("rater", pa.string()),
+        ("reference", pa.string()),
     ],
     DPO_FEATURES,
 )
@@ -209,6 +211,9 @@ class ExportItem:
     image_key: str | None
     more_image_keys: tuple[str, ...] = ()
     turns: tuple[dict[str, Any], ...] = ()
+    # The prompt's reference answer, when it has one: what online DPO's verifiable ranker
+    # checks fresh samples against (training/core/recipes/online_dpo.py).
+    reference: str = ""
 
     @property
     def image_keys(self) -> tuple[str, ...]:
@@ -319,6 +324,7 @@ def _dpo_record(item: ExportItem, load_image: ImageLoader) -> tuple[dict[str, An
         "rejected_scores": _scores(row.rejected_scores),
         "margin": float(row.margin),
         "rater": row.rater,
+        "reference": item.reference or None,
     }
     return record, size + len(row.question) + len(row.chosen) + len(row.rejected)
 

@@ -42,7 +42,12 @@ RECIPES = {
     "mdpo": "dpo",
     "reward": "dpo",  # a Bradley-Terry reward model on the pairs
     "grpo": "sft",  # the prompts and their reference answers (the verifiable reward)
+    # Online / mixed DPO: the pairs are the offline half, their prompts are asked online.
+    "online_dpo": "dpo",
 }
+ONLINE_RANKERS = ("verifiable", "reward:PATH")
+# The reward model's heads (recipes/reward.py), here so that a config is checked without torch.
+REWARD_HEADS = ("likelihood", "last_token")
 # TRL 1.16's GRPO losses (trl/trainer/grpo_config.py, `loss_type`).
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 # mDPO's image corruptions (recipes/mdpo.py), kept here so that a config is checked without torch.
@@ -209,6 +214,7 @@ NUMERIC_RANGES: dict[str, Range] = {
     "generation_temperature": _POSITIVE,
     "format_reward_weight": _NON_NEGATIVE,
     "grpo_beta": _NON_NEGATIVE,
+    "mixed_lambda": Range(low=0, high=1),
     "undesirable_weight": _POSITIVE,
     # robust: a flip probability; exo_pair additionally needs > 0 (checked with the DPO rules)
     "label_smoothing": Range(low=0, high=0.5, high_open=True),
@@ -316,6 +322,18 @@ class TrainConfig:
     # answer reward's 1 (training/core/verifiable.py).
     format_reward_weight: float = 0.1
 
+    # --- Reward model: its head, "likelihood" or "last_token" (recipes/reward.py) ----------
+    reward_head: str = "likelihood"
+
+    # --- Online and mixed DPO (beta is DPO's; num_generations, max_completion_length,
+    # generation_temperature and format_reward_weight are GRPO's, read the same way) -----
+    # The probability that a row trains on its stored pair rather than on fresh samples
+    # (seed 002's Equation 4): 0 is online DPO, 1 offline DPO.
+    mixed_lambda: float = 0.0
+    # Who ranks the samples: "verifiable" (the row's reference answer) or "reward:PATH" (a
+    # reward model folder; the site writes a registered checkpoint's path there).
+    online_ranker: str = "verifiable"
+
     # --- Running and outputs -------------------------------------------------------------
     logging_steps: int = 10
     eval_steps: int | None = None  # None: evaluate at each epoch end (and once at the end)
@@ -328,6 +346,17 @@ class TrainConfig:
     dtype: str | None = None  # "float32" or "bfloat16"; None: bfloat16 on cuda, else float32
     torch_threads: int | None = None  # CPU threads; 1 is fastest for tiny models on a busy box
     dataloader_num_workers: int = 0  # Celery prefork workers cannot start loader processes
+
+    def _online_errors(self) -> list[str]:
+        ranker = self.online_ranker
+        if ranker == "verifiable":
+            return []
+        if not ranker.startswith("reward:") or not ranker.removeprefix("reward:").strip():
+            return [f"online_ranker must be one of {', '.join(ONLINE_RANKERS)}, not {ranker!r}"]
+        folder = Path(ranker.removeprefix("reward:"))
+        if not (folder / "reward_head.safetensors").is_file():
+            return [f"online_ranker {ranker!r}: {folder} is not a reward model (no reward head)"]
+        return []
 
     # ----------------------------------------------------------------------------------
     @classmethod
@@ -454,6 +483,16 @@ class TrainConfig:
                     f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) must "
                     f"be a multiple of num_generations ({self.num_generations})"
                 )
+        if self.recipe == "reward":
+            errors += _one_of("reward_head", self.reward_head, REWARD_HEADS)
+        elif self.reward_head != "likelihood":
+            errors.append(f"reward_head applies to reward only, not {self.recipe}")
+        if self.recipe == "online_dpo":
+            errors += self._online_errors()
+        elif self.mixed_lambda or self.online_ranker != "verifiable":
+            errors.append(
+                f"mixed_lambda and online_ranker apply to online_dpo only, not {self.recipe}"
+            )
         if self.recipe == "kto" and self.per_device_train_batch_size < 2:
             # TRL checks it in KTOTrainer.__init__: the KL term pairs rows within a batch.
             errors.append("KTO needs per_device_train_batch_size >= 2 (its KL term pairs rows)")
