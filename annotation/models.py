@@ -49,6 +49,7 @@ class JudgeConfig(models.Model):
         OPENAI = "openai", "OpenAI-compatible"
         LOCAL = "local", "Local VLM"
         ORACLE = "oracle", "Rule-based oracle"
+        REWARD = "reward", "Reward model (a trained checkpoint)"
 
     name = models.CharField(max_length=200, unique=True)
     provider = models.CharField(max_length=20, choices=Provider.choices)
@@ -220,6 +221,37 @@ class PairPick(models.Model):
         if self.is_tie:
             return f"tie on prompt {self.prompt_id} by {who}"
         return f"{self.chosen_id} > {self.rejected_id} on prompt {self.prompt_id} by {who}"
+
+
+class RewardScore(models.Model):
+    """A reward model's scalar for one completion (a judge of provider "reward"): kept
+    beside the completion's HelpSteer ratings, since a reward model gives no scores; the
+    scale is the model's own, so rewards compare within one judge only."""
+
+    completion = models.ForeignKey(
+        Completion, on_delete=models.CASCADE, related_name="reward_scores"
+    )
+    judge = models.ForeignKey(JudgeConfig, on_delete=models.PROTECT, related_name="reward_scores")
+    reward = models.FloatField()
+    job = models.ForeignKey(
+        "workers.Job",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reward_scores",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["completion_id", "judge_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["completion", "judge"], name="one_reward_per_completion_and_judge"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.judge} gives completion {self.completion_id} {self.reward:.3f}"
 
 
 class JudgeCall(models.Model):

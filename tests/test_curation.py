@@ -640,10 +640,24 @@ def test_run_strategy_merges_strategy_and_filter_drops():
     }
 
 
+def rewarded(prompt_id: int, **rewards: float) -> RatedPrompt:
+    """A prompt whose completions (id: reward) a reward judge, judge:9, scored."""
+    return RatedPrompt(
+        prompt_id,
+        source_id=1,
+        question=f"q{prompt_id}",
+        completions=tuple(
+            RatedCompletion(int(cid[1:]), f"answer {cid[1:]}", {}, rewards={"judge:9": r})
+            for cid, r in rewards.items()
+        ),
+    )
+
+
 def test_every_strategy_runs_with_its_defaults():
     for name, strategy in STRATEGIES.items():
         params = {"rewrite": str.upper} if name == "scienceqa_reformatted" else {}
-        result = run_strategy(name, [P1, sqa(2)], params, ANY, {}, 0)
+        data = [P1, sqa(2), rewarded(3, c31=0.5, c32=-1.0)]
+        result = run_strategy(name, data, params, ANY, {}, 0)
         assert result.kind == strategy.kind
         assert strategy.description
 
@@ -667,6 +681,9 @@ def test_every_strategy_runs_with_its_defaults():
         ("scienceqa_reformatted", {"rewrite": "gpt-4o"}, "rewrite must be a callable"),
         ("scienceqa_reformatted", {"rewrite": str, "template": "{nope}"}, "template must be"),
         ("scienceqa_reformatted", {"rewrite": str, "template": "no slot"}, "{response}"),
+        ("reward_best_vs_worst", {"reward": "reward:3"}, "reward must be a reward judge"),
+        ("reward_best_vs_worst", {"min_margin": -1}, "min_margin must be a number >= 0"),
+        ("reward_best_of_n", {"min_reward": "high"}, "min_reward must be a number or null"),
         ("no_such_strategy", {}, "unknown strategy 'no_such_strategy'; strategies are"),
     ],
 )
@@ -696,3 +713,51 @@ def test_curation_core_does_not_import_django():
     code = "import sys, datasets_app.core.curation; sys.exit('django' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_reward_strategies_rank_by_the_reward_judges_scalar():
+    from datasets_app.core.curation.strategies import reward_best_of_n, reward_best_vs_worst
+
+    data = [
+        rewarded(2, c21=-0.2, c22=1.5, c23=-3.0),
+        rewarded(1, c11=0.3, c12=0.3),  # a tie: no pair
+        rewarded(3, c31=2.0),  # one answer: no pair, but a best-of-N
+    ]
+    pairs = reward_best_vs_worst(data, {}, ANY, seed=0)
+    assert [(r.prompt_id, r.chosen_id, r.rejected_id, r.margin) for r in pairs.rows] == [
+        (2, 22, 23, 4.5)
+    ]
+    assert pairs.rows[0].rater == "judge:9" and pairs.rows[0].chosen == "answer 22"
+    assert pairs.dropped == {
+        "reward margin <= 0": 1,
+        "fewer than 2 completions with a reward": 1,
+    }
+    assert reward_best_vs_worst(data, {"min_margin": 5}, ANY, seed=0).rows == []
+
+    best = reward_best_of_n(data, {"min_reward": 1.8}, ANY, seed=0)
+    assert [(r.prompt_id, r.completion_id) for r in best.rows] == [(3, 31)]
+    assert best.dropped == {"best reward below 1.8": 2}
+    assert [r.completion_id for r in reward_best_of_n(data, {}, ANY, seed=0).rows] == [
+        11,
+        22,
+        31,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rewards", "asked", "message"),
+    [
+        ([{}], "", "no completion here has a reward: score them"),
+        ([{"judge:9": 1.0}, {"judge:10": 2.0}], "", r"several reward judges.*judge:9, judge:10"),
+        ([{"judge:9": 1.0}], "judge:4", "no completion here has a reward from judge:4"),
+    ],
+)
+def test_ranking_by_reward_names_the_judge_it_needs(rewards, asked, message):
+    from datasets_app.core.curation.strategies import reward_best_vs_worst
+
+    completions = tuple(
+        RatedCompletion(i, "a", {}, rewards=r) for i, r in enumerate(rewards, start=1)
+    )
+    data = [RatedPrompt(1, source_id=1, question="q", completions=completions)]
+    with pytest.raises(ValueError, match=message):
+        reward_best_vs_worst(data, {"reward": asked}, ANY, seed=0)

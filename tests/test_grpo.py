@@ -97,7 +97,7 @@ def test_grpo_from_the_start_samples_rewards_and_moves_the_weights(settings, tmp
     for bad, message in (
         ({"num_generations": 3}, "multiple of num_generations"),
         ({"grpo_loss_type": "ppo"}, "grpo_loss_type must be one of"),
-        ({"loss_type": ["ipo"]}, "apply to dpo only, not grpo"),
+        ({"loss_type": ["ipo"]}, "apply to dpo and online_dpo only, not grpo"),
     ):
         with pytest.raises(ConfigError, match=message):
             TrainConfig.from_dict({**config.to_dict(), **bad}).validate()

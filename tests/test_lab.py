@@ -17,10 +17,13 @@ from training.services import lab as labs
 from workers.models import Job
 
 SIX = ("dpo", "bdhs", "corrupted", "kto", "mpo", "mdpo")
+ONLINE = ("grpo", "reward_model", "online_dpo", "mixed_dpo")  # issue 17
 
 
 def test_the_lab_names_its_methods_and_refuses_unknown_or_repeated_ones():
-    assert tuple(lab_results.METHODS) == (*SIX, "grpo")
+    assert tuple(lab_results.METHODS) == (*SIX, *ONLINE)
+    # The reward model trains no policy: no role, no delta.
+    assert ("start", *SIX, "grpo", "online_dpo", "mixed_dpo") == lab_results.ROLES
     assert lab_results.parse_methods(" kto, dpo ") == ("kto", "dpo")
     for bad, message in (
         ("dpo,orpo", "unknown method orpo"),
@@ -53,6 +56,20 @@ def test_a_lab_result_is_run_loops_shape_plus_each_methods_costs():
     wrong = _result(generated_tokens=1)
     wrong["checkpoints"]["dpo_round2"] = wrong["checkpoints"]["start"]  # a loop role
     with pytest.raises(ValueError, match="unknown dpo_round2"):
+        lab_results.check_result(wrong)
+    rewarded = _result(generated_tokens=1)
+    rewarded["reward_model"] = {"heldout_accuracy": 0.85}
+    lab_results.check_result(rewarded)
+    for bad, message in (
+        ({"heldout_accuracy": 1.5}, "heldout_accuracy"),
+        ({}, "missing heldout_accuracy"),
+        ({"heldout_accuracy": 0.8, "auc": 0.9}, "unknown auc"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            lab_results.check_result({**rewarded, "reward_model": bad})
+    wrong = _result(generated_tokens=1)
+    wrong["checkpoints"]["reward_model"] = wrong["checkpoints"]["start"]
+    with pytest.raises(ValueError, match="unknown reward_model"):
         lab_results.check_result(wrong)
 
 
@@ -180,6 +197,59 @@ def test_the_lab_runs_every_method_a_failure_spares_the_rest_and_resume_finishes
         for run_id in lab.state["evals"][name].values():
             assert reverse("training:evaluation", args=[run_id]) in html
         assert reverse("datasets_app:version", args=[done["version_id"]]) in html
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_online_methods_and_the_reward_model_in_the_lab(
+    settings, tmp_path, start_cache, capsys, client, staff_user
+):
+    settings.CHECKPOINT_ROOT = tmp_path / "checkpoints"
+    settings.START_CACHE_DIR = str(start_cache)
+    methods = "dpo,reward_model,online_dpo,mixed_dpo,grpo"  # issue 17's command
+    sizes = ["--eval-images", "40", "--pool-images", "240", "--steps", "30"]
+    call_command("lab", "--methods", methods, *sizes, "--json")
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    print(result)  # in the CI log
+
+    lab = LabRun.objects.get()
+    assert lab.status == LabRun.Status.SUCCEEDED, lab.error
+    assert set(result) == {"wall_s", "headline", "checkpoints", "deltas", "costs", "reward_model"}
+    policies = {"dpo", "online_dpo", "mixed_dpo", "grpo"}
+    assert set(result["checkpoints"]) == {"start", *policies}
+    assert set(result["deltas"]) == policies
+    assert set(result["costs"]) == {*policies, "reward_model"}
+    assert set(result["reward_model"]) == {"heldout_accuracy"}
+    assert 0 <= result["reward_model"]["heldout_accuracy"] <= 1
+    costs = result["costs"]
+    # The online methods pay for the start's samples (their prompts' pairs) and for what
+    # they sampled while training, counted in the runner.
+    sampled = costs["dpo"]["generated_tokens"]
+    assert costs["online_dpo"]["generated_tokens"] > sampled
+    assert costs["mixed_dpo"]["generated_tokens"] > sampled
+    assert costs["online_dpo"]["judge_calls"] == costs["dpo"]["judge_calls"] > 0
+
+    methods_state = lab.state["methods"]
+    reward = TrainingJob.objects.get(name=f"{lab.tag}-reward_model")
+    assert reward.recipe == "reward" and reward.config["max_steps"] == 100  # 10/3 x 30
+    assert (
+        methods_state["reward_model"]["heldout_accuracy"]
+        == (result["reward_model"]["heldout_accuracy"])
+    )
+    assert "reward_model" not in lab.state["evals"]
+    online = TrainingJob.objects.get(name=f"{lab.tag}-online_dpo")
+    mixed = TrainingJob.objects.get(name=f"{lab.tag}-mixed_dpo")
+    assert (online.config["mixed_lambda"], mixed.config["mixed_lambda"]) == (0.0, 0.5)
+    history = mixed.job.metrics["training"]["history"]
+    fractions = [h["online/offline_fraction"] for h in history if "online/offline_fraction" in h]
+    assert fractions and 0 < sum(fractions) / len(fractions) < 1
+
+    client.force_login(staff_user)
+    html = client.get(reverse("training:lab", args=[lab.pk])).content.decode()
+    assert 'data-role="online_dpo"' in html and 'data-role="reward_model"' not in html
+    assert "held-out pairwise accuracy" in html
+    training_page = client.get(reverse("training:training", args=[online.pk])).content.decode()
+    assert "Online pairs per step" in training_page and "Online samples" in training_page
 
 
 @pytest.mark.django_db

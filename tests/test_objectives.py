@@ -247,7 +247,7 @@ def test_mdpo_learns_with_its_reference_precomputed_including_the_corrupted_pass
     for bad, message in (
         ({"mdpo_corruption": "blur"}, "mdpo_corruption must be one of crop, noise"),
         ({"precompute_ref_logps": False}, "mdpo always precomputes"),
-        ({"loss_type": ["ipo"]}, "apply to dpo only, not mdpo"),
+        ({"loss_type": ["ipo"]}, "apply to dpo and online_dpo only, not mdpo"),
     ):
         with pytest.raises(ConfigError, match=message):
             TrainConfig.from_dict({**config.to_dict(), **bad}).validate()

@@ -443,13 +443,23 @@ def _runner_pid(training: TrainingJob) -> int:
     return started[-1]["pid"]
 
 
+# Online DPO samples inside the runner subprocess at every step (issue 17.6): 4 prompts
+# x K=4 answers of 4 tokens from the tiny model, ranked against the ScienceQA letters.
+ONLINE = {"per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 4}
+RUNS = {"sft": ("sft", {}), "online_dpo": ("dpo", ONLINE)}
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("recipe", list(RUNS))
 def test_a_killed_worker_marks_the_job_and_resume_finishes_from_the_last_checkpoint(
-    roots, base, tmp_path
+    roots, base, tmp_path, recipe
 ):
     small = shapes_versions(roots, base, n=20)
-    training = _launch(small["sft"], base, "sft", max_steps=12, save_steps=4, logging_steps=2)
+    kind, extra = RUNS[recipe]
+    training = _launch(
+        small[kind], base, recipe, max_steps=12, save_steps=4, logging_steps=2, **extra
+    )
     worker = _start_worker(training.job_id, tmp_path)
     _wait(lambda: last_checkpoint(training.output_dir) is not None, 240, "a checkpoint")
     runner = _runner_pid(training)
@@ -481,13 +491,20 @@ def test_a_killed_worker_marks_the_job_and_resume_finishes_from_the_last_checkpo
     assert [e for e in events if e["event"] == "finished"][-1]["step"] == 12
     assert job.progress_done == 12
     assert Checkpoint.objects.filter(training_job=training).count() == 1
+    if recipe == "online_dpo":  # it sampled, in the runner, before and after the kill
+        progress = job.metrics["training"]
+        sampled = [p for p in progress["history"] if "online/generated_tokens" in p]
+        assert sampled and sampled[-1]["step"] == 12
+        assert progress["history"][-1]["online/generated_tokens"] > 0
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_cancel_stops_the_training_subprocess(roots, base, tmp_path):
+@pytest.mark.parametrize("recipe", list(RUNS))
+def test_cancel_stops_the_training_subprocess(roots, base, tmp_path, recipe):
     small = shapes_versions(roots, base, n=20)
-    training = _launch(small["sft"], base, "sft", max_steps=10_000, save_steps=0)
+    kind, extra = RUNS[recipe]
+    training = _launch(small[kind], base, recipe, max_steps=10_000, save_steps=0, **extra)
     worker = _start_worker(training.job_id, tmp_path)
     try:
         _wait(lambda: Job.objects.get(pk=training.job_id).progress_done >= 2, 240, "training steps")
@@ -500,6 +517,32 @@ def test_cancel_stops_the_training_subprocess(roots, base, tmp_path):
     assert job.status == Job.Status.CANCELLED
     assert not _alive(runner)
     assert not Checkpoint.objects.filter(training_job=training).exists()
+
+
+def test_online_dpo_names_its_reward_model_ranker_by_checkpoint(small_versions, base, roots):
+    folder = roots / "checkpoints" / "runs" / "rm" / "final"
+    folder.mkdir(parents=True)
+    (folder / "reward_head.safetensors").write_bytes(b"")  # all that the check looks for
+    Checkpoint.objects.create(
+        name="rm", model_path=base.model_path, adapter_path="runs/rm/final",
+        config={"recipe": "reward"},
+    )  # fmt: skip
+    launch = {"dataset_version": small_versions["dpo"], "base_checkpoint": base}
+    training = trainings.training_launch(
+        recipe="online_dpo", overrides={"online_ranker": "reward:rm"}, enqueue=False, **launch
+    )
+    assert training.config["online_ranker"] == f"reward:{folder}"
+    assert training.config["mixed_lambda"] == 0.0
+    for ranker, message in (
+        ("reward:nope", "no checkpoint named 'nope'"),
+        ("reward:tiny-base", "tiny-base is not a reward model"),
+        ("judge:gemini", "online_ranker must be one of verifiable, reward:PATH"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            trainings.training_launch(
+                recipe="online_dpo", overrides={"online_ranker": ranker}, enqueue=False, **launch
+            )
+    assert TrainingJob.objects.count() == 1
 
 
 # ---------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ CHARTS = (
     ("Learning rate", (("learning_rate", "lr"),)),
     ("GRPO reward", (("reward", "mean"), ("reward_std", "spread"))),
     ("Completion length", (("completions/mean_length", "tokens"),)),
+    ("Online samples' reward", (("online/reward", "mean"), ("online/reward_std", "spread"))),
+    ("Online pairs per step", (("online/pairs", "pairs"),)),
 )
 
 

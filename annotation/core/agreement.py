@@ -111,3 +111,35 @@ def agreement(
         compared += 1
         agree += pair_a == pair_b
     return Agreement(len(common), per_attribute, compared, agree)
+
+
+@dataclass(frozen=True)
+class PairwiseAgreement:
+    pairs: int  # pairs of one prompt's completions that the truth ranks apart
+    agreed: float  # of them, those the scalar orders the same way (a tie counts half)
+
+    @property
+    def rate(self) -> float | None:
+        return self.agreed / self.pairs if self.pairs else None
+
+
+def pairwise_agreement(
+    groups: Sequence[Sequence[int]],
+    score: Mapping[int, float],
+    truth: Mapping[int, float],
+) -> PairwiseAgreement:
+    """How often `score` (a reward model's) orders two completions of one prompt as
+    `truth` (the oracle's score sum) does, over the pairs the truth does not tie; each
+    group is one prompt's completion ids. Ids missing from either side are left out."""
+    pairs, agreed = 0, 0.0
+    for group in groups:
+        ids = [c for c in group if c in score and c in truth]
+        for i, a in enumerate(ids):
+            for b in ids[i + 1 :]:
+                if truth[a] == truth[b]:
+                    continue
+                pairs += 1
+                said = (score[a] > score[b]) - (score[a] < score[b])
+                right = 1 if truth[a] > truth[b] else -1
+                agreed += 1.0 if said == right else 0.5 if said == 0 else 0.0
+    return PairwiseAgreement(pairs=pairs, agreed=agreed)

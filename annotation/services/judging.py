@@ -25,15 +25,15 @@ from annotation.core.judges.cache import item_cache_key
 from annotation.core.judges.pricing import cost_usd, price_for
 from annotation.core.judges.prompt import DEFAULT_VERSION, SINGLE_TURN_VERSIONS, prompt_versions
 from annotation.core.judges.runner import ItemOutcome, RunLimits, run_items
-from annotation.models import Completion, JudgeCall, JudgeConfig, Rating
+from annotation.models import Completion, JudgeCall, JudgeConfig, Rating, RewardScore
 from datasets_app.models import Prompt
 from datasets_app.selectors import prompt_selection_ids
 from training.core.modeling import ModelLoadError, check_policy
-from training.services.checkpoints import checkpoint_location
+from training.services.checkpoints import checkpoint_location, reward_model_folder
 from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_progress, job_running
 from workers.models import Job
 
-PROVIDERS = ("oracle", "gemini", "openai", "local")
+PROVIDERS = ("oracle", "gemini", "openai", "local", "reward")
 Group = tuple[Prompt, list[Completion]]
 MAX_FAILURES_SHOWN = 50
 
@@ -65,6 +65,11 @@ def judge_config_check(
         raise ValueError(f"the base URL {base_url!r} is not an http(s) URL")
     if provider == "local":
         _local_judge_check(model, load=load_checkpoint)
+    elif provider == "reward":
+        try:
+            reward_model_folder(model)
+        except ValueError as exc:
+            raise ValueError(f"reward judge: {exc}") from None
     elif provider in ("gemini", "openai"):
         if not _MODEL_NAME.match(model):
             raise ValueError(
@@ -142,7 +147,7 @@ def judge_config_get_or_create(
 
 
 def judge_config_from_spec(spec: str, **options: Any) -> JudgeConfig:
-    """`oracle`, `gemini:MODEL`, `openai:MODEL` or `local:PATH`."""
+    """`oracle`, `gemini:MODEL`, `openai:MODEL`, `local:PATH` or `reward:CHECKPOINT`."""
     provider, _, model = spec.partition(":")
     return judge_config_get_or_create(provider=provider.strip(), model=model.strip(), **options)
 
@@ -153,6 +158,13 @@ def build_judge(config: JudgeConfig, *, timeout_s: float = 120.0) -> Judge:
         from annotation.core.judges.oracle import OracleJudge
 
         return OracleJudge(model=config.model)
+    if config.provider == "reward":
+        from annotation.core.judges.reward_judge import RewardJudge
+
+        try:
+            return RewardJudge(folder=reward_model_folder(config.model))  # type: ignore[return-value]
+        except ValueError as exc:
+            raise ValueError(f"reward judge: {exc}") from None
     if config.provider == "local":
         from annotation.core.judges.local_judge import LocalJudge
 
@@ -189,8 +201,8 @@ def build_judge(config: JudgeConfig, *, timeout_s: float = 120.0) -> Judge:
 def _check_conversations(config: JudgeConfig, mode: str, prompt_ids: list[int]) -> None:
     """Refuse, before a job, a wording that cannot show the selected conversations: judge
     prompt v1 (one image, one turn), and the judge's own answers (single-turn wording)."""
-    if config.provider == "oracle":
-        return  # reads the scene, not a prompt
+    if config.provider in ("oracle", "reward"):
+        return  # reads the scene; or lays the conversation out as it trained
     single = mode == JudgeCall.Mode.ANSWER or config.prompt_version in SINGLE_TURN_VERSIONS
     if not single:
         return
@@ -246,6 +258,8 @@ def judge_launch(
             raise ValueError("no selected prompt has completions to judge")
     elif not prompt_ids:
         raise ValueError("no prompts match this selection")
+    if judge_config.provider == "reward" and mode != JudgeCall.Mode.RATE:
+        raise ValueError("a reward model scores completions: it cannot answer questions")
     _check_conversations(judge_config, mode, prompt_ids)
     verb = "answers" if mode == JudgeCall.Mode.ANSWER else "on"
     job = job_create(
@@ -346,6 +360,8 @@ def _write_ratings(
 class _JudgeJob:
     """State of one judging run while its outcomes arrive."""
 
+    stored: Any = Rating  # what the judge writes per completion (a rerun skips those)
+
     def __init__(self, run: Any, config: JudgeConfig) -> None:
         self.run, self.job, self.config = run, run.job, config
         self.pending: dict[str, tuple[Prompt, list[Completion], str]] = {}
@@ -383,6 +399,12 @@ class _JudgeJob:
         except JobCancelled:
             self.cancelled = True
 
+    def result_json(self, result: Any) -> dict[str, Any]:
+        return _result_json(result)
+
+    def write(self, completions: list[Completion], result: dict[str, Any]) -> None:
+        _write_ratings(self.config, completions, result, self.job)
+
     def groups(self, spec: dict[str, Any]) -> list[Group]:
         """The calls to make: each prompt's completions, `k_per_call` at a time."""
         return list(_groups(spec["prompt_ids"], spec.get("checkpoint_id"), spec["k_per_call"]))
@@ -396,7 +418,7 @@ class _JudgeJob:
         ids = [c.pk for _, completions in groups for c in completions]
         for start in range(0, len(ids), 900):  # under SQLite's parameter limit
             self.rated.update(
-                Rating.objects.filter(
+                self.stored.objects.filter(
                     judge=self.config, completion_id__in=ids[start : start + 900]
                 ).values_list("completion_id", flat=True)
             )
@@ -422,7 +444,7 @@ class _JudgeJob:
             cached = JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK).first()
             if cached is not None:
                 with transaction.atomic():
-                    _write_ratings(config, completions, cached.result, self.job)
+                    self.write(completions, cached.result)
                 self.metrics["cache_hits"] += 1
                 self.save_metrics()
                 self.advance()
@@ -452,11 +474,11 @@ class _JudgeJob:
         with transaction.atomic():
             if outcome.result is not None:
                 call.status = JudgeCall.Status.OK
-                call.result = _result_json(outcome.result)
+                call.result = self.result_json(outcome.result)
                 call.save()
-                _write_ratings(self.config, completions, call.result, self.job)
+                self.write(completions, call.result)
                 for _, same in followers:
-                    _write_ratings(self.config, same, call.result, self.job)
+                    self.write(same, call.result)
             else:
                 call.status = JudgeCall.Status.FAILED
                 call.error = outcome.error
@@ -565,6 +587,28 @@ class _AnswerJob(_JudgeJob):
 
 
 # What a judging job does in each mode: how its work is grouped, what it skips, how it calls.
+class _RewardJob(_JudgeJob):
+    """A reward model scoring completions: one scalar each, cached like ratings, so that a
+    resumed job scores nothing twice; it costs nothing."""
+
+    stored = RewardScore
+
+    def call(self, judge: Any) -> Callable[[JudgeItem], Any]:
+        return judge.score
+
+    def result_json(self, result: Any) -> dict[str, Any]:
+        return {"rewards": list(result.rewards)}
+
+    def write(self, completions: list[Completion], result: dict[str, Any]) -> None:
+        RewardScore.objects.bulk_create(
+            [
+                RewardScore(completion=c, judge=self.config, reward=reward, job=self.job)
+                for c, reward in zip(completions, result["rewards"], strict=True)
+            ],
+            ignore_conflicts=True,  # scored by an earlier attempt: kept
+        )
+
+
 _JOBS: dict[str, type[_JudgeJob]] = {
     JudgeCall.Mode.RATE: _JudgeJob,
     JudgeCall.Mode.ANSWER: _AnswerJob,
@@ -588,11 +632,12 @@ def judge_run(*, job_id: int) -> None:
         mode = spec.get("mode", JudgeCall.Mode.RATE)
         if mode not in _JOBS:
             raise JobFailed(f"a judging job cannot run in mode {mode!r}")
-        state = _JOBS[mode](run, config)
+        job_class = _RewardJob if config.provider == "reward" else _JOBS[mode]
+        state = job_class(run, config)
         groups = state.groups(spec)
         job_progress(run.job, done=0, total=len(groups))
         state.load_rated(groups)
-        if config.provider not in ("oracle", "local") and price_for(config.model) is None:
+        if config.provider not in ("oracle", "local", "reward") and price_for(config.model) is None:
             run.log(f"no price is known for {config.model}: its cost shows as 0")
         try:
             summary = run_items(
@@ -610,12 +655,47 @@ def judge_run(*, job_id: int) -> None:
         state.save_metrics()
         if state.cancelled:
             raise JobCancelled
+        if config.provider == "reward":
+            run.set_metrics(**reward_oracle_agreement(config, spec["prompt_ids"]))
         if summary.stopped_at_max_cost:
             run.set_metrics(stopped_at_max_cost=True)
             run.log(
                 f"stopped: the cost reached the limit of ${limits.max_cost_usd}; "
                 "resume with a higher limit to rate the rest"
             )
+
+
+def reward_oracle_agreement(config: JudgeConfig, prompt_ids: list[int]) -> dict[str, Any]:
+    """How often a reward judge orders two completions of a prompt as the oracle's score
+    sum does, over the pairs the oracle does not tie: on all the prompts given, and on the
+    held-out ones alone (validation and test splits: the reward model never trained on
+    them). Empty where the oracle rated none of them."""
+    from annotation.core.agreement import pairwise_agreement
+
+    rewards = dict(
+        RewardScore.objects.filter(judge=config, completion__prompt_id__in=prompt_ids).values_list(
+            "completion_id", "reward"
+        )
+    )
+    truth: dict[int, float] = {}
+    for rating in Rating.objects.filter(
+        judge__provider="oracle", completion_id__in=list(rewards)
+    ).order_by("completion_id", "id"):
+        truth.setdefault(rating.completion_id, sum(getattr(rating, a) for a in ATTRIBUTES))
+    if not truth:
+        return {}
+    groups: dict[tuple[int, bool], list[int]] = {}
+    completions = Completion.objects.filter(pk__in=list(truth)).select_related("prompt")
+    for c in completions.only("pk", "prompt_id", "prompt__split"):
+        groups.setdefault((c.prompt_id, c.prompt.split != "train"), []).append(c.pk)
+    every = pairwise_agreement(list(groups.values()), rewards, truth)
+    heldout = pairwise_agreement([g for (_, h), g in groups.items() if h], rewards, truth)
+    return {
+        "oracle_agreement": every.rate,
+        "oracle_pairs": every.pairs,
+        "oracle_agreement_heldout": heldout.rate,
+        "oracle_pairs_heldout": heldout.pairs,
+    }
 
 
 def judge_rewriter(config: JudgeConfig) -> Callable[[str], str]:

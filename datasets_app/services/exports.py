@@ -23,6 +23,7 @@ from django.db import transaction
 from annotation.models import Completion, JudgeConfig, PairPick, Rating
 from config.names import safe_name
 from datasets_app.core.curation import PreferenceRow, SftRow
+from datasets_app.core.curation.strategies import LETTERS
 from datasets_app.core.export import (
     DPO_FEATURES,
     KTO_FEATURES,
@@ -85,8 +86,18 @@ def _items(version: DatasetVersion, split: str) -> Iterator[ExportItem]:
             image_key=image,
             more_image_keys=more,
             turns=tuple(r.prompt.turns),
-            reference=r.prompt.reference_answer.strip(),
+            reference=prompt_reference(r.prompt),
         )
+
+
+def prompt_reference(prompt: Prompt) -> str:
+    """The answer a prompt is checked against: its reference answer, or for a
+    multiple-choice prompt the right letter as LLaVA's ScienceQA targets end."""
+    if prompt.reference_answer.strip():
+        return prompt.reference_answer.strip()
+    if prompt.answer_index is not None and prompt.answer_index < len(prompt.choices):
+        return f"The answer is {LETTERS[prompt.answer_index]}."
+    return ""
 
 
 def _load_image(key: str) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
-from annotation.models import ATTRIBUTES, Completion, JudgeConfig, PairPick, Rating
+from annotation.models import ATTRIBUTES, Completion, JudgeConfig, PairPick, Rating, RewardScore
 from annotation.services.judging import judge_answers, judge_rewriter
 from config.names import safe_name
 from datasets_app.core.curation import (
@@ -68,6 +68,11 @@ def rated_prompts(
         ):
             key = _rater_key(r["user_id"], r["judge_id"], r["kind"])
             ratings.setdefault(r["completion_id"], {})[key] = {a: r[a] for a in ATTRIBUTES}
+        rewards: dict[int, dict[str, float]] = {}
+        for completion_id, judge_id, reward in RewardScore.objects.filter(
+            completion_id__in=[c["id"] for c in rows]
+        ).values_list("completion_id", "judge_id", "reward"):
+            rewards.setdefault(completion_id, {})[f"judge:{judge_id}"] = reward
         picks: dict[int, list[Pick]] = {}
         for p in PairPick.objects.filter(prompt_id__in=chunk).values(
             "prompt_id", "annotator_id", "source_id", "chosen_id", "rejected_id", "is_tie"
@@ -100,6 +105,7 @@ def rated_prompts(
                         c["text"],
                         ratings.get(c["id"], {}),
                         method=str((c["sampling"] or {}).get("method", "")),
+                        rewards=rewards.get(c["id"], {}),
                     )
                     for c in mine
                 ),

@@ -6,10 +6,16 @@ per method, plus each method's costs and, when some failed, why:
 
     {"wall_s", "headline", "checkpoints": {"start", METHOD...}, "deltas": {METHOD...},
      "costs": {METHOD: {"judge_calls", "judge_cost_usd", "train_s", "generated_tokens"}},
+     "reward_model": {"heldout_accuracy": a},   # only when reward_model ran
      "failed": {METHOD: "error"}}   # only when a method failed
 
 A method's costs are what it would cost run alone: where methods share a stage (the
 start's K samples and their ratings serve dpo, kto, mpo and mdpo), each of them carries it.
+The online methods' generated tokens include what they sampled while training.
+
+`reward_model` trains no policy: it has costs but no role (no checkpoint to evaluate, no
+delta); its result is its pairwise accuracy on the pairs set's held-out split, i.e. how
+often it agrees with the oracle's ranking of the start's answers to held-out prompts.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class Method:
     data: str  # how its training set is made
     objective: str
     source: str  # the seed or paper it comes from
+    policy: bool = True  # False: trains no policy (the reward model): no role, no delta
 
 
 METHODS: dict[str, Method] = {
@@ -75,11 +82,33 @@ METHODS: dict[str, Method] = {
         "GRPO (TRL's GRPOTrainer, DAPO loss), online",
         "DeepSeekMath; seed 002's online methods",
     ),
+    "reward_model": Method(
+        "reward model",
+        "the dpo pairs (the held-out split measures it)",
+        "Bradley-Terry on a scalar head (the answer's scaled log-likelihood), no policy",
+        "seed 002, section 5.5",
+        policy=False,
+    ),
+    "online_dpo": Method(
+        "online DPO",
+        "the dpo pairs' prompts, asked anew: the policy samples K per prompt at every step, "
+        "best vs worst by the verifiable reward (the reference answer, the oracle's)",
+        "DPO + NLL, as dpo, on fresh pairs",
+        "seed 002, section 2.3",
+    ),
+    "mixed_dpo": Method(
+        "mixed DPO",
+        "each row: the stored dpo pair with probability lambda = 0.5, else online DPO's "
+        "fresh best vs worst",
+        "DPO + NLL, as dpo, offline and online pairs mixed",
+        "seed 002, Equation 4",
+    ),
 }
-ROLES = ("start", *METHODS)
+POLICY_METHODS = tuple(name for name, m in METHODS.items() if m.policy)
+ROLES = ("start", *POLICY_METHODS)
 LABELS = {"start": "start", **{name: m.label for name, m in METHODS.items()}}
 COST_KEYS = ("judge_calls", "judge_cost_usd", "train_s", "generated_tokens")
-EXTRA_KEYS = ("costs", "failed")
+EXTRA_KEYS = ("costs", "failed", "reward_model")
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -122,6 +151,14 @@ def check_result(result: Any) -> None:
     for method, error in failed.items():
         if not isinstance(error, str):
             raise ValueError(f"result.failed.{method} must be the error's text")
+    if "reward_model" in result:
+        entry = loop_results._mapping(result["reward_model"], "result.reward_model")
+        loop_results._known(entry, ("heldout_accuracy",), "result.reward_model")
+        if "heldout_accuracy" not in entry:
+            raise ValueError("result.reward_model: missing heldout_accuracy")
+        loop_results._fraction_or_null(
+            entry["heldout_accuracy"], "result.reward_model.heldout_accuracy"
+        )
 
 
 def cost_cells(costs: Mapping[str, Any] | None) -> dict[str, str]:
@@ -155,7 +192,7 @@ def delta_points(
     result: Mapping[str, Any], task: str
 ) -> list[tuple[str, float | None, list[float] | None]]:
     """(label, delta, ci95) per method on `task`, for the chart."""
-    out = []
+    out: list[tuple[str, float | None, list[float] | None]] = []
     for role in ROLES[1:]:
         delta = ((result.get("deltas") or {}).get(role) or {}).get(task)
         if role in (result.get("deltas") or {}):

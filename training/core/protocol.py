@@ -180,6 +180,13 @@ CURVE_KEYS = (
     "reward",
     "reward_std",
     "completions/mean_length",
+    # Online / mixed DPO: the ranker's score of the fresh samples, their spread, the pairs
+    # each step made, and the share of rows that trained on their stored pair.
+    "online/reward",
+    "online/reward_std",
+    "online/pairs",
+    "online/offline_fraction",
+    "online/generated_tokens",
 )
 
 

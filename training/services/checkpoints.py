@@ -97,3 +97,16 @@ def checkpoint_paths(checkpoint: Checkpoint) -> tuple[str, str | None]:
     """The model folder (or hub id) and the adapter folder the loader is given."""
     adapter = checkpoint_location(checkpoint.adapter_path) if checkpoint.adapter_path else None
     return checkpoint_location(checkpoint.model_path), adapter
+
+
+def reward_model_folder(name: str) -> str:
+    """The folder of the reward model registered as checkpoint `name` (the one holding its
+    head: the adapter, or the full model); ValueError names what is wrong."""
+
+    name = name.strip()
+    checkpoint = Checkpoint.objects.filter(name=name).first()
+    if checkpoint is None:
+        raise ValueError(f"no checkpoint named {name!r}")
+    if (checkpoint.config or {}).get("recipe") != "reward":
+        raise ValueError(f"{name} is not a reward model (train one with the reward recipe)")
+    return checkpoint_location(checkpoint.adapter_path or checkpoint.model_path)

@@ -39,7 +39,11 @@ from training.core.recipes.config import (
 )
 from training.core.runs import ZERO_STAGES, launch_command
 from training.models import Checkpoint, TrainingJob
-from training.services.checkpoints import checkpoint_location, checkpoint_stored_path
+from training.services.checkpoints import (
+    checkpoint_location,
+    checkpoint_stored_path,
+    reward_model_folder,
+)
 from training.services.evaluations import evaluation_launch, evaluation_specs_check
 from workers.core.supervisor import supervise
 from workers.jobs import (
@@ -135,6 +139,8 @@ def training_config(
     if not dataset_version.rows.filter(split="train").exists():
         raise ValueError(f"dataset version {dataset_version} has no training rows")
     paths = _base_paths(base_checkpoint)
+    if str(overrides.get("online_ranker", "")).startswith("reward:"):
+        overrides["online_ranker"] = reward_ranker(overrides["online_ranker"])
     data: dict[str, Any] = {
         **({"preset": preset} if preset else {}),
         **overrides,
@@ -153,6 +159,15 @@ def training_config(
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
     return config
+
+
+def reward_ranker(ranker: str) -> str:
+    """ "reward:NAME" (a registered reward model checkpoint) as the runner reads it,
+    "reward:PATH" (the folder with its head: the adapter, or the full model)."""
+    try:
+        return f"reward:{reward_model_folder(ranker.removeprefix('reward:'))}"
+    except ValueError as exc:
+        raise ValueError(f"online_ranker {ranker!r}: {exc}") from None
 
 
 def training_launch(

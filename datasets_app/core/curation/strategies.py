@@ -338,6 +338,113 @@ def rejection_sampling(
     return CurationResult(rows=rows, kind="sft", dropped=dict(dropped))
 
 
+# --- by a reward model's scalar (a reward:CHECKPOINT judge) ---------------------------------
+
+
+def reward_key(prompts: Sequence[RatedPrompt], asked: str) -> str:
+    """The reward judge to rank by: `asked` ("judge:9"), or the only one that scored any
+    of these completions. ValueError when there is none, or several and none named."""
+    present = sorted(
+        {k for p in prompts for c in p.completions for k in c.rewards}, key=rater_sort_key
+    )
+    if asked:
+        if asked not in present:
+            raise ValueError(
+                f"no completion here has a reward from {asked} "
+                f"(rewards here: {', '.join(present) or 'none'})"
+            )
+        return asked
+    if not present:
+        raise ValueError(
+            "no completion here has a reward: score them with a reward:CHECKPOINT judge first"
+        )
+    if len(present) > 1:
+        raise ValueError(f"several reward judges scored these: name one ({', '.join(present)})")
+    return present[0]
+
+
+def _by_reward(prompt: RatedPrompt, key: str) -> list[tuple[RatedCompletion, float]]:
+    """The completions the reward judge scored, best first, ties by lowest id."""
+    scored = [(c, c.rewards[key]) for c in prompt.completions if key in c.rewards]
+    return sorted(scored, key=lambda s: (-s[1], s[0].completion_id))
+
+
+def reward_best_vs_worst(
+    prompts: Sequence[RatedPrompt],
+    params: Mapping[str, Any],
+    selection: RaterSelection,
+    *,
+    seed: int,
+) -> CurationResult:
+    """Chosen: the highest reward; rejected: the lowest; pairs whose rewards differ by no
+    more than `min_margin` are dropped. The margin is the reward difference (the reward
+    model's own scale); the score columns carry the selected raters' scores, if any."""
+    p = _params("reward_best_vs_worst", params)
+    key = reward_key(prompts, p["reward"])
+    rows: list[PreferenceRow] = []
+    dropped: Counter[str] = Counter()
+    for prompt in _by_id(prompts):
+        ranked = _by_reward(prompt, key)
+        if len(ranked) < 2:
+            dropped["fewer than 2 completions with a reward"] += 1
+            continue
+        (best, high), (worst, low) = ranked[0], ranked[-1]
+        margin = float(round(high - low, 6))
+        if margin <= p["min_margin"]:
+            dropped[f"reward margin <= {p['min_margin']:g}"] += 1
+            continue
+        rows.append(
+            PreferenceRow(
+                prompt_id=prompt.prompt_id,
+                question=prompt.question,
+                chosen=best.text,
+                rejected=worst.text,
+                chosen_id=best.completion_id,
+                rejected_id=worst.completion_id,
+                chosen_scores=_as_scores(combined_scores(best, selection)),
+                rejected_scores=_as_scores(combined_scores(worst, selection)),
+                margin=margin,
+                rater=key,
+            )
+        )
+    return CurationResult(rows=rows, kind="dpo", dropped=dict(dropped))
+
+
+def reward_best_of_n(
+    prompts: Sequence[RatedPrompt],
+    params: Mapping[str, Any],
+    selection: RaterSelection,
+    *,
+    seed: int,
+) -> CurationResult:
+    """Rejection sampling by reward: SFT on each prompt's highest-reward completion, when
+    its reward reaches `min_reward` (null: no floor)."""
+    p = _params("reward_best_of_n", params)
+    key = reward_key(prompts, p["reward"])
+    rows: list[SftRow] = []
+    dropped: Counter[str] = Counter()
+    for prompt in _by_id(prompts):
+        ranked = _by_reward(prompt, key)
+        if not ranked:
+            dropped["no completion with a reward"] += 1
+            continue
+        best, reward = ranked[0]
+        if p["min_reward"] is not None and reward < p["min_reward"]:
+            dropped[f"best reward below {p['min_reward']:g}"] += 1
+            continue
+        rows.append(
+            SftRow(
+                prompt_id=prompt.prompt_id,
+                question=prompt.question,
+                response=best.text,
+                completion_id=best.completion_id,
+                scores=_as_scores(combined_scores(best, selection)),
+                rater=key,
+            )
+        )
+    return CurationResult(rows=rows, kind="sft", dropped=dict(dropped))
+
+
 def steerlm_label(scores: Mapping[str, float]) -> str:
     """The HelpSteer attribute string: "helpfulness:4,correctness:3,...,verbosity:2".
 
@@ -768,6 +875,20 @@ STRATEGIES: dict[str, Strategy] = {
         "SFT on the top completion per prompt by score sum, among those with correctness >= "
         "`min_correctness` (3) (seed 001).",
     ),
+    "reward_best_vs_worst": Strategy(
+        reward_best_vs_worst,
+        {"reward": "", "min_margin": 0.0},
+        "dpo",
+        "Chosen: the highest reward of a reward:CHECKPOINT judge (`reward`: which, when "
+        "several scored); rejected: the lowest; margins <= `min_margin` dropped.",
+    ),
+    "reward_best_of_n": Strategy(
+        reward_best_of_n,
+        {"reward": "", "min_reward": None},
+        "sft",
+        "SFT on each prompt's highest-reward completion (best-of-N by a reward model), "
+        "with an optional floor `min_reward`.",
+    ),
     "steerlm": Strategy(
         steerlm,
         {},
@@ -900,6 +1021,18 @@ def _check_param(name: str, key: str, value: Any) -> Any:
     if key == "min_correctness":
         if value is not None and (not is_number(value) or not 0 <= value <= 4):
             raise bad("a number from 0 to 4, or null")
+        return value
+    if key == "reward":
+        if not isinstance(value, str) or (value and not re.fullmatch(r"judge:\d+", value)):
+            raise bad('a reward judge\'s key, "judge:ID", or "" for the only one')
+        return value
+    if key == "min_margin":
+        if not is_number(value) or value < 0:
+            raise bad("a number >= 0")
+        return float(value)
+    if key == "min_reward":
+        if value is not None and not is_number(value):
+            raise bad("a number or null")
         return value
     if key == "include_heldout":
         if not isinstance(value, bool):

@@ -24,6 +24,8 @@ class RatedCompletion:
     ratings: dict[str, Scores] = field(default_factory=dict)
     # How it was made when not plainly sampled ("bdhs": the policy's own hallucination).
     method: str = ""
+    # reward judge key ("judge:9", a reward:CHECKPOINT judge) -> its scalar for this answer
+    rewards: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ RECIPES = {
     "online_dpo": "dpo",
 }
 ONLINE_RANKERS = ("verifiable", "reward:PATH")
+DPO_LOSS_RECIPES = ("dpo", "online_dpo")  # the recipes that train with TRL's DPO loss mix
 # The reward model's heads (recipes/reward.py), here so that a config is checked without torch.
 REWARD_HEADS = ("likelihood", "last_token")
 # TRL 1.16's GRPO losses (trl/trainer/grpo_config.py, `loss_type`).
@@ -455,7 +456,7 @@ class TrainConfig:
         if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             errors.append(f"device must be 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
 
-        if self.recipe == "dpo":
+        if self.recipe in DPO_LOSS_RECIPES:
             unknown = [name for name in self.loss_type if name not in DPO_LOSS_TYPES]
             if unknown or not self.loss_type:
                 errors.append(
@@ -467,9 +468,13 @@ class TrainConfig:
             # TRL checks this in DPOTrainer.__init__, i.e. after the model is loaded.
             if "exo_pair" in self.loss_type and self.label_smoothing <= 0:
                 errors.append("loss_type exo_pair needs label_smoothing > 0 (EXO suggests 1e-3)")
-        if self.recipe != "dpo" and (self.loss_type != ["sigmoid"] or self.loss_weights):
+        if self.recipe not in DPO_LOSS_RECIPES and (
+            self.loss_type != ["sigmoid"] or self.loss_weights
+        ):
             # Any other recipe has its own loss: a DPO loss mix there would not be trained.
-            errors.append(f"loss_type and loss_weights apply to dpo only, not {self.recipe}")
+            errors.append(
+                f"loss_type and loss_weights apply to dpo and online_dpo only, not {self.recipe}"
+            )
         if self.recipe == "mdpo":
             errors += _one_of("mdpo_corruption", self.mdpo_corruption, MDPO_CORRUPTIONS)
             if not self.precompute_ref_logps:

@@ -262,6 +262,9 @@ def main(
         DPOConfig,
         **common.trainer_arguments(config, device=device, dtype=dtype, has_eval=has_eval),
         beta=config.beta,
+        loss_type=list(config.loss_type),
+        loss_weights=config.loss_weights,
+        label_smoothing=config.label_smoothing,
         precompute_ref_log_probs=False,  # the pairs are new at every step
     )
 
