@@ -213,7 +213,7 @@ def review_context(item) -> dict:
     """Every rater's scores for every completion of an item, disagreement marked."""
     from annotation.core.guide import GUIDE
     from annotation.core.markdown import render_markdown
-    from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
+    from annotation.models import ATTRIBUTES, Completion, PairPick, Rating, RewardScore
 
     by_id = Completion.objects.in_bulk(item.completion_ids)
     ratings = Rating.objects.filter(completion_id__in=item.completion_ids).select_related(
@@ -222,6 +222,12 @@ def review_context(item) -> dict:
     grouped: dict[int, list] = {cid: [] for cid in item.completion_ids}
     for rating in ratings:
         grouped[rating.completion_id].append(rating)
+    # Reward models' scalars, beside the ratings (a reward:CHECKPOINT judge gives no scores).
+    rewards: dict[int, list[tuple[str, float]]] = {cid: [] for cid in item.completion_ids}
+    for score in RewardScore.objects.filter(completion_id__in=item.completion_ids).select_related(
+        "judge"
+    ):
+        rewards[score.completion_id].append((score.judge.name, score.reward))
     cards = []
     for n, cid in enumerate(item.completion_ids, start=1):
         rows = [r for r in grouped[cid] if r.kind == Rating.Kind.ANNOTATION]
@@ -240,6 +246,7 @@ def review_context(item) -> dict:
                 "id": cid,
                 "html": render_markdown(by_id[cid].text) if cid in by_id else "",
                 "ratings": rows,
+                "rewards": rewards[cid],
                 "disagreement": disagreement,
                 "resolution": resolution,
             }

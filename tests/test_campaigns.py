@@ -221,9 +221,14 @@ def test_review_shows_every_rater_and_records_a_resolution(client, campaign, cur
         user = make_user(name, role="annotator")
         a = Assignment.objects.create(item=item, annotator=user, expires_at=timezone.now())
         campaigns.assignment_submit(assignment=a, user=user, payload=payload(item, score=score))
+    from annotation.models import JudgeConfig, RewardScore
+
+    rm = JudgeConfig.objects.create(name="reward:rm", provider="reward", model="rm")
+    RewardScore.objects.create(completion_id=item.completion_ids[0], judge=rm, reward=-1.25)
     client.force_login(curator)
     page = client.get(reverse("annotation:review_item", args=[item.pk])).content.decode()
     assert "user:r1" in page and "user:r2" in page and 'class="disagree"' in page
+    assert "reward by reward:rm: <strong>-1.250</strong>" in page  # beside the ratings
     form = {f"score-{c}-{a}": "2" for c in item.completion_ids for a in ATTRIBUTES}
     client.post(reverse("annotation:review_item", args=[item.pk]), {**form, "comment": "split"})
     resolved = Rating.objects.filter(kind=Rating.Kind.RESOLUTION)

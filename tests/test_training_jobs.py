@@ -545,6 +545,61 @@ def test_online_dpo_names_its_reward_model_ranker_by_checkpoint(small_versions, 
     assert TrainingJob.objects.count() == 1
 
 
+@pytest.mark.slow
+def test_a_reward_model_judges_completions_once_and_curation_ranks_by_its_reward(
+    small_versions, base, roots, tiny_dir
+):
+    from annotation.models import RewardScore
+    from tests.test_recipes import make_config, write_shapes
+    from training.core.recipes import reward
+
+    pairs = write_shapes(roots / "rm-data" / "dpo.parquet", 16, 1, kind="dpo")
+    trained = reward.main(
+        make_config(roots / "rm", tiny_dir, "reward", pairs, dataset_kind="dpo", max_steps=2)
+    )
+    Checkpoint.objects.create(
+        name="rm", model_path=base.model_path, adapter_path=str(trained.final_dir),
+        config={"recipe": "reward"},
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="no checkpoint named 'nope'"):
+        judging.judge_config_from_spec("reward:nope")
+    with pytest.raises(ValueError, match="tiny-base is not a reward model"):
+        judging.judge_config_from_spec("reward:tiny-base")
+    judge = judging.judge_config_from_spec("reward:rm")
+    source = small_versions["dpo"].sources.first()
+    selection = {"source_id": source.pk}
+    with pytest.raises(ValueError, match="cannot answer questions"):
+        judging.judge_launch(judge_config=judge, selection=selection, mode="answer", enqueue=False)
+
+    job = judging.judge_launch(judge_config=judge, selection=selection, enqueue=False)
+    judging.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    completions = Completion.objects.filter(prompt__source=source)
+    scores = RewardScore.objects.filter(judge=judge)
+    assert scores.count() == completions.count() > 0
+    assert job.metrics["cost_usd"] == 0 and job.metrics["calls"] > 0
+    # The oracle rated these completions too: the job says how often the two agree.
+    assert job.metrics["oracle_pairs"] > 0 and 0 <= job.metrics["oracle_agreement"] <= 1
+    # A second job scores nothing again.
+    again = judging.judge_launch(judge_config=judge, selection=selection, enqueue=False)
+    judging.judge_run(job_id=again.pk)
+    again.refresh_from_db()
+    assert again.metrics["calls"] == 0 and again.metrics["skipped"] > 0
+    assert scores.count() == completions.count()
+
+    version = versions.dataset_version_build(
+        name="by-reward", strategy="reward_best_vs_worst", selection=selection
+    )
+    rows = list(version.rows.all())
+    assert rows and {r.rater for r in rows} == {f"judge:{judge.pk}"}
+    by_id = dict(scores.values_list("completion_id", "reward"))
+    for row in rows:
+        assert by_id[row.chosen_completion_id] - by_id[row.rejected_completion_id] == (
+            pytest.approx(row.margin, abs=1e-5)
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # Pages and the command
 

@@ -24,6 +24,11 @@ class RewardResult:
     rewards: tuple[float, ...]  # one per completion, in the item's order
     usage: Usage = field(default_factory=Usage)
 
+    @property
+    def raw(self) -> str:
+        """What the call record keeps as the answer: the scalars, as written."""
+        return ", ".join(f"{r:.6g}" for r in self.rewards)
+
 
 def _message(role: str, text: str) -> dict[str, Any]:
     return {"role": role, "content": [{"type": "text", "text": text}]}
