@@ -9,11 +9,16 @@ from workers.progress import run_here_with_progress
 
 
 class Command(BaseCommand):
-    help = "Rate completions with an AI judge: oracle, gemini:MODEL, openai:MODEL or local:PATH."
+    help = (
+        "Rate completions with an AI judge: oracle, gemini:MODEL, openai:MODEL, local:PATH, "
+        "or score them with a reward model, reward:CHECKPOINT."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--judge", required=True, help="oracle | gemini:MODEL | openai:MODEL | local:PATH"
+            "--judge",
+            required=True,
+            help="oracle | gemini:MODEL | openai:MODEL | local:PATH | reward:CHECKPOINT",
         )
         add_source_argument(parser)
         parser.add_argument("--split", default="")
@@ -82,7 +87,19 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{job.progress_done}/{job.progress_total} items · {m.get('calls', 0)} calls · "
             f"{m.get('cache_hits', 0)} cached · {m.get('failures', 0)} failed · "
-            f"${m.get('cost_usd', 0):.4f}",
+            f"${m.get('cost_usd', 0):.4f}{_agreement(m)}",
             ending=end,
         )
         self.stdout.flush()
+
+
+def _agreement(metrics: dict) -> str:
+    """A reward judge's agreement with the oracle, once its job has measured it."""
+    rate = metrics.get("oracle_agreement")
+    if rate is None:
+        return ""
+    text = f" · orders {100 * rate:.1f}% of {metrics['oracle_pairs']} pairs as the oracle does"
+    heldout = metrics.get("oracle_agreement_heldout")
+    if heldout is not None:
+        text += f" ({100 * heldout:.1f}% of {metrics['oracle_pairs_heldout']} held out)"
+    return text

@@ -100,8 +100,9 @@ class OnlinePairsDPOTrainer(DPOTrainer):
         super().__init__(*args, **kwargs)
         self.run_config = config
         self.ranker = ranker
+        self.vlm_processor: Any = kwargs["processing_class"]  # a multimodal processor
         self.pair_collator = common.VisionCollator(
-            DataCollatorForVisionPreference(self.processing_class, max_length=config.max_length),
+            DataCollatorForVisionPreference(self.vlm_processor, max_length=config.max_length),
             config.max_image_pixels,
         )
         self.generated_tokens = 0
@@ -132,7 +133,8 @@ class OnlinePairsDPOTrainer(DPOTrainer):
         the best and worst of K fresh answers (none when they tie)."""
         config = self.run_config
         step = self.state.global_step
-        offline, online = [], []
+        offline: list[dict[str, Any]] = []
+        online: list[dict[str, Any]] = []
         for i, row in enumerate(rows):
             # Seeded by the step, so that a resumed run draws what an unbroken one did.
             draw = random.Random(f"{config.seed}:{step}:{i}:{row.get('prompt_id')}").random()  # noqa: S311
@@ -177,7 +179,7 @@ class OnlinePairsDPOTrainer(DPOTrainer):
     def sample(self, model: Any, rows: list[dict[str, Any]], step: int) -> list[str]:
         """K answers to each row's prompt from the current policy, rows in order."""
         config = self.run_config
-        processor = self.processing_class
+        processor = self.vlm_processor
         params = SamplingParams(
             k=config.num_generations,
             temperature=config.generation_temperature,
