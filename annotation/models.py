@@ -405,3 +405,28 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator} on {self.item} ({self.status})"
+
+
+class JudgeAudit(models.Model):
+    """One reliability audit of a judge (issue 18.2): position bias, self-consistency and
+    parse failures on a sample of items; the judge's page shows the latest as its card."""
+
+    judge = models.ForeignKey(JudgeConfig, on_delete=models.CASCADE, related_name="audits")
+    # The items (selection, limit, K per call), the orders and the repeats asked.
+    params = models.JSONField(default=dict)
+    # The `judge_audit --json` object, plus details (flips of each pick, calls, cost).
+    result = models.JSONField(default=dict)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="judge_audits",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"audit of {self.judge} ({self.created_at:%Y-%m-%d %H:%M})"

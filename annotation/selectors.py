@@ -264,3 +264,54 @@ def review_context(item) -> dict:
         "picks": picks,
         "numbers": {cid: n for n, cid in enumerate(item.completion_ids, start=1)},
     }
+
+
+def judge_rows() -> list[dict]:
+    """Every judge with its ratings, calls, failures and cost, for the judges' list."""
+    from django.db.models import Count, Q, Sum
+
+    from annotation.models import JudgeConfig
+
+    judges = JudgeConfig.objects.annotate(
+        n_ratings=Count("ratings", distinct=True),
+        n_calls=Count("calls", distinct=True),
+        n_failed=Count("calls", filter=Q(calls__status="failed"), distinct=True),
+        n_audits=Count("audits", distinct=True),
+    ).order_by("name")
+    costs = dict(
+        JudgeConfig.objects.annotate(cost=Sum("calls__cost_usd")).values_list("pk", "cost")
+    )
+    return [{"judge": j, "cost_usd": costs.get(j.pk) or 0.0} for j in judges]
+
+
+def judge_card(judge) -> dict:
+    """A judge's reliability card: its record in calls, and its latest audit."""
+    from django.db.models import Sum
+
+    from annotation.core.judges.base import ATTRIBUTES
+
+    calls = judge.calls.all()
+    total, failed = calls.count(), calls.filter(status="failed").count()
+    audit = judge.audits.first()
+    result = audit.result if audit else {}
+    return {
+        "judge": judge,
+        "attributes": ATTRIBUTES,
+        "ratings": judge.ratings.count(),
+        "rewards": judge.reward_scores.count(),
+        "calls": total,
+        "failed": failed,
+        "failure_rate": failed / total if total else None,
+        "cost_usd": calls.aggregate(cost=Sum("cost_usd"))["cost"] or 0.0,
+        "audit": audit,
+        "result": result,
+        "rows": [
+            {
+                "attribute": a,
+                "delta": (result.get("mean_abs_delta") or {}).get(a),
+                "alpha": (result.get("self_alpha") or {}).get(a),
+            }
+            for a in ATTRIBUTES
+        ],
+        "audits": judge.audits.all()[:20],
+    }

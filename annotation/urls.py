@@ -16,4 +16,6 @@ urlpatterns = [
     path("agreement/", analytics.agreement_page, name="agreement"),
     path("analytics/", analytics.analytics_page, name="analytics"),
     path("judge/", judging.judge_launch, name="judge"),
+    path("judges/", judging.judge_list, name="judges"),
+    path("judges/<int:judge_id>/", judging.judge_detail, name="judge_detail"),
 ]

@@ -14,7 +14,7 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from annotation.models import Completion
+from annotation.models import Completion, JudgeConfig
 from annotation.services import campaigns
 from datasets_app.models import DatasetVersion
 from datasets_app.services import exports
@@ -127,6 +127,8 @@ TABLE: dict[tuple[str, str], tuple[str, dict, dict | None]] = {
     ("annotation:agreement", ""): ("", CURATORS, None),
     ("annotation:analytics", ""): ("", CURATORS, None),
     ("annotation:judge", ""): ("", STAFF, staff_then(200)),
+    ("annotation:judges", ""): ("", STAFF, None),
+    ("annotation:judge_detail", ""): ("judge", STAFF, None),
 }
 
 # The admin hides itself from everyone who is not Django staff (config.middleware); none of
@@ -236,6 +238,7 @@ def world(shapes_source, make_user):
         "evaluation": {"run_id": evaluation.pk},
         "loop": {"loop_id": LoopRun.objects.create(tag="loop-matrix").pk},
         "lab": {"lab_id": LabRun.objects.create(tag="lab-matrix").pk},
+        "judge": {"judge_id": JudgeConfig.objects.create(name="oracle", provider="oracle").pk},
         "campaign": {"campaign_id": campaign.pk},
         "campaign_item": {"item_id": assignment.item_id},
         "assignment": {"assignment_id": assignment.pk},

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 
+from annotation import selectors
 from annotation.forms import JudgeForm
+from annotation.models import JudgeConfig
 from annotation.services import judging
 from config.access import staff_required
 
@@ -39,3 +41,14 @@ def judge_launch(request):
         else:
             return redirect("workers:job", job_id=job.pk)
     return render(request, "annotation/judge_launch.html", {"form": form})
+
+
+@staff_required
+def judge_list(request):
+    return render(request, "annotation/judge_list.html", {"judges": selectors.judge_rows()})
+
+
+@staff_required
+def judge_detail(request, judge_id: int):
+    judge = get_object_or_404(JudgeConfig, pk=judge_id)
+    return render(request, "annotation/judge_detail.html", selectors.judge_card(judge))

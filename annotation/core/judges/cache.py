@@ -10,8 +10,16 @@ from annotation.core.judges.base import JudgeItem
 
 
 def item_cache_key(
-    *, provider: str, model: str, prompt_version: str, temperature: float, item: JudgeItem
+    *,
+    provider: str,
+    model: str,
+    prompt_version: str,
+    temperature: float,
+    item: JudgeItem,
+    variant: str = "",
 ) -> str:
+    """`variant` keeps apart calls that ask the same thing on purpose (an audit's repeats,
+    "repeat:2"): each is paid once, and never answers for another."""
     payload = [
         provider,
         model,
@@ -28,4 +36,6 @@ def item_cache_key(
     if item.more_images or item.turns:  # single-turn keys stay as they were
         payload.append([[hashlib.sha256(data).hexdigest() for data, _ in item.more_images]])
         payload.append(list(item.turns))
+    if variant:  # plain keys stay as they were
+        payload.append(variant)
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
