@@ -314,4 +314,56 @@ def judge_card(judge) -> dict:
             for a in ATTRIBUTES
         ],
         "audits": judge.audits.all()[:20],
+        "humans": _human_agreement(judge),
+        "truth": _truth_agreement(judge),
     }
+
+
+def _human_agreement(judge) -> dict | None:
+    """The judge against the annotators' mean on the completions both rated."""
+    from annotation.core.agreement import agreement
+    from annotation.models import ATTRIBUTES, Rating
+
+    scores, prompts = rater_scores(f"judge:{judge.pk}")
+    humans: dict[int, dict[str, list[int]]] = {}
+    for r in Rating.objects.filter(
+        completion_id__in=list(scores), user__isnull=False, kind=Rating.Kind.ANNOTATION
+    ).values("completion_id", *ATTRIBUTES):
+        for a in ATTRIBUTES:
+            humans.setdefault(r["completion_id"], {}).setdefault(a, []).append(r[a])
+    if not humans:
+        return None
+    mean = {c: {a: sum(v) / len(v) for a, v in by.items()} for c, by in humans.items()}
+    found = agreement(scores, mean, prompts)
+    pearsons = [x.pearson for x in found.attributes if x.pearson is not None]
+    return {
+        "completions": found.completions,
+        "attributes": found.attributes,
+        "mean_pearson": sum(pearsons) / len(pearsons) if pearsons else None,
+        "pair_agreement": found.pair_agreement,
+        "prompts": found.prompts_compared,
+    }
+
+
+def _truth_agreement(judge) -> dict | None:
+    """Where the prompt has a known answer: how often the judge's correctness score puts
+    a right answer above a wrong one to the same prompt (a tie counts half)."""
+    from annotation.core.agreement import pairwise_agreement
+    from annotation.models import Rating
+    from datasets_app.services.exports import prompt_reference
+    from training.core.verifiable import answer_reward
+
+    rows = Rating.objects.filter(judge=judge).select_related("completion__prompt")
+    correctness: dict[int, float] = {}
+    right: dict[int, float] = {}
+    groups: dict[int, list[int]] = {}
+    for rating in rows.iterator(chunk_size=500):
+        completion = rating.completion
+        reference = prompt_reference(completion.prompt)
+        if not reference:
+            continue
+        correctness[completion.pk] = rating.correctness
+        right[completion.pk] = answer_reward(completion.text, reference)
+        groups.setdefault(completion.prompt_id, []).append(completion.pk)
+    found = pairwise_agreement(list(groups.values()), correctness, right)
+    return {"rate": found.rate, "pairs": found.pairs} if found.pairs else None

@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from annotation.core.judges import audit
 from annotation.core.judges.base import ATTRIBUTES, CompletionRating, JudgeResult
+from annotation.selectors import judge_card
 
 # --- the measures ----------------------------------------------------------------------------
 
@@ -143,6 +144,11 @@ def test_the_oracle_is_order_blind_and_consistent(shapes, capsys):
     assert JudgeCall.objects.count() == calls
     latest = JudgeAudit.objects.first()
     assert latest.result["calls"] == 0 and latest.result["cached_calls"] == calls
+    # Its ratings agree with the truth: the right letter scores above every wrong one.
+    call_command("judge", "--judge", "oracle", "--source", "shapes")
+    card = judge_card(latest.judge)
+    assert card["truth"]["rate"] == 1.0 and card["truth"]["pairs"] > 0
+    assert card["humans"] is None  # no annotator rated these
 
 
 def test_a_judge_that_prefers_the_first_place_is_caught(
@@ -158,6 +164,22 @@ def test_a_judge_that_prefers_the_first_place_is_caught(
     assert all(v is None for v in out["self_alpha"].values())  # no repeats asked
     assert judge.calls == 40
     assert config.audits.count() == 1
+
+    # Debiased: the first and the last completion were best in one order and worst in the
+    # other, so their stored rating is the mean, 2.5 rounded half up; a middle one stays
+    # 1 in both orders. Nothing is asked again.
+    from annotation.models import Rating
+
+    call_command(
+        "judge_audit", "--judge", "local:first-place", "--source", "shapes", "--position",
+        "--debias",
+    )  # fmt: skip
+    ratings = Rating.objects.filter(judge=config)
+    assert ratings.count() == sum(len(p.choices) for p in shapes.prompts.all())
+    for prompt in shapes.prompts.all():
+        mine = sorted(ratings.filter(completion__prompt=prompt), key=lambda r: r.completion_id)
+        assert [r.helpfulness for r in mine] == [3] + [1] * (len(mine) - 2) + [3]
+    assert judge.calls == 40
 
     # The judge's page carries the card; the list links it.
     client.force_login(staff_user)

@@ -20,7 +20,7 @@ from annotation.core.judges.base import ATTRIBUTES, JudgeItem, Usage
 from annotation.core.judges.cache import item_cache_key
 from annotation.core.judges.pricing import cost_usd, price_for
 from annotation.core.judges.runner import ItemOutcome, RunLimits, estimate_tokens, run_items
-from annotation.models import JudgeAudit, JudgeCall, JudgeConfig
+from annotation.models import JudgeAudit, JudgeCall, JudgeConfig, Rating
 from annotation.services.judging import (
     _groups,
     _item,
@@ -93,6 +93,7 @@ def judge_audit(
     k_per_call: int = 4,
     max_cost: float | None = None,
     limits: RunLimits | None = None,
+    debias: bool = False,
     user: Any = None,
 ) -> JudgeAudit:
     """Audit a judge on the selected prompts' completions (K per call) and keep the card.
@@ -100,6 +101,8 @@ def judge_audit(
     passes `max_cost`; the run itself stops at `max_cost` too."""
     if not position and repeats < 2:
         raise ValueError("nothing to measure: ask --position, or --repeats of 2 or more")
+    if debias and not position:
+        raise ValueError("--debias averages over orders: it needs --position")
     if not 1 <= repeats <= 20:
         raise ValueError("repeats must be between 1 and 20")
     if judge_config.provider == "reward":
@@ -164,6 +167,8 @@ def judge_audit(
         price=lambda usage: cost_usd(judge_config.model, usage),
     )
     result = _measure(calls, results, failed)
+    if debias:
+        result["debiased"] = _debias(judge_config, calls, results)
     result.update(
         calls=spent["calls"],
         cached_calls=len(calls) - len(todo),
@@ -177,6 +182,7 @@ def judge_audit(
         "repeats": repeats,
         "k_per_call": k_per_call,
         "max_cost": max_cost,
+        "debias": debias,
     }
     return JudgeAudit.objects.create(
         judge=judge_config, params=params, result=result, created_by=user
@@ -219,6 +225,39 @@ def _measure(
         "position_items": position.items,
         "repeat_items": len(repeats),
     }
+
+
+def _debias(config: JudgeConfig, calls: list[_Call], results: dict[str, Any]) -> int:
+    """Store, as the judge's rating of each completion, the mean of its scores over the
+    orders asked (rounded half up to the 0-4 scale); returns how many were written."""
+    by_group: dict[int, dict[str, _Call]] = {}
+    for call in calls:
+        by_group.setdefault(call.group, {}).setdefault(call.kind, call)
+    written = 0
+    for kinds in by_group.values():
+        plain, turned = kinds.get("plain"), kinds.get("reversed")
+        if plain is None or turned is None:
+            continue
+        first, second = (
+            _scores(results.get(plain.cache_key)),
+            _scores(results.get(turned.cache_key)),
+        )
+        if first is None or second is None:
+            continue
+        back = audit.mapped_back(second, turned.order)
+        with transaction.atomic():
+            for completion_id, x, y in zip(plain.completion_ids, first, back, strict=True):
+                Rating.objects.update_or_create(
+                    completion_id=completion_id,
+                    judge=config,
+                    defaults={
+                        **{a: int((x[a] + y[a]) / 2 + 0.5) for a in ATTRIBUTES},
+                        "reasoning": "debiased: the mean of its scores in 2 orders",
+                        "job": None,
+                    },
+                )
+                written += 1
+    return written
 
 
 JSON_KEYS = ("items", "position_flip_rate", "mean_abs_delta", "self_alpha", "parse_failure_rate")

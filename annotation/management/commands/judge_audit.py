@@ -30,6 +30,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--max-cost", type=float, help="refuse if the estimate passes this (USD)"
         )
+        parser.add_argument(
+            "--debias",
+            action="store_true",
+            help="store as the judge's rating the mean over the orders tried (with --position)",
+        )
         parser.add_argument("--json", action="store_true", help="end with one JSON line")
 
     def handle(self, *args, **o):
@@ -52,6 +57,7 @@ class Command(BaseCommand):
                 k_per_call=o["k_per_call"],
                 max_cost=o["max_cost"],
                 limits=RunLimits(concurrency=o["concurrency"], requests_per_minute=o["rpm"]),
+                debias=o["debias"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
@@ -76,5 +82,7 @@ class Command(BaseCommand):
             )
             self.stdout.write(f"self-consistency (Krippendorff's alpha): {alphas}")
         self.stdout.write(f"parse failures: {100 * (r['parse_failure_rate'] or 0):.1f}% of calls")
+        if "debiased" in r:
+            self.stdout.write(f"debiased: {r['debiased']} ratings are now the mean over orders")
         if o["json"]:
             self.stdout.write(json.dumps(audits.audit_json(row)))
