@@ -316,7 +316,37 @@ def judge_card(judge) -> dict:
         "audits": judge.audits.all()[:20],
         "humans": _human_agreement(judge),
         "truth": _truth_agreement(judge),
+        "members": _panel_agreement(judge) if judge.provider == "panel" else None,
     }
+
+
+def _panel_agreement(panel) -> list[dict]:
+    """Each pair of a panel's members: how far they agree where both rated."""
+    from itertools import combinations
+
+    from annotation.core.agreement import agreement
+    from annotation.services.judging import panel_members
+
+    try:
+        members = panel_members(panel.model)
+    except ValueError:
+        return []
+    scores = {m.pk: rater_scores(f"judge:{m.pk}") for m in members}
+    rows = []
+    for a, b in combinations(members, 2):
+        (sa, pa), (sb, pb) = scores[a.pk], scores[b.pk]
+        found = agreement(sa, sb, {**pa, **pb})
+        pearsons = [x.pearson for x in found.attributes if x.pearson is not None]
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "completions": found.completions,
+                "mean_pearson": sum(pearsons) / len(pearsons) if pearsons else None,
+                "pair_agreement": found.pair_agreement,
+            }
+        )
+    return rows
 
 
 def _human_agreement(judge) -> dict | None:

@@ -204,3 +204,78 @@ def test_an_audit_over_its_cost_cap_is_refused_before_any_call(shapes, monkeypat
     assert judge.calls == 0 and not JudgeCall.objects.exists() and not JudgeAudit.objects.exists()
     with pytest.raises(CommandError, match="nothing to measure"):
         call_command("judge_audit", "--judge", "oracle", "--source", "shapes")
+
+
+# --- panels -----------------------------------------------------------------------------------
+
+
+def test_a_panels_scores_are_its_members_mean_or_median_rounded_half_up():
+    from annotation.core.judges import panel
+
+    a, b, c = _rating(4), _rating(1), _rating(2, correctness=4)
+    assert panel.combine([a, b], "mean")["helpfulness"] == 3  # 2.5 rounds up
+    assert panel.combine([a, b, c], "median") == _rating(2, correctness=4)
+    assert panel.parse_panel_model("median:8,3") == ("median", (8, 3))
+    assert panel.panel_model("mean", [8, 3, 8]) == "mean:3,8"
+    for bad, message in (
+        ("mode:1,2", "mean or median"),
+        ("mean:1", "at least 2"),
+        ("mean:x", "ids"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            panel.parse_panel_model(bad)
+
+
+def test_a_panel_rates_through_its_members_and_curates_like_any_judge(
+    shapes, capsys, monkeypatch, client, staff_user
+):
+    from django.urls import reverse
+
+    from annotation.core.judges import panel
+    from annotation.models import JudgeCall, JudgeConfig, Rating
+    from annotation.services import judging
+    from datasets_app.services import versions
+
+    first = FirstPlaceJudge()
+    oracle = judging.judge_config_from_spec("oracle")
+    fake = JudgeConfig.objects.create(name="first place", provider="local", model="first-place")
+    real_build = judging.build_judge
+    monkeypatch.setattr(
+        judging, "build_judge", lambda c, **kw: first if c.pk == fake.pk else real_build(c, **kw)
+    )
+    real_check = judging.judge_config_check
+    monkeypatch.setattr(
+        judging,
+        "judge_config_check",
+        lambda **kw: None if kw.get("model") == "first-place" else real_check(**kw),
+    )
+    with pytest.raises(CommandError, match="no judge with id 999"):
+        call_command("judge", "--judge", f"panel:mean:{oracle.pk},999", "--source", "shapes")
+    call_command("judge", "--judge", f"panel:mean:{fake.pk},{oracle.pk}", "--source", "shapes")
+    the_panel = JudgeConfig.objects.get(provider="panel")
+    assert the_panel.model == f"mean:{min(oracle.pk, fake.pk)},{max(oracle.pk, fake.pk)}"
+    completions = sum(len(p.choices) for p in shapes.prompts.all())
+    for judge in (oracle, fake, the_panel):
+        assert Rating.objects.filter(judge=judge).count() == completions
+    for rating in Rating.objects.filter(judge=the_panel)[:10]:
+        members = Rating.objects.filter(completion=rating.completion, judge__in=[oracle, fake])
+        expected = panel.combine([{a: getattr(r, a) for a in ATTRIBUTES} for r in members], "mean")
+        assert {a: getattr(rating, a) for a in ATTRIBUTES} == expected
+    # A second run: the members' calls come from the cache, nothing changes.
+    calls, asked = JudgeCall.objects.count(), first.calls
+    call_command("judge", "--judge", f"panel:mean:{oracle.pk},{fake.pk}", "--source", "shapes")
+    assert JudgeCall.objects.count() == calls and first.calls == asked
+    assert JudgeConfig.objects.filter(provider="panel").count() == 1
+
+    # Curated by the panel as by any judge.
+    version = versions.dataset_version_build(
+        name="by-panel",
+        strategy="best_vs_worst",
+        selection={"source_id": shapes.pk},
+        rater_selection={"raters": [f"judge:{the_panel.pk}"], "kinds": ["judge"]},
+    )
+    assert version.rows.exists()
+    client.force_login(staff_user)
+    page = client.get(reverse("annotation:judge_detail", args=[the_panel.pk])).content.decode()
+    assert "Members&#x27; agreement" in page or "Members' agreement" in page
+    assert page.count(reverse("annotation:judge_detail", args=[oracle.pk])) == 1

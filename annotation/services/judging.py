@@ -22,6 +22,8 @@ from annotation.core.judges.base import (
     TextResult,
 )
 from annotation.core.judges.cache import item_cache_key
+from annotation.core.judges.panel import combine as panel_combine
+from annotation.core.judges.panel import panel_model, parse_panel_model
 from annotation.core.judges.pricing import cost_usd, price_for
 from annotation.core.judges.prompt import DEFAULT_VERSION, SINGLE_TURN_VERSIONS, prompt_versions
 from annotation.core.judges.runner import ItemOutcome, RunLimits, run_items
@@ -33,7 +35,7 @@ from training.services.checkpoints import checkpoint_location, reward_model_fold
 from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_progress, job_running
 from workers.models import Job
 
-PROVIDERS = ("oracle", "gemini", "openai", "local", "reward")
+PROVIDERS = ("oracle", "gemini", "openai", "local", "reward", "panel")
 Group = tuple[Prompt, list[Completion]]
 MAX_FAILURES_SHOWN = 50
 
@@ -70,6 +72,8 @@ def judge_config_check(
             reward_model_folder(model)
         except ValueError as exc:
             raise ValueError(f"reward judge: {exc}") from None
+    elif provider == "panel":
+        panel_members(model)
     elif provider in ("gemini", "openai"):
         if not _MODEL_NAME.match(model):
             raise ValueError(
@@ -124,6 +128,8 @@ def judge_config_get_or_create(
     checks it again before any job."""
     if provider == "oracle":
         model = model or "rules-v1"
+    if provider == "panel":
+        model = panel_model(*parse_panel_model(model))  # one configuration per panel
     if prompt_version not in prompt_versions():
         raise ValueError(f"unknown prompt version {prompt_version!r}; have {prompt_versions()}")
     if not 0 <= temperature <= 2:
@@ -147,9 +153,26 @@ def judge_config_get_or_create(
 
 
 def judge_config_from_spec(spec: str, **options: Any) -> JudgeConfig:
-    """`oracle`, `gemini:MODEL`, `openai:MODEL`, `local:PATH` or `reward:CHECKPOINT`."""
+    """`oracle`, `gemini:MODEL`, `openai:MODEL`, `local:PATH`, `reward:CHECKPOINT` or
+    `panel:MODE:ID,ID,...` (the mean or median of the judges with those ids)."""
     provider, _, model = spec.partition(":")
     return judge_config_get_or_create(provider=provider.strip(), model=model.strip(), **options)
+
+
+def panel_members(model: str) -> list[JudgeConfig]:
+    """The judges of a panel ("median:3,5,8"); ValueError names a missing or unfit one."""
+    try:
+        _, ids = parse_panel_model(model)
+    except ValueError as exc:
+        raise ValueError(f"panel: {exc}") from None
+    found = JudgeConfig.objects.in_bulk(list(ids))
+    missing = [str(i) for i in ids if i not in found]
+    if missing:
+        raise ValueError(f"panel: no judge with id {', '.join(missing)}")
+    unfit = [found[i].name for i in ids if found[i].provider in ("reward", "panel")]
+    if unfit:
+        raise ValueError(f"panel: members rate on the five attributes, not {', '.join(unfit)}")
+    return [found[i] for i in ids]
 
 
 def build_judge(config: JudgeConfig, *, timeout_s: float = 120.0) -> Judge:
@@ -246,7 +269,16 @@ def judge_launch(
     judge_config_check(
         provider=judge_config.provider, model=judge_config.model, base_url=judge_config.base_url
     )
-    build_judge(judge_config, timeout_s=timeout_s)
+    if judge_config.provider == "panel":
+        if mode != JudgeCall.Mode.RATE:
+            raise ValueError("a panel combines its members' ratings: it cannot answer questions")
+        for member in panel_members(judge_config.model):
+            judge_config_check(
+                provider=member.provider, model=member.model, base_url=member.base_url
+            )
+            build_judge(member, timeout_s=timeout_s)
+    else:
+        build_judge(judge_config, timeout_s=timeout_s)
     prompt_ids = prompt_selection_ids(**selection)
     if mode == JudgeCall.Mode.RATE:
         with_completions = Completion.objects.all()
@@ -624,6 +656,9 @@ def judge_run(*, job_id: int) -> None:
         config = JudgeConfig.objects.filter(pk=spec["judge_config_id"]).first()
         if config is None:
             raise JobFailed(f"judge configuration #{spec['judge_config_id']} no longer exists")
+        if config.provider == "panel":
+            _run_panel(run, config, spec)
+            return
         try:
             judge = build_judge(config, timeout_s=spec.get("timeout_s", 120.0))
         except ValueError as exc:
@@ -663,6 +698,68 @@ def judge_run(*, job_id: int) -> None:
                 f"stopped: the cost reached the limit of ${limits.max_cost_usd}; "
                 "resume with a higher limit to rate the rest"
             )
+
+
+def _run_panel(run: Any, config: JudgeConfig, spec: dict[str, Any]) -> None:
+    """A panel's job: each member rates the items as its own judging job (its cache, its
+    costs; a rerun pays nothing), then the panel's rating of every completion that all
+    members rated is their mean or median."""
+    try:
+        members = panel_members(config.model)
+    except ValueError as exc:
+        raise JobFailed(str(exc)) from None
+    mode, _ = parse_panel_model(config.model)
+    job_progress(run.job, done=0, total=len(members) + 1)
+    jobs: dict[str, int] = {}
+    totals = {"calls": 0, "cache_hits": 0, "failures": 0, "cost_usd": 0.0}
+    for member in members:
+        member_job = job_create(
+            kind=Job.Kind.JUDGING,
+            title=f"{member.name} on {len(spec['prompt_ids'])} prompts (panel {config.name})",
+            params={**spec, "judge_config_id": member.pk, "mode": JudgeCall.Mode.RATE},
+            created_by=run.job.created_by,
+        )
+        jobs[str(member.pk)] = member_job.pk
+        run.set_metrics(member_jobs=jobs)
+        judge_run(job_id=member_job.pk)
+        member_job.refresh_from_db()
+        for key in totals:
+            totals[key] += member_job.metrics.get(key, 0)
+        if member_job.status != Job.Status.SUCCEEDED:
+            raise JobFailed(f"member {member.name} did not finish: {member_job.error}")
+        run.advance(force=True)
+    completions = Completion.objects.filter(prompt_id__in=spec["prompt_ids"])
+    if spec.get("checkpoint_id"):
+        completions = completions.filter(checkpoint_id=spec["checkpoint_id"])
+    ids = list(completions.values_list("pk", flat=True))
+    by_completion: dict[int, list[dict[str, int]]] = {}
+    for start in range(0, len(ids), 900):
+        for r in Rating.objects.filter(
+            judge__in=members, completion_id__in=ids[start : start + 900]
+        ).values("completion_id", *ATTRIBUTES):
+            by_completion.setdefault(r["completion_id"], []).append(r)
+    complete = {c: rs for c, rs in by_completion.items() if len(rs) == len(members)}
+    Rating.objects.bulk_create(
+        [
+            Rating(
+                completion_id=c,
+                judge=config,
+                job=run.job,
+                reasoning=f"the {mode} of {len(members)} judges",
+                **panel_combine(rs, mode),
+            )
+            for c, rs in complete.items()
+        ],
+        ignore_conflicts=True,  # rated by an earlier attempt: kept
+    )
+    totals["cost_usd"] = round(totals["cost_usd"], 6)
+    run.set_metrics(
+        **totals,
+        member_jobs=jobs,
+        panel_rated=len(complete),
+        panel_missing=len(ids) - len(complete),
+    )
+    run.advance(force=True)
 
 
 def reward_oracle_agreement(config: JudgeConfig, prompt_ids: list[int]) -> dict[str, Any]:
