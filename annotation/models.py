@@ -50,6 +50,7 @@ class JudgeConfig(models.Model):
         LOCAL = "local", "Local VLM"
         ORACLE = "oracle", "Rule-based oracle"
         REWARD = "reward", "Reward model (a trained checkpoint)"
+        PANEL = "panel", "Panel of judges (their mean or median)"
 
     name = models.CharField(max_length=200, unique=True)
     provider = models.CharField(max_length=20, choices=Provider.choices)
