@@ -12,7 +12,10 @@ class JudgeForm(forms.Form):
     judge = forms.CharField(
         initial="oracle",
         max_length=300,
-        help_text="oracle, gemini:MODEL, openai:MODEL or local:PATH",
+        help_text=(
+            "oracle, gemini:MODEL, openai:MODEL, local:PATH, reward:CHECKPOINT or "
+            "panel:mean|median:ID,ID,... (the judges with those ids)"
+        ),
     )
     base_url = forms.CharField(
         required=False, max_length=300, help_text="an OpenAI-compatible server or a proxy"
