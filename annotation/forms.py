@@ -39,6 +39,11 @@ class JudgeForm(forms.Form):
     requests_per_minute = forms.FloatField(required=False, min_value=0.1)
     tokens_per_minute = forms.FloatField(required=False, min_value=1)
     max_cost_usd = forms.FloatField(required=False, min_value=0.0001, label="Max cost (USD)")
+    batch = forms.BooleanField(
+        required=False,
+        label="Batch (half price)",
+        help_text="one provider batch (OpenAI), polled until it ends; failed lines asked online",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

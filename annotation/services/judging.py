@@ -20,6 +20,7 @@ from annotation.core.judges.base import (
     JudgeItem,
     JudgeResult,
     TextResult,
+    TransientJudgeError,
 )
 from annotation.core.judges.cache import item_cache_key
 from annotation.core.judges.panel import combine as panel_combine
@@ -28,6 +29,7 @@ from annotation.core.judges.pricing import cost_usd, price_for
 from annotation.core.judges.prompt import DEFAULT_VERSION, SINGLE_TURN_VERSIONS, prompt_versions
 from annotation.core.judges.runner import ItemOutcome, RunLimits, run_items
 from annotation.models import Completion, JudgeCall, JudgeConfig, Rating, RewardScore
+from annotation.services.judge_batches import BATCH_PROVIDERS, run_batch
 from datasets_app.models import Prompt
 from datasets_app.selectors import prompt_selection_ids
 from training.core.modeling import ModelLoadError, check_policy
@@ -254,6 +256,8 @@ def judge_launch(
     limits: RunLimits | None = None,
     timeout_s: float = 120.0,
     mode: str = JudgeCall.Mode.RATE,
+    batch: bool = False,
+    poll_s: float = 30.0,
     user: Any = None,
     enqueue: bool = True,
 ) -> Job:
@@ -269,6 +273,13 @@ def judge_launch(
     judge_config_check(
         provider=judge_config.provider, model=judge_config.model, base_url=judge_config.base_url
     )
+    if batch and (judge_config.provider not in BATCH_PROVIDERS or mode != JudgeCall.Mode.RATE):
+        raise ValueError(
+            f"batch mode rates with {', '.join(BATCH_PROVIDERS)} judges only, "
+            f"not {judge_config.provider} ({mode})"
+        )
+    if not poll_s > 0:
+        raise ValueError("the batch poll interval must be positive")
     if judge_config.provider == "panel":
         if mode != JudgeCall.Mode.RATE:
             raise ValueError("a panel combines its members' ratings: it cannot answer questions")
@@ -305,6 +316,7 @@ def judge_launch(
             "limits": asdict(limits),
             "timeout_s": timeout_s,
             "mode": str(mode),
+            **({"batch": True, "poll_s": poll_s} if batch else {}),
         },
         created_by=user,
     )
@@ -674,6 +686,18 @@ def judge_run(*, job_id: int) -> None:
         state.load_rated(groups)
         if config.provider not in ("oracle", "local", "reward") and price_for(config.model) is None:
             run.log(f"no price is known for {config.model}: its cost shows as 0")
+        if spec.get("batch"):
+            try:
+                run_batch(run, state, judge, groups, spec, limits)
+            except (FatalJudgeError, TransientJudgeError) as exc:
+                state.save_metrics()
+                raise JobFailed(
+                    f"the batch did not go through: {exc} (resume to try again)"
+                ) from None
+            state.save_metrics()
+            if state.cancelled:
+                raise JobCancelled
+            return
         try:
             summary = run_items(
                 judge,

@@ -34,6 +34,7 @@ def judge_launch(request):
                 checkpoint_id=d["checkpoint"].pk if d.get("checkpoint") else None,
                 k_per_call=d["k_per_call"],
                 limits=form.limits(),
+                batch=d.get("batch", False),
                 user=request.user,
             )
         except ValueError as exc:

@@ -95,8 +95,12 @@ class OpenAIJudge:
         return require_text(text, usage, f"OpenAI {self.model}")
 
     def rate(self, item: JudgeItem) -> JudgeResult:
-        k = len(item.completions)
-        request: dict[str, Any] = {
+        response = self._create(self.rating_request(item))
+        return self._result(response, len(item.completions))
+
+    def rating_request(self, item: JudgeItem) -> dict[str, Any]:
+        """The chat completion request that rates `item` (without its length limit)."""
+        return {
             "model": self.model,
             "temperature": self.temperature,
             "messages": self._messages(render_judge_prompt(item, self.prompt_version), item.images),
@@ -105,13 +109,33 @@ class OpenAIJudge:
                 "json_schema": {
                     "name": SCHEMA_NAME,
                     # Already in strict mode's subset (see ratings_schema): sent as it is.
-                    "schema": ratings_schema(k),
+                    "schema": ratings_schema(len(item.completions)),
                     "strict": True,
                 },
             },
         }
-        response = self._create(request)
+
+    def batch_body(self, item: JudgeItem) -> dict[str, Any]:
+        """The body of `item`'s line in a Batch input file: the online request, limit included."""
+        return {**self.rating_request(item), self._length_param: self.max_output_tokens}
+
+    def result_from_body(self, body: dict[str, Any], k: int) -> JudgeResult:
+        """A Batch output line's chat completion, validated as an online answer is."""
+        from openai.types.chat import ChatCompletion
+
+        try:
+            response = ChatCompletion.model_validate(body)
+        except ValueError as exc:
+            raise InvalidJudgeOutput(
+                f"OpenAI {self.model}: a batch line that is not a chat completion: {exc}"[:300],
+                raw=str(body)[:2000],
+            ) from None
         return self._result(response, k)
+
+    @property
+    def client(self) -> OpenAI:
+        """The SDK client (the batch runner uploads files and polls batches through it)."""
+        return self._client
 
     def _create(self, request: dict[str, Any]) -> Any:
         param = self._length_param

@@ -35,6 +35,14 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
         parser.add_argument("--enqueue", action="store_true", help="queue it on the judge queue")
         parser.add_argument(
+            "--batch",
+            action="store_true",
+            help="one provider batch at half the price (openai); failed lines asked online",
+        )
+        parser.add_argument(
+            "--poll-s", type=float, default=30.0, help="seconds between batch status polls"
+        )
+        parser.add_argument(
             "--mode",
             default="rate",
             choices=["rate", "answer"],
@@ -72,6 +80,8 @@ class Command(BaseCommand):
                 ),
                 timeout_s=o["timeout"],
                 mode=o["mode"],
+                batch=o["batch"],
+                poll_s=o["poll_s"],
                 enqueue=o["enqueue"],
             )
         except ValueError as exc:

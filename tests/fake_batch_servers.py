@@ -1,0 +1,254 @@
+"""A fake OpenAI Batch API on 127.0.0.1, as the `openai` SDK speaks to it: Files
+(`POST /v1/files` multipart, `GET /v1/files/{id}/content`) and Batches (`POST /v1/batches`,
+`GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`), beside the online
+`/v1/chat/completions` of FakeOpenAIServer (which a batch's failed lines are asked on).
+
+A batch reports `validating` for `validating_polls` retrievals, then `in_progress` for
+`progress_polls`, then ends as `outcome` says: "completed" (every line answered),
+"expired" (only the first half answered), "failed" (validation failed: no output) or
+"cancelled" (the provider cancelled it after answering the first half). A cancel request
+makes it `cancelling` for one retrieval, then `cancelled` with no output. Lines are answered
+as the online server would (`rating_answer`), except where `line_faults` (consumed in input
+order, one per line, None for a clean line) says:
+
+    "error"      the line goes to the error file with a 500 error
+    "not_json"   the answer's content is prose      "score_7"  one score is 7
+    "broken"     the output line itself is not JSON  "missing"  no line at all
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import re
+import threading
+import time
+from typing import Any
+
+from tests.fake_judge_servers import (
+    IMAGE_TOKENS,
+    FakeOpenAIServer,
+    RecordedRequest,
+    rating_answer,
+    responses_in_prompt,
+)
+
+LINE_FAULTS = frozenset({"error", "not_json", "score_7", "broken", "missing"})
+OUTCOMES = frozenset({"completed", "expired", "failed", "cancelled"})
+_BATCH = re.compile(r"^/v1/batches/(?P<id>[^/]+)(?P<cancel>/cancel)?$")
+_FILE_CONTENT = re.compile(r"^/v1/files/(?P<id>[^/]+)/content$")
+
+
+class FakeOpenAIBatchServer(FakeOpenAIServer):
+    def __init__(
+        self,
+        *,
+        validating_polls: int = 1,
+        progress_polls: int = 1,
+        outcome: str = "completed",
+        line_faults: list[str | None] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}")
+        unknown = [f for f in line_faults or [] if f is not None and f not in LINE_FAULTS]
+        if unknown:
+            raise ValueError(f"unknown line faults {unknown}; known: {sorted(LINE_FAULTS)}")
+        self.validating_polls = validating_polls
+        self.progress_polls = progress_polls
+        self.outcome = outcome
+        self.line_faults = list(line_faults or [])
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_calls = 0  # requests to the Files and Batches routes
+        self._batch_lock = threading.Lock()
+
+    # -- routing -----------------------------------------------------------------------
+
+    def _handle(self, handler: Any) -> None:
+        path = handler.path.split("?", 1)[0]
+        method = handler.command
+        if path == "/v1/chat/completions":
+            super()._handle(handler)
+            return
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        with self._batch_lock:
+            self.batch_calls += 1
+            self.calls += 1
+            self.requests.append(
+                RecordedRequest(self.calls, method, handler.path, {}, None, status=200)
+            )
+        if method == "POST" and path == "/v1/files":
+            self._send_json(handler, 200, self._upload(handler.headers, raw))
+        elif method == "POST" and path == "/v1/batches":
+            self._send_json(handler, 200, self._create(json.loads(raw)))
+        elif (match := _BATCH.match(path)) and match.group("id") in self.batches:
+            batch = self.batches[match.group("id")]
+            if match.group("cancel") and method == "POST":
+                batch["cancel_requested"] = True
+                batch["status"] = "cancelling"
+                self._send_json(handler, 200, self._public(batch))
+            else:
+                self._send_json(handler, 200, self._public(self._advance(batch)))
+        elif (match := _FILE_CONTENT.match(path)) and match.group("id") in self.files:
+            data = self.files[match.group("id")]
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/octet-stream")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        else:
+            self._send_error(handler, 404, secret=None, message=f"no route for {path}")
+
+    # -- files -------------------------------------------------------------------------
+
+    def _upload(self, headers: Any, raw: bytes) -> dict[str, Any]:
+        head = f"Content-Type: {headers.get('Content-Type')}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+        fields = {
+            part.get_param("name", header="content-disposition"): part
+            for part in message.iter_parts()
+        }
+        data = fields["file"].get_payload(decode=True)
+        purpose = fields["purpose"].get_payload(decode=True).decode()
+        return self._store(data, filename="ratings.jsonl", purpose=purpose)
+
+    def _store(self, data: bytes, *, filename: str, purpose: str) -> dict[str, Any]:
+        file_id = f"file-fake{len(self.files) + 1}"
+        self.files[file_id] = data
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+        }
+
+    # -- batches -----------------------------------------------------------------------
+
+    def _create(self, body: dict[str, Any]) -> dict[str, Any]:
+        batch_id = f"batch_fake{len(self.batches) + 1}"
+        lines = [json.loads(x) for x in self.files[body["input_file_id"]].splitlines() if x]
+        batch = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": body["endpoint"],
+            "input_file_id": body["input_file_id"],
+            "completion_window": body["completion_window"],
+            "created_at": int(time.time()),
+            "status": "validating",
+            "polls": 0,
+            "lines": lines,
+            "output_file_id": None,
+            "error_file_id": None,
+            "errors": None,
+        }
+        self.batches[batch_id] = batch
+        return self._public(batch)
+
+    def _public(self, batch: dict[str, Any]) -> dict[str, Any]:
+        total = len(batch["lines"])
+        done = batch.get("answered", 0)
+        failed = batch.get("failed", 0)
+        return {
+            **{
+                k: v
+                for k, v in batch.items()
+                if k not in ("polls", "lines", "answered", "failed", "cancel_requested")
+            },
+            "request_counts": {"total": total, "completed": done, "failed": failed},
+        }
+
+    def _advance(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if batch["status"] in OUTCOMES:
+            return batch
+        batch["polls"] += 1
+        if batch.get("cancel_requested"):
+            if batch["status"] == "cancelling" and batch["polls"] > 1:
+                batch["status"] = "cancelled"
+            else:
+                batch["status"] = "cancelling"
+            return batch
+        polls = batch["polls"]
+        if polls <= self.validating_polls:
+            batch["status"] = "validating"
+        elif polls <= self.validating_polls + self.progress_polls:
+            batch["status"] = "in_progress"
+        else:
+            self._finish(batch)
+        return batch
+
+    def _finish(self, batch: dict[str, Any]) -> None:
+        if self.outcome == "failed":
+            batch["status"] = "failed"
+            batch["errors"] = {
+                "object": "list",
+                "data": [{"code": "invalid_request", "message": "the input file is invalid"}],
+            }
+            return
+        lines = batch["lines"]
+        answered = lines if self.outcome == "completed" else lines[: len(lines) // 2]
+        output, errors = [], []
+        for line in answered:
+            fault = self.line_faults.pop(0) if self.line_faults else None
+            if fault == "missing":
+                continue
+            if fault == "broken":
+                output.append('{"custom_id": "' + line["custom_id"] + '", "respo')
+                continue
+            number = len(output) + len(errors) + 1
+            if fault == "error":
+                errors.append(
+                    json.dumps(
+                        {
+                            "id": f"batch_req_{number}",
+                            "custom_id": line["custom_id"],
+                            "response": {
+                                "status_code": 500,
+                                "request_id": f"req_{number}",
+                                "body": {
+                                    "error": {"message": "server error", "type": "server_error"}
+                                },
+                            },
+                            "error": None,
+                        }
+                    )
+                )
+                continue
+            prompt, images = self._content_of(line["body"])
+            answer = rating_answer(responses_in_prompt(prompt), fault)
+            record = RecordedRequest(number, "POST", "batch", {}, line["body"])
+            record.usage = (
+                max(1, len(prompt) // 4) + IMAGE_TOKENS * len(images),
+                max(1, len(answer) // 4),
+            )
+            output.append(
+                json.dumps(
+                    {
+                        "id": f"batch_req_{number}",
+                        "custom_id": line["custom_id"],
+                        "response": {
+                            "status_code": 200,
+                            "request_id": f"req_{number}",
+                            "body": self._success(record, answer, blocked=False),
+                        },
+                        "error": None,
+                    }
+                )
+            )
+        batch["answered"] = len(output)
+        batch["failed"] = len(errors)
+        if output:
+            batch["output_file_id"] = self._store(
+                ("\n".join(output) + "\n").encode(), filename="output.jsonl", purpose="batch_output"
+            )["id"]
+        if errors:
+            batch["error_file_id"] = self._store(
+                ("\n".join(errors) + "\n").encode(), filename="errors.jsonl", purpose="batch_output"
+            )["id"]
+        batch["status"] = self.outcome  # completed, expired, or cancelled by the provider

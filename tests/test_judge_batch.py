@@ -1,0 +1,204 @@
+"""Batch judging (issue 18.1) through the real openai SDK against a fake Batch API on
+127.0.0.1: every item ends rated despite error-file and malformed lines, a rerun makes no
+call, a resumed job polls the batch it submitted and never submits again, and a cancel
+reaches the provider."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotation.core.judges.openai_batch import BATCH_PRICE_FACTOR
+from annotation.core.judges.pricing import cost_usd
+from annotation.core.judges.runner import RunLimits
+from annotation.models import Completion, JudgeCall, Rating
+from annotation.services import judging
+from tests.fake_batch_servers import FakeOpenAIBatchServer
+from tests.fake_judge_servers import expected_scores
+from training.models import Checkpoint
+from workers import jobs
+from workers.models import Job
+
+pytestmark = [pytest.mark.django_db]
+FAST = RunLimits(concurrency=2, backoff_base_s=0.01, backoff_max_s=0.05, max_attempts=4)
+ITEMS = 6  # shapes_source's prompts, four completions each: one call each
+
+
+@pytest.fixture
+def completions(shapes_source):
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    Completion.objects.bulk_create(
+        Completion(
+            prompt=p, checkpoint=checkpoint, text=f"Answer {i} to prompt {p.pk}.", sample_index=i
+        )
+        for p in shapes_source.prompts.all()
+        for i in range(4)
+    )
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAIBatchServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def judge(settings, server):
+    settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
+    settings.OPENAI_BASE_URL = server.base_url
+    return judging.judge_config_from_spec("openai:gpt-4o-mini")
+
+
+def _launch(config, source, **extra):
+    return judging.judge_launch(
+        judge_config=config,
+        selection={"source_id": source.pk},
+        limits=FAST,
+        timeout_s=5.0,
+        batch=True,
+        poll_s=0.01,
+        enqueue=False,
+        **extra,
+    )
+
+
+def _run(config, source) -> Job:
+    job = _launch(config, source)
+    judging.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def _all_rated_as_the_server_said():
+    assert Rating.objects.count() == ITEMS * 4
+    for rating in Rating.objects.select_related("completion"):
+        assert rating.scores == expected_scores(rating.completion.text)
+
+
+def test_a_batch_rates_everything_despite_failed_and_malformed_lines(
+    judge, server, shapes_source, completions
+):
+    server.validating_polls, server.progress_polls = 3, 4  # it takes a while
+    server.line_faults = ["error", "not_json", None, "broken", "score_7", None]
+    job = _run(judge, shapes_source)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    _all_rated_as_the_server_said()
+    batch = job.metrics["batch"]
+    assert batch["status"] == "completed" and batch["id"] == "batch_fake1"
+    assert batch["rated_in_batch"] == 2 and batch["asked_again_online"] == 4
+    # The provider counts the unreadable line as completed; only the 500 as failed.
+    assert batch["counts"] == {"total": ITEMS, "completed": 5, "failed": 1}
+    assert len(server.batches) == 1  # one submission
+    online = [r for r in server.requests if r.path.endswith("/chat/completions")]
+    assert len(online) == 4
+    # The two batch lines cost half the online price of the same answer.
+    batch_calls = JudgeCall.objects.filter(cost_usd__gt=0).order_by("cost_usd")
+    cheapest = batch_calls.first()
+    full = cost_usd("gpt-4o-mini", _usage(cheapest))
+    assert cheapest.cost_usd == pytest.approx(full * BATCH_PRICE_FACTOR)
+
+    # A rerun finds every item rated: no request at all.
+    calls = server.calls
+    again = _run(judge, shapes_source)
+    assert again.status == Job.Status.SUCCEEDED and server.calls == calls
+    assert "batch" not in again.metrics
+
+
+def _usage(call: JudgeCall):
+    from annotation.core.judges.base import Usage
+
+    return Usage(call.input_tokens, call.output_tokens)
+
+
+@pytest.mark.parametrize("outcome", ["expired", "failed", "cancelled"])
+def test_a_batch_that_ends_early_leaves_the_rest_to_online_calls(
+    judge, server, shapes_source, completions, outcome
+):
+    server.outcome = outcome
+    job = _run(judge, shapes_source)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    _all_rated_as_the_server_said()
+    rated = 0 if outcome == "failed" else ITEMS // 2
+    assert job.metrics["batch"]["status"] == outcome
+    assert job.metrics["batch"]["rated_in_batch"] == rated
+    assert job.metrics["batch"]["asked_again_online"] == ITEMS - rated
+
+
+def test_a_resumed_batch_job_polls_its_batch_and_never_submits_again(
+    judge, server, shapes_source, completions, monkeypatch
+):
+    from annotation.services import judge_batches
+
+    server.progress_polls = 1000  # never done while the first worker lives
+    job = _launch(judge, shapes_source)
+    polled = threading.Event()
+    real_state = judge_batches.OpenAIBatch.state
+
+    def state_then_die(self, batch_id):
+        current = real_state(self, batch_id)
+        if current.status == "in_progress":
+            polled.set()
+            raise KeyboardInterrupt  # the worker process dies mid-wait
+        return current
+
+    monkeypatch.setattr(judge_batches.OpenAIBatch, "state", state_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        judging.judge_run(job_id=job.pk)
+    assert polled.is_set()
+    job.refresh_from_db()
+    assert job.metrics["batch"]["id"] == "batch_fake1"  # kept before the wait
+    monkeypatch.undo()
+
+    # The reaper marks it failed; Resume runs it again, on the same batch.
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED, error="heartbeat")
+    job.refresh_from_db()
+    from workers.services import job_resume
+
+    job_resume(job=job)
+    server.progress_polls = 0
+    judging.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert len(server.batches) == 1 and len(server.files) == 2  # input, output
+    _all_rated_as_the_server_said()
+    assert not [r for r in server.requests if r.path.endswith("/chat/completions")]
+
+
+def test_cancelling_a_batch_job_cancels_the_batch(judge, server, shapes_source, completions):
+    server.progress_polls = 1000
+    job = _launch(judge, shapes_source)
+    real_progress = jobs.job_progress
+    seen = []
+
+    def cancel_on_second_poll(job_row, **kw):
+        seen.append(kw)
+        if len(seen) == 2:
+            jobs.job_request_cancel(job=job_row)
+        return real_progress(job_row, **kw)
+
+    import annotation.services.judge_batches as judge_batches
+
+    judge_batches.job_progress = cancel_on_second_poll
+    try:
+        judging.judge_run(job_id=job.pk)
+    finally:
+        judge_batches.job_progress = real_progress
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    assert server.batches["batch_fake1"]["cancel_requested"]
+    assert not Rating.objects.exists()
+
+
+def test_batch_mode_is_refused_where_it_does_not_exist(shapes_source, completions, capsys):
+    with pytest.raises(CommandError, match="batch mode rates with openai judges only"):
+        call_command("judge", "--judge", "oracle", "--source", "sqa", "--batch")
+    assert not Job.objects.exists()
+
+
+def test_the_judge_command_runs_a_batch(judge, server, shapes_source, completions, capsys):
+    call_command(
+        "judge", "--judge", "openai:gpt-4o-mini", "--source", "sqa", "--batch", "--poll-s", "0.01"
+    )
+    assert Rating.objects.count() == ITEMS * 4 and len(server.batches) == 1
