@@ -42,7 +42,7 @@ class JudgeForm(forms.Form):
     batch = forms.BooleanField(
         required=False,
         label="Batch (half price)",
-        help_text="one provider batch (OpenAI), polled until it ends; failed lines asked online",
+        help_text="one provider batch (OpenAI, Gemini); lines that fail are asked online",
     )
 
     def __init__(self, *args, **kwargs):

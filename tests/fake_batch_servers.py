@@ -1,7 +1,9 @@
-"""A fake OpenAI Batch API on 127.0.0.1, as the `openai` SDK speaks to it: Files
-(`POST /v1/files` multipart, `GET /v1/files/{id}/content`) and Batches (`POST /v1/batches`,
-`GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`), beside the online
-`/v1/chat/completions` of FakeOpenAIServer (which a batch's failed lines are asked on).
+"""Fake batch APIs on 127.0.0.1 (FakeGeminiBatchServer is at the end).
+
+OpenAI's, as the `openai` SDK speaks to it: Files (`POST /v1/files` multipart,
+`GET /v1/files/{id}/content`) and Batches (`POST /v1/batches`, `GET /v1/batches/{id}`,
+`POST /v1/batches/{id}/cancel`), beside the online `/v1/chat/completions` of
+FakeOpenAIServer (which a batch's failed lines are asked on).
 
 A batch reports `validating` for `validating_polls` retrievals, then `in_progress` for
 `progress_polls`, then ends as `outcome` says: "completed" (every line answered),
@@ -28,6 +30,7 @@ from typing import Any
 
 from tests.fake_judge_servers import (
     IMAGE_TOKENS,
+    FakeGeminiServer,
     FakeOpenAIServer,
     RecordedRequest,
     rating_answer,
@@ -252,3 +255,140 @@ class FakeOpenAIBatchServer(FakeOpenAIServer):
                 ("\n".join(errors) + "\n").encode(), filename="errors.jsonl", purpose="batch_output"
             )["id"]
         batch["status"] = self.outcome  # completed, expired, or cancelled by the provider
+
+
+class FakeGeminiBatchServer(FakeGeminiServer):
+    """Gemini's Batch Mode as google-genai speaks it, beside the online generateContent:
+    `POST /{version}/models/{model}:batchGenerateContent` (inline requests), then
+    `GET /{version}/batches/{id}` and `POST /{version}/batches/{id}:cancel`. The batch moves
+    and ends as FakeOpenAIBatchServer's does (the same options); its answers come back
+    inline, each with its request's metadata, a failed one as an `error` entry. A "broken"
+    line fault is a missing answer here (there is no file to break)."""
+
+    _CREATE = re.compile(r"^/(?P<version>[^/]+)/models/(?P<model>[^/:]+):batchGenerateContent$")
+    _GET = re.compile(r"^/(?P<version>[^/]+)/batches/(?P<id>[^/:]+)(?P<cancel>:cancel)?$")
+
+    def __init__(
+        self,
+        *,
+        validating_polls: int = 1,
+        progress_polls: int = 1,
+        outcome: str = "completed",
+        line_faults: list[str | None] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}")
+        self.validating_polls = validating_polls
+        self.progress_polls = progress_polls
+        self.outcome = outcome
+        self.line_faults = list(line_faults or [])
+        self.batches: dict[str, dict[str, Any]] = {}
+        self._batch_lock = threading.Lock()
+
+    def _handle(self, handler: Any) -> None:
+        path = handler.path.split("?", 1)[0]
+        create, get = self._CREATE.match(path), self._GET.match(path)
+        if not create and not get:
+            super()._handle(handler)
+            return
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        with self._batch_lock:
+            self.calls += 1
+            self.requests.append(
+                RecordedRequest(self.calls, handler.command, handler.path, {}, None, status=200)
+            )
+        if create and handler.command == "POST":
+            self._send_json(handler, 200, self._create(create.group("model"), json.loads(raw)))
+        elif get and get.group("id") in self.batches:
+            batch = self.batches[get.group("id")]
+            if get.group("cancel"):
+                batch["cancel_requested"] = True
+                self._send_json(handler, 200, {})
+            else:
+                self._send_json(handler, 200, self._public(self._advance(batch)))
+        else:
+            self._send_error(handler, 404, secret=None, message=f"no batch at {path}")
+
+    def _create(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        batch_id = f"fake{len(self.batches) + 1}"
+        spec = body["batch"]
+        batch = {
+            "id": batch_id,
+            "model": f"models/{model}",
+            "displayName": spec.get("displayName", ""),
+            "requests": spec["inputConfig"]["requests"]["requests"],
+            "state": "BATCH_STATE_PENDING",
+            "polls": 0,
+            "output": None,
+        }
+        self.batches[batch_id] = batch
+        return self._public(batch)
+
+    def _public(self, batch: dict[str, Any]) -> dict[str, Any]:
+        metadata = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+            "model": batch["model"],
+            "displayName": batch["displayName"],
+            "state": batch["state"],
+            "createTime": "2026-12-07T00:00:00Z",
+        }
+        if batch["output"] is not None:
+            metadata["output"] = batch["output"]
+        return {"name": f"batches/{batch['id']}", "metadata": metadata}
+
+    def _advance(self, batch: dict[str, Any]) -> dict[str, Any]:
+        done = {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED"}
+        if batch["state"] in done | {"BATCH_STATE_EXPIRED"}:
+            return batch
+        batch["polls"] += 1
+        if batch.get("cancel_requested"):
+            batch["state"] = "BATCH_STATE_CANCELLED"
+            return batch
+        polls = batch["polls"]
+        if polls <= self.validating_polls:
+            batch["state"] = "BATCH_STATE_PENDING"
+        elif polls <= self.validating_polls + self.progress_polls:
+            batch["state"] = "BATCH_STATE_RUNNING"
+        else:
+            self._finish(batch)
+        return batch
+
+    def _finish(self, batch: dict[str, Any]) -> None:
+        states = {
+            "completed": "BATCH_STATE_SUCCEEDED",
+            "expired": "BATCH_STATE_EXPIRED",
+            "failed": "BATCH_STATE_FAILED",
+            "cancelled": "BATCH_STATE_CANCELLED",
+        }
+        batch["state"] = states[self.outcome]
+        if self.outcome == "failed":
+            return
+        requests = batch["requests"]
+        answered = requests if self.outcome == "completed" else requests[: len(requests) // 2]
+        answers = []
+        for n, entry in enumerate(answered, start=1):
+            fault = self.line_faults.pop(0) if self.line_faults else None
+            if fault in ("missing", "broken"):
+                continue
+            if fault == "error":
+                answers.append(
+                    {"error": {"code": 13, "message": "internal"}, "metadata": entry["metadata"]}
+                )
+                continue
+            prompt, images = self._content_of(entry["request"])
+            answer = rating_answer(responses_in_prompt(prompt), fault)
+            record = RecordedRequest(n, "POST", "batch", {}, entry["request"])
+            record.usage = (
+                max(1, len(prompt) // 4) + IMAGE_TOKENS * len(images),
+                max(1, len(answer) // 4),
+            )
+            answers.append(
+                {
+                    "response": self._success(record, answer, blocked=False),
+                    "metadata": entry["metadata"],
+                }
+            )
+        batch["output"] = {"inlinedResponses": {"inlinedResponses": answers}}

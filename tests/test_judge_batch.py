@@ -1,7 +1,7 @@
-"""Batch judging (issue 18.1) through the real openai SDK against a fake Batch API on
-127.0.0.1: every item ends rated despite error-file and malformed lines, a rerun makes no
-call, a resumed job polls the batch it submitted and never submits again, and a cancel
-reaches the provider."""
+"""Batch judging (issue 18.1) through the real openai and google-genai SDKs against fake
+batch APIs on 127.0.0.1: every item ends rated despite failed and malformed lines, a rerun
+makes no call, a resumed job polls the batch it submitted and never submits again, and a
+cancel reaches the provider."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from annotation.core.judges.pricing import cost_usd
 from annotation.core.judges.runner import RunLimits
 from annotation.models import Completion, JudgeCall, Rating
 from annotation.services import judging
-from tests.fake_batch_servers import FakeOpenAIBatchServer
+from tests.fake_batch_servers import FakeGeminiBatchServer, FakeOpenAIBatchServer
 from tests.fake_judge_servers import expected_scores
 from training.models import Checkpoint
 from workers import jobs
@@ -38,17 +38,36 @@ def completions(shapes_source):
     )
 
 
-@pytest.fixture
-def server():
-    with FakeOpenAIBatchServer() as fake:
-        yield fake
+SPECS = {"openai": "openai:gpt-4o-mini", "gemini": "gemini:gemini-2.5-flash"}
+MODELS = {"openai": "gpt-4o-mini", "gemini": "gemini-2.5-flash"}
+ONLINE_PATH = {"openai": "/chat/completions", "gemini": ":generateContent"}
+
+
+@pytest.fixture(params=["openai", "gemini"])
+def provider(request) -> str:
+    return request.param
 
 
 @pytest.fixture
-def judge(settings, server):
-    settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
-    settings.OPENAI_BASE_URL = server.base_url
-    return judging.judge_config_from_spec("openai:gpt-4o-mini")
+def server(provider):
+    fake = FakeOpenAIBatchServer if provider == "openai" else FakeGeminiBatchServer
+    with fake() as running:
+        yield running
+
+
+@pytest.fixture
+def judge(settings, server, provider):
+    if provider == "openai":
+        settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
+        settings.OPENAI_BASE_URL = server.base_url
+    else:
+        settings.GEMINI_API_KEY = "gm-test-key"
+        settings.GEMINI_BASE_URL = server.base_url
+    return judging.judge_config_from_spec(SPECS[provider])
+
+
+def _online(server, provider) -> list:
+    return [r for r in server.requests if r.path.split("?")[0].endswith(ONLINE_PATH[provider])]
 
 
 def _launch(config, source, **extra):
@@ -78,7 +97,7 @@ def _all_rated_as_the_server_said():
 
 
 def test_a_batch_rates_everything_despite_failed_and_malformed_lines(
-    judge, server, shapes_source, completions
+    judge, server, provider, shapes_source, completions
 ):
     server.validating_polls, server.progress_polls = 3, 4  # it takes a while
     server.line_faults = ["error", "not_json", None, "broken", "score_7", None]
@@ -86,18 +105,20 @@ def test_a_batch_rates_everything_despite_failed_and_malformed_lines(
     assert job.status == Job.Status.SUCCEEDED, job.error
     _all_rated_as_the_server_said()
     batch = job.metrics["batch"]
-    assert batch["status"] == "completed" and batch["id"] == "batch_fake1"
+    assert batch["status"] == "completed"
     assert batch["rated_in_batch"] == 2 and batch["asked_again_online"] == 4
-    # The provider counts the unreadable line as completed; only the 500 as failed.
-    assert batch["counts"] == {"total": ITEMS, "completed": 5, "failed": 1}
+    if provider == "openai":
+        # The provider counts the unreadable line as completed; only the 500 as failed.
+        assert batch["counts"] == {"total": ITEMS, "completed": 5, "failed": 1}
     assert len(server.batches) == 1  # one submission
-    online = [r for r in server.requests if r.path.endswith("/chat/completions")]
-    assert len(online) == 4
-    # The two batch lines cost half the online price of the same answer.
-    batch_calls = JudgeCall.objects.filter(cost_usd__gt=0).order_by("cost_usd")
-    cheapest = batch_calls.first()
-    full = cost_usd("gpt-4o-mini", _usage(cheapest))
-    assert cheapest.cost_usd == pytest.approx(full * BATCH_PRICE_FACTOR)
+    assert len(_online(server, provider)) == 4
+    # The two lines rated in the batch cost half the online price of their tokens; the
+    # four asked again online, the full price.
+    full = {c.pk: cost_usd(MODELS[provider], _usage(c)) for c in JudgeCall.objects.all()}
+    assert all(price > 0 for price in full.values())
+    halves = [c for c in JudgeCall.objects.all() if c.cost_usd == pytest.approx(full[c.pk] / 2)]
+    whole = [c for c in JudgeCall.objects.all() if c.cost_usd == pytest.approx(full[c.pk])]
+    assert BATCH_PRICE_FACTOR == 0.5 and (len(halves), len(whole)) == (2, 4)
 
     # A rerun finds every item rated: no request at all.
     calls = server.calls
@@ -127,14 +148,16 @@ def test_a_batch_that_ends_early_leaves_the_rest_to_online_calls(
 
 
 def test_a_resumed_batch_job_polls_its_batch_and_never_submits_again(
-    judge, server, shapes_source, completions, monkeypatch
+    judge, server, provider, shapes_source, completions, monkeypatch
 ):
-    from annotation.services import judge_batches
+    from annotation.core.judges.gemini_batch import GeminiBatch
+    from annotation.core.judges.openai_batch import OpenAIBatch
 
     server.progress_polls = 1000  # never done while the first worker lives
     job = _launch(judge, shapes_source)
     polled = threading.Event()
-    real_state = judge_batches.OpenAIBatch.state
+    kind = OpenAIBatch if provider == "openai" else GeminiBatch
+    real_state = kind.state
 
     def state_then_die(self, batch_id):
         current = real_state(self, batch_id)
@@ -143,12 +166,13 @@ def test_a_resumed_batch_job_polls_its_batch_and_never_submits_again(
             raise KeyboardInterrupt  # the worker process dies mid-wait
         return current
 
-    monkeypatch.setattr(judge_batches.OpenAIBatch, "state", state_then_die)
+    monkeypatch.setattr(kind, "state", state_then_die)
     with pytest.raises(KeyboardInterrupt):
         judging.judge_run(job_id=job.pk)
     assert polled.is_set()
     job.refresh_from_db()
-    assert job.metrics["batch"]["id"] == "batch_fake1"  # kept before the wait
+    batch_id = job.metrics["batch"]["id"]  # kept before the wait
+    assert batch_id
     monkeypatch.undo()
 
     # The reaper marks it failed; Resume runs it again, on the same batch.
@@ -161,9 +185,9 @@ def test_a_resumed_batch_job_polls_its_batch_and_never_submits_again(
     judging.judge_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error
-    assert len(server.batches) == 1 and len(server.files) == 2  # input, output
+    assert len(server.batches) == 1 and job.metrics["batch"]["id"] == batch_id
     _all_rated_as_the_server_said()
-    assert not [r for r in server.requests if r.path.endswith("/chat/completions")]
+    assert not _online(server, provider)
 
 
 def test_cancelling_a_batch_job_cancels_the_batch(judge, server, shapes_source, completions):
@@ -187,18 +211,20 @@ def test_cancelling_a_batch_job_cancels_the_batch(judge, server, shapes_source, 
         judge_batches.job_progress = real_progress
     job.refresh_from_db()
     assert job.status == Job.Status.CANCELLED
-    assert server.batches["batch_fake1"]["cancel_requested"]
+    assert next(iter(server.batches.values()))["cancel_requested"]
     assert not Rating.objects.exists()
 
 
-def test_batch_mode_is_refused_where_it_does_not_exist(shapes_source, completions, capsys):
-    with pytest.raises(CommandError, match="batch mode rates with openai judges only"):
+def test_batch_mode_is_refused_where_it_does_not_exist(shapes_source, completions):
+    with pytest.raises(CommandError, match="batch mode rates with openai, gemini judges only"):
         call_command("judge", "--judge", "oracle", "--source", "sqa", "--batch")
     assert not Job.objects.exists()
 
 
-def test_the_judge_command_runs_a_batch(judge, server, shapes_source, completions, capsys):
+def test_the_judge_command_runs_a_batch(
+    judge, server, provider, shapes_source, completions, capsys
+):
     call_command(
-        "judge", "--judge", "openai:gpt-4o-mini", "--source", "sqa", "--batch", "--poll-s", "0.01"
+        "judge", "--judge", SPECS[provider], "--source", "sqa", "--batch", "--poll-s", "0.01"
     )
     assert Rating.objects.count() == ITEMS * 4 and len(server.batches) == 1

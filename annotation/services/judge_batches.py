@@ -19,11 +19,16 @@ from annotation.core.judges.pricing import cost_usd
 from annotation.core.judges.runner import ItemOutcome, RunLimits, run_items
 from workers.jobs import JobCancelled, job_progress
 
-BATCH_PROVIDERS = ("openai",)
+BATCH_PROVIDERS = ("openai", "gemini")
 DEFAULT_POLL_S = 30.0
 
 
-def batch_client(judge: Any) -> OpenAIBatch:
+def batch_client(judge: Any) -> Any:
+    """The provider's batch API for `judge` (OpenAIBatch or GeminiBatch: one interface)."""
+    if judge.provider == "gemini":
+        from annotation.core.judges.gemini_batch import GeminiBatch
+
+        return GeminiBatch(judge)
     return OpenAIBatch(judge)
 
 
@@ -84,7 +89,7 @@ def run_batch(
         )
 
 
-def _wait(run: Any, state: Any, batch: OpenAIBatch, record: dict[str, Any], spec: dict[str, Any]):
+def _wait(run: Any, state: Any, batch: Any, record: dict[str, Any], spec: dict[str, Any]):
     """Poll until the batch ends; None when the job was cancelled meanwhile."""
     poll_s = float(spec.get("poll_s", DEFAULT_POLL_S))
     while True:

@@ -63,6 +63,13 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 _TRANSPORT_ERRORS = _transport_errors()
 
 
+def _parts(prompt: str, images: list[tuple[bytes, str]]) -> list[types.Part]:
+    # The images first, in conversation order; the prompt numbers them ("image 1", ...).
+    parts = [types.Part.from_bytes(data=data, mime_type=mime) for data, mime in images]
+    parts.append(types.Part.from_text(text=prompt))
+    return parts
+
+
 class GeminiJudge:
     """Rates all K completions of an item in one `generateContent` call.
 
@@ -115,9 +122,12 @@ class GeminiJudge:
         self._client.close()
 
     def rate(self, item: JudgeItem) -> JudgeResult:
-        k = len(item.completions)
         prompt = render_judge_prompt(item, self.prompt_version)
-        config = types.GenerateContentConfig(
+        config = self.rating_config(len(item.completions))
+        return self._result(self._generate(prompt, item.images, config), len(item.completions))
+
+    def rating_config(self, k: int) -> types.GenerateContentConfig:
+        return types.GenerateContentConfig(
             temperature=self.temperature,
             max_output_tokens=self.max_output_tokens,
             response_mime_type="application/json",
@@ -127,7 +137,36 @@ class GeminiJudge:
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
-        return self._result(self._generate(prompt, item.images, config), k)
+
+    def batch_request(self, item: JudgeItem) -> types.InlinedRequest:
+        """`item`'s request in a batch: the online contents and config, keyed by the item."""
+        prompt = render_judge_prompt(item, self.prompt_version)
+        config = self.rating_config(len(item.completions))
+        # A batch request carries the generation settings only (no client-side options).
+        config = config.model_copy(
+            update={"automatic_function_calling": None, "automatic_continuation": None}
+        )
+        return types.InlinedRequest(
+            contents=[types.Content(role="user", parts=_parts(prompt, item.images))],
+            config=config,
+            metadata={"key": item.key},
+        )
+
+    def result_from_response(self, response: types.GenerateContentResponse, k: int) -> JudgeResult:
+        """A batch's answer to one item, validated as an online answer is."""
+        return self._result(response, k)
+
+    @property
+    def client(self) -> genai.Client:
+        return self._client
+
+    def api_error(self, exc: Exception) -> Exception:
+        """A batch call's SDK error as the runner's judge errors."""
+        if isinstance(exc, errors.APIError):
+            return self._api_error(exc)
+        return TransientJudgeError(
+            f"Gemini {self.model}: {type(exc).__name__}: {self._scrub(str(exc))}"[:500]
+        )
 
     def complete(
         self, prompt: str, image: bytes | None = None, image_mime: str = "image/png"
@@ -148,9 +187,7 @@ class GeminiJudge:
         images: list[tuple[bytes, str]],
         config: types.GenerateContentConfig,
     ) -> types.GenerateContentResponse:
-        # The images first, in conversation order; the prompt numbers them ("image 1", ...).
-        parts = [types.Part.from_bytes(data=data, mime_type=mime) for data, mime in images]
-        parts.append(types.Part.from_text(text=prompt))
+        parts = _parts(prompt, images)
         try:
             return self._client.models.generate_content(
                 model=self.model,

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch",
             action="store_true",
-            help="one provider batch at half the price (openai); failed lines asked online",
+            help="one provider batch at half the price (openai, gemini); failed lines asked online",
         )
         parser.add_argument(
             "--poll-s", type=float, default=30.0, help="seconds between batch status polls"
