@@ -39,6 +39,15 @@ class JudgeForm(forms.Form):
     requests_per_minute = forms.FloatField(required=False, min_value=0.1)
     tokens_per_minute = forms.FloatField(required=False, min_value=1)
     max_cost_usd = forms.FloatField(required=False, min_value=0.0001, label="Max cost (USD)")
+    mode = forms.ChoiceField(
+        choices=[("rate", "rate K at a time"), ("pairwise", "compare two at a time")],
+        initial="rate",
+        required=False,  # left out: rate
+        help_text="pairwise: every pair of a prompt's completions, wins minus losses",
+    )
+    both_orders = forms.BooleanField(
+        required=False, help_text="pairwise: ask each pair in both orders (position control)"
+    )
     batch = forms.BooleanField(
         required=False,
         label="Batch (half price)",

@@ -267,6 +267,7 @@ class JudgeCall(models.Model):
         RATE = "rate", "Rate K completions"
         ANSWER = "answer", "Answer the question itself"
         REWRITE = "rewrite", "Rewrite a text"
+        PAIRWISE = "pairwise", "Compare two completions"
 
     judge = models.ForeignKey(JudgeConfig, on_delete=models.PROTECT, related_name="calls")
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.RATE)

@@ -5,7 +5,8 @@ building, error mapping, timeouts) without a network. Standard library only: a
 `ThreadingHTTPServer` on 127.0.0.1 with an OS-chosen port, run in a daemon thread.
 
 By default a server rates every "RESPONSE n:" block of the prompt with scores derived from
-a hash of the response's text, so a test can predict them with `expected_scores(text)`.
+a hash of the response's text, so a test can predict them with `expected_scores(text)`; a
+pairwise request (its schema has a `winner`) is answered by the higher sum of those scores.
 Faults queued with `push_faults(...)` are consumed one per request, in order:
 
     "429"                 429 with Retry-After (seconds: `retry_after`), in the API's error format
@@ -118,6 +119,18 @@ def rating_answer(responses: list[str], fault: str | None = None) -> str:
     elif fault == "score_high" and responses:
         answer[response_key(1)]["correctness"] = "high"
     return json.dumps(answer)
+
+
+def pairwise_answer(responses: list[str], fault: str | None = None) -> str:
+    """A pairwise judge's JSON: the response whose `expected_scores` sum is higher wins
+    (equal sums tie); "not_json" breaks it as for ratings."""
+    if fault == "not_json":
+        return PROSE_ANSWER
+    sums = [sum(expected_scores(text).values()) for text in responses[:2]]
+    winner = (
+        "tie" if len(sums) < 2 or sums[0] == sums[1] else response_key(1 + sums.index(max(sums)))
+    )
+    return json.dumps({"reasoning": "Compared both with the image.", "winner": winner})
 
 
 # What `schema_instance` knows; any other keyword is an error, so that a schema the fake
@@ -474,6 +487,8 @@ class _FakeServer:
         if self.schema_answers and schema is not None and fault is None:
             # Seeded by the request's number: a rerun of a test sees the same answers.
             answer = json.dumps(schema_instance(schema, random.Random(number)))
+        elif isinstance(schema, dict) and "winner" in (schema.get("properties") or {}):
+            answer = pairwise_answer(responses, fault)
         elif responses:
             answer = rating_answer(responses, fault)
         else:  # a prompt without responses to rate asks for free text (answer or rewrite)

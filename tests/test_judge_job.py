@@ -219,6 +219,11 @@ def test_staff_launch_a_judge_from_the_page(
     job = Job.objects.get()
     assert response["Location"] == reverse("workers:job", args=[job.pk])
     assert job.queue == "judge" and job.params["limits"]["concurrency"] == 4
+    assert job.params["mode"] == "rate" and "both_orders" not in job.params
+    client.post(url, {**data, "mode": "pairwise", "both_orders": "on"})
+    pairwise = Job.objects.latest("pk")
+    assert pairwise.params["mode"] == "pairwise" and pairwise.params["both_orders"] is True
+    pairwise.delete()
     settings.OPENAI_API_KEY = ""
     refused = client.post(url, {**data, "judge": "openai:gpt-4o"}).content.decode()
     assert "OPENAI_API_KEY is not set" in refused and Job.objects.count() == 1

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from annotation.core.judges import pairwise
 from annotation.core.judges.base import (
     ATTRIBUTES,
     FatalJudgeError,
@@ -40,6 +41,7 @@ from workers.models import Job
 PROVIDERS = ("oracle", "gemini", "openai", "local", "reward", "panel")
 Group = tuple[Prompt, list[Completion]]
 MAX_FAILURES_SHOWN = 50
+MAX_PAIRWISE_K = 1000  # a prompt's completions compared in one round robin
 
 
 # Model names as the providers spell them: "gpt-4o-mini", "ft:gpt-4o-mini:org::id",
@@ -258,17 +260,21 @@ def judge_launch(
     mode: str = JudgeCall.Mode.RATE,
     batch: bool = False,
     poll_s: float = 30.0,
+    both_orders: bool = False,
     user: Any = None,
     enqueue: bool = True,
 ) -> Job:
     """Freeze the prompts into a judging job on the judge queue: rating their completions
-    (mode "rate"), or the judge answering each question itself (mode "answer")."""
+    (mode "rate"), comparing them two at a time (mode "pairwise"; `both_orders` asks each
+    pair in both orders), or the judge answering each question itself (mode "answer")."""
     limits = limits or RunLimits()
     limits.validate()
     if not 1 <= k_per_call <= 32:
         raise ValueError("K per call must be between 1 and 32")
-    if mode not in (JudgeCall.Mode.RATE, JudgeCall.Mode.ANSWER):
-        raise ValueError(f"unknown judging mode {mode!r}; use rate or answer")
+    if mode not in (JudgeCall.Mode.RATE, JudgeCall.Mode.ANSWER, JudgeCall.Mode.PAIRWISE):
+        raise ValueError(f"unknown judging mode {mode!r}; use rate, answer or pairwise")
+    if mode == JudgeCall.Mode.PAIRWISE and judge_config.provider in ("reward", "panel"):
+        raise ValueError(f"a {judge_config.provider} judge cannot compare two answers")
     # Refuse a judge that cannot be called (a key unset since, a folder gone) before a job.
     judge_config_check(
         provider=judge_config.provider, model=judge_config.model, base_url=judge_config.base_url
@@ -291,7 +297,7 @@ def judge_launch(
     else:
         build_judge(judge_config, timeout_s=timeout_s)
     prompt_ids = prompt_selection_ids(**selection)
-    if mode == JudgeCall.Mode.RATE:
+    if mode in (JudgeCall.Mode.RATE, JudgeCall.Mode.PAIRWISE):
         with_completions = Completion.objects.all()
         if checkpoint_id:
             with_completions = with_completions.filter(checkpoint_id=checkpoint_id)
@@ -317,6 +323,7 @@ def judge_launch(
             "timeout_s": timeout_s,
             "mode": str(mode),
             **({"batch": True, "poll_s": poll_s} if batch else {}),
+            **({"both_orders": True} if both_orders else {}),
         },
         created_by=user,
     )
@@ -405,6 +412,7 @@ class _JudgeJob:
     """State of one judging run while its outcomes arrive."""
 
     stored: Any = Rating  # what the judge writes per completion (a rerun skips those)
+    call_mode = JudgeCall.Mode.RATE
 
     def __init__(self, run: Any, config: JudgeConfig) -> None:
         self.run, self.job, self.config = run, run.job, config
@@ -446,6 +454,19 @@ class _JudgeJob:
     def result_json(self, result: Any) -> dict[str, Any]:
         return _result_json(result)
 
+    def cache_key(self, item: JudgeItem) -> str:
+        config = self.config
+        return item_cache_key(
+            provider=config.provider,
+            model=config.model,
+            prompt_version=config.prompt_version,
+            temperature=config.temperature,
+            item=item,
+            variant=self.variant,
+        )
+
+    variant = ""  # keeps apart calls that show the same item for another purpose
+
     def write(self, completions: list[Completion], result: dict[str, Any]) -> None:
         _write_ratings(self.config, completions, result, self.job)
 
@@ -469,7 +490,6 @@ class _JudgeJob:
 
     def items_to_call(self, groups: Iterator[Group]) -> Iterator[JudgeItem]:
         """Skip what is rated, answer from the cache what was paid for, yield the rest."""
-        config = self.config
         for prompt, completions in groups:
             if self.cancelled:
                 return
@@ -478,13 +498,7 @@ class _JudgeJob:
                 self.advance(force=False)  # throttled: a rerun skips thousands
                 continue
             item = _item(prompt, completions)
-            key = item_cache_key(
-                provider=config.provider,
-                model=config.model,
-                prompt_version=config.prompt_version,
-                temperature=config.temperature,
-                item=item,
-            )
+            key = self.cache_key(item)
             cached = JudgeCall.objects.filter(cache_key=key, status=JudgeCall.Status.OK).first()
             if cached is not None:
                 with transaction.atomic():
@@ -505,6 +519,7 @@ class _JudgeJob:
         followers = self.followers.pop(key, [])
         call = JudgeCall(
             judge=self.config,
+            mode=self.call_mode,
             prompt=prompt,
             completion_ids=[c.pk for c in completions],
             cache_key=key,
@@ -653,9 +668,73 @@ class _RewardJob(_JudgeJob):
         )
 
 
+class _PairwiseJob(_JudgeJob):
+    """Pairwise mode: each call shows two completions of a prompt (every pair, in one or
+    both orders) and the judge names the better; once all are answered, each completion's
+    wins minus losses is stored as the judge's scalar for it (a RewardScore), which the
+    reward strategies rank by. Calls are cached like ratings, so a rerun pays nothing."""
+
+    variant = "pairwise"
+    stored = RewardScore
+    call_mode = JudgeCall.Mode.PAIRWISE
+
+    def groups(self, spec: dict[str, Any]) -> list[Group]:
+        both = bool(spec.get("both_orders"))
+        out: list[Group] = []
+        for prompt, completions in _groups(spec["prompt_ids"], spec.get("checkpoint_id"), 10_000):
+            by_id = {c.pk: c for c in completions}
+            out += [
+                (prompt, [by_id[a], by_id[b]])
+                for a, b in pairwise.pairs(list(by_id), both_orders=both)
+            ]
+        return out
+
+    def load_rated(self, groups: list[Group]) -> None:
+        return None  # every comparison is asked (or found in the cache) each run
+
+    def call(self, judge: Judge) -> Callable[[JudgeItem], Any]:
+        compare = getattr(judge, "compare", None)
+        if compare is None:
+            raise JobFailed(f"the {self.config.provider} judge cannot compare two answers")
+        return compare
+
+    def result_json(self, result: Any) -> dict[str, Any]:
+        return pairwise.verdict_json(result)
+
+    def write(self, completions: list[Completion], result: dict[str, Any]) -> None:
+        return None  # scores are tallied once every comparison is in (finish)
+
+    def finish(self, groups: list[Group]) -> int:
+        """Wins minus losses per completion, from every answered comparison; returns how
+        many completions were scored."""
+        keys = [self.cache_key(_item(prompt, pair)) for prompt, pair in groups]
+        answers = dict(
+            JudgeCall.objects.filter(
+                cache_key__in=set(keys), status=JudgeCall.Status.OK
+            ).values_list("cache_key", "result")
+        )
+        verdicts: dict[int, list[tuple[tuple[int, int], int | None]]] = {}
+        for (prompt, (first, second)), key in zip(groups, keys, strict=True):
+            if key in answers:
+                vote = ((first.pk, second.pk), answers[key]["winner"])
+                verdicts.setdefault(prompt.pk, []).append(vote)
+        scored = 0
+        with transaction.atomic():
+            for votes in verdicts.values():
+                for completion_id, score in pairwise.net_wins(votes).items():
+                    RewardScore.objects.update_or_create(
+                        completion_id=completion_id,
+                        judge=self.config,
+                        defaults={"reward": score, "job": self.job},
+                    )
+                    scored += 1
+        return scored
+
+
 _JOBS: dict[str, type[_JudgeJob]] = {
     JudgeCall.Mode.RATE: _JudgeJob,
     JudgeCall.Mode.ANSWER: _AnswerJob,
+    JudgeCall.Mode.PAIRWISE: _PairwiseJob,
 }
 
 
@@ -716,6 +795,8 @@ def judge_run(*, job_id: int) -> None:
             raise JobCancelled
         if config.provider == "reward":
             run.set_metrics(**reward_oracle_agreement(config, spec["prompt_ids"]))
+        if isinstance(state, _PairwiseJob):
+            run.set_metrics(pairwise_scored=state.finish(groups))
         if summary.stopped_at_max_cost:
             run.set_metrics(stopped_at_max_cost=True)
             run.log(

@@ -35,6 +35,8 @@ def judge_launch(request):
                 k_per_call=d["k_per_call"],
                 limits=form.limits(),
                 batch=d.get("batch", False),
+                mode=d.get("mode") or "rate",
+                both_orders=d.get("both_orders", False),
                 user=request.user,
             )
         except ValueError as exc:

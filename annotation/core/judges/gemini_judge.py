@@ -27,7 +27,8 @@ from annotation.core.judges.base import (
     require_text,
     retry_after_seconds,
 )
-from annotation.core.judges.prompt import render_judge_prompt
+from annotation.core.judges.pairwise import PairVerdict, pairwise_schema, parse_verdict
+from annotation.core.judges.prompt import render_judge_prompt, render_pairwise_prompt
 
 # Finish reasons after which the text (if any) is not a usable answer.
 _REFUSED = frozenset(
@@ -125,6 +126,20 @@ class GeminiJudge:
         prompt = render_judge_prompt(item, self.prompt_version)
         config = self.rating_config(len(item.completions))
         return self._result(self._generate(prompt, item.images, config), len(item.completions))
+
+    def compare(self, item: JudgeItem) -> PairVerdict:
+        """Which of two completions is better (pairwise mode), under the pairwise schema."""
+        config = types.GenerateContentConfig(
+            temperature=self.temperature,
+            max_output_tokens=self.max_output_tokens,
+            response_mime_type="application/json",
+            response_json_schema=pairwise_schema(),
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            automatic_continuation=False,
+        )
+        response = self._generate(render_pairwise_prompt(item), item.images, config)
+        text, usage, _ = self._text(response)
+        return parse_verdict(text, usage=usage)
 
     def rating_config(self, k: int) -> types.GenerateContentConfig:
         return types.GenerateContentConfig(

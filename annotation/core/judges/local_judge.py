@@ -15,7 +15,8 @@ from annotation.core.judges.base import (
     parse_ratings,
     require_text,
 )
-from annotation.core.judges.prompt import render_judge_prompt
+from annotation.core.judges.pairwise import PairVerdict, parse_verdict
+from annotation.core.judges.prompt import render_judge_prompt, render_pairwise_prompt
 
 
 class LocalJudge:
@@ -42,6 +43,12 @@ class LocalJudge:
         prompt = render_judge_prompt(item, self.prompt_version)
         text, usage = self._generate(prompt, [data for data, _ in item.images])
         return parse_ratings(text, len(item.completions), usage=usage)
+
+    def compare(self, item: JudgeItem) -> PairVerdict:
+        text, usage = self._generate(
+            render_pairwise_prompt(item), [data for data, _ in item.images]
+        )
+        return parse_verdict(text, usage=usage)
 
     def complete(
         self, prompt: str, image: bytes | None = None, image_mime: str = "image/png"

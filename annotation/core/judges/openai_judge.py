@@ -25,9 +25,11 @@ from annotation.core.judges.base import (
     require_text,
     retry_after_seconds,
 )
-from annotation.core.judges.prompt import render_judge_prompt
+from annotation.core.judges.pairwise import PairVerdict, pairwise_schema, parse_verdict
+from annotation.core.judges.prompt import render_judge_prompt, render_pairwise_prompt
 
 SCHEMA_NAME = "helpsteer_ratings"
+PAIRWISE_SCHEMA_NAME = "pairwise_verdict"
 # 408 (timeout), 409 (lock timeout) and 429 are the 4xx answers a later request can get past.
 _TRANSIENT_4XX = frozenset({408, 409, 429})
 
@@ -97,6 +99,24 @@ class OpenAIJudge:
     def rate(self, item: JudgeItem) -> JudgeResult:
         response = self._create(self.rating_request(item))
         return self._result(response, len(item.completions))
+
+    def compare(self, item: JudgeItem) -> PairVerdict:
+        """Which of two completions is better (pairwise mode), under the pairwise schema."""
+        request = {
+            "model": self.model,
+            "temperature": self.temperature,
+            "messages": self._messages(render_pairwise_prompt(item), item.images),
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": PAIRWISE_SCHEMA_NAME,
+                    "schema": pairwise_schema(),
+                    "strict": True,
+                },
+            },
+        }
+        text, usage, _ = self._text(self._create(request))
+        return parse_verdict(text, usage=usage)
 
     def rating_request(self, item: JudgeItem) -> dict[str, Any]:
         """The chat completion request that rates `item` (without its length limit)."""

@@ -28,6 +28,7 @@ from annotation.core.judges.base import (
     TextResult,
     Usage,
 )
+from annotation.core.judges.pairwise import PairVerdict
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ANSWER_IS = re.compile(r"(?:the answer is|answer:)\s*\(?([A-Z])\b\)?", re.IGNORECASE)
@@ -130,6 +131,14 @@ class OracleJudge:
             f"The known answer is {truth!r}." if truth else "No known answer: correctness 0."
         )
         return JudgeResult(ratings=ratings, reasoning=reasoning, raw="", usage=Usage())
+
+    def compare(self, item: JudgeItem) -> PairVerdict:
+        """The better of two completions by helpfulness + correctness + coherence (seed
+        001's sum of its own ratings); equal sums tie."""
+        first, second = self.rate(item).ratings
+        sums = [r.helpfulness + r.correctness + r.coherence for r in (first, second)]
+        winner = None if sums[0] == sums[1] else (0 if sums[0] > sums[1] else 1)
+        return PairVerdict(winner, f"score sums {sums[0]} and {sums[1]}", raw="")
 
     def answer(self, item: JudgeItem) -> TextResult:
         """The known answer, in the form the seed sets train on ("The answer is X.")."""

@@ -96,7 +96,19 @@ def conversation_section(item: JudgeItem) -> str:
     return section
 
 
-def render_judge_prompt(item: JudgeItem, version: str = DEFAULT_VERSION) -> str:
+def render_pairwise_prompt(item: JudgeItem) -> str:
+    """Two completions side by side, the judge asked which is better (pairwise_v1.txt)."""
+    if len(item.completions) != 2:
+        raise ValueError(f"a pairwise call compares 2 completions, not {len(item.completions)}")
+    return render_judge_prompt(item, "pairwise_v1", layout=PAIRWISE_LAYOUT)
+
+
+PAIRWISE_LAYOUT = '{"reasoning": "...", "winner": "response_1"}'
+
+
+def render_judge_prompt(
+    item: JudgeItem, version: str = DEFAULT_VERSION, *, layout: str | None = None
+) -> str:
     section = conversation_section(item)
     if section and version in SINGLE_TURN_VERSIONS:
         raise ValueError(
@@ -126,6 +138,6 @@ def render_judge_prompt(item: JudgeItem, version: str = DEFAULT_VERSION) -> str:
         extras="\n".join(extras) + ("\n" if extras else ""),
         responses=responses,
         reference_note=" and the reference answer" if reference else "",
-        layout=answer_layout(len(item.completions)),
+        layout=layout if layout is not None else answer_layout(len(item.completions)),
         conversation=section,
     )

@@ -45,8 +45,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--mode",
             default="rate",
-            choices=["rate", "answer"],
-            help="rate the completions, or have the judge answer each question itself",
+            choices=["rate", "answer", "pairwise"],
+            help="rate the completions, compare them two at a time, or have the judge answer "
+            "each question itself",
+        )
+        parser.add_argument(
+            "--both-orders",
+            action="store_true",
+            help="pairwise: ask each pair in both orders (the position-bias control)",
         )
 
     def handle(self, *args, **o):
@@ -81,6 +87,7 @@ class Command(BaseCommand):
                 timeout_s=o["timeout"],
                 mode=o["mode"],
                 batch=o["batch"],
+                both_orders=o["both_orders"],
                 poll_s=o["poll_s"],
                 enqueue=o["enqueue"],
             )
