@@ -329,3 +329,35 @@ def test_the_cursor_follows_the_keys_across_responses(page, live_server, annotat
     assert chosen == [[4, 3, 2, 1, 0], [0, 1, 2, 3, 4], [2, None, None, None, None]]
     assert not Rating.objects.exists() and len(ATTRIBUTES) == 5
     assert page.inner_text("[data-progress]").startswith("Item 1 of 2")
+
+
+def test_staff_reads_a_judges_reliability_card(page, live_server, staff_user, shapes_source):
+    """Issue 18: a judge audited on the command line shows its card on its page."""
+    from django.core.management import call_command
+
+    from annotation.models import Completion, JudgeConfig
+    from training.models import Checkpoint
+
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    Completion.objects.bulk_create(
+        Completion(
+            prompt=p, checkpoint=checkpoint, text=f"The answer is {'ABCD'[i]}.", sample_index=i
+        )
+        for p in shapes_source.prompts.all()
+        for i in range(len(p.choices))
+    )
+    call_command("judge", "--judge", "oracle", "--source", "sqa")
+    call_command(
+        "judge_audit", "--judge", "oracle", "--source", "sqa", "--position", "--repeats", "2"
+    )
+    judge = JudgeConfig.objects.get(provider="oracle")
+    base = live_server.url
+    _log_in(page, base, staff_user.username)
+    page.click("nav >> text=Judges")
+    page.click(f"text={judge.name}")
+    card = page.locator("section.reliability")
+    assert "0.000" in card.locator('[data-metric="position_flip_rate"]').inner_text()
+    assert "1.000" in card.locator('[data-metric="truth"]').inner_text()
+    assert "correctness" in card.locator("table.audit").inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "judge_card.png"), full_page=True)

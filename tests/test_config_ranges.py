@@ -62,6 +62,8 @@ BAD_VALUES = [
     ("generation_temperature", 0.0, "positive"),
     ("format_reward_weight", -0.1, "non-negative"),
     ("grpo_beta", -0.01, "non-negative"),
+    ("mixed_lambda", 1.5, r"in \[0, 1\]"),
+    ("mixed_lambda", -0.5, r"in \[0, 1\]"),
 ]
 
 

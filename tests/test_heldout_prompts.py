@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from annotation.models import ATTRIBUTES, Completion, PairPick, Rating
+from annotation.models import ATTRIBUTES, Completion, JudgeConfig, PairPick, Rating, RewardScore
 from datasets_app.core.curation import (
     STRATEGIES,
     Pick,
@@ -40,7 +40,12 @@ def _rated(prompt_id: int, split: str) -> RatedPrompt:
     """A prompt every strategy makes a row from: rated completions, a pick, a judge answer,
     ScienceQA choices and answer."""
     rated = [
-        RatedCompletion(prompt_id * 10 + i, f"answer {i}", {"judge:1": _scores(score)})
+        RatedCompletion(
+            prompt_id * 10 + i,
+            f"answer {i}",
+            {"judge:1": _scores(score)},
+            rewards={"judge:5": float(score)},  # a reward model's scalar, for the reward ones
+        )
         for i, score in enumerate((4, 2, 1))
     ]
     bdhs = RatedCompletion(prompt_id * 10 + 9, "no", method="bdhs")  # BDHS's own answer
@@ -107,6 +112,7 @@ def three_splits(db, tmp_path):
     assert set(source.prompts.values_list("split", flat=True)) == set(SPLITS)
     checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
     judge = factories.judge("rater")
+    reward_model = JudgeConfig.objects.create(name="reward:rm", provider="reward", model="rm")
     source.prompts.update(reference_answer="yes")  # what BDHS and the corruptions start from
     for prompt in source.prompts.all():
         Completion.objects.create(  # BDHS's own answer, unrated
@@ -122,6 +128,7 @@ def three_splits(db, tmp_path):
                 prompt=prompt, checkpoint=checkpoint, text=f"answer {i}", sample_index=i
             )
             Rating.objects.create(completion=completion, judge=judge, **_scores(score))
+            RewardScore.objects.create(completion=completion, judge=reward_model, reward=score)
             made.append(completion)
         PairPick.objects.create(prompt=prompt, source=source, chosen=made[0], rejected=made[2])
     oracle = judging.judge_config_from_spec("oracle")

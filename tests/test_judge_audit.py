@@ -279,3 +279,40 @@ def test_a_panel_rates_through_its_members_and_curates_like_any_judge(
     page = client.get(reverse("annotation:judge_detail", args=[the_panel.pk])).content.decode()
     assert "Members&#x27; agreement" in page or "Members' agreement" in page
     assert page.count(reverse("annotation:judge_detail", args=[oracle.pk])) == 1
+
+
+def test_a_panel_called_live_combines_its_members_answers():
+    from annotation.core.judges.base import JudgeItem, TextResult, Usage
+    from annotation.core.judges.panel import PanelJudge
+
+    class Reviewer:
+        def __init__(self, model: str, line: str) -> None:
+            self.model, self.line = model, line
+
+        def complete(self, prompt, image=None, image_mime="image/png"):
+            return TextResult(f"{self.line}\nbecause", Usage(10, 5))
+
+    item = JudgeItem(key="k", question="q", completions=("a", "b", "c"))
+    first, second = FirstPlaceJudge(), FirstPlaceJudge()
+    second.rate = lambda it: JudgeResult(
+        tuple(CompletionRating(*([2] * 5)) for _ in it.completions), reasoning="", raw="{}"
+    )
+    rated = PanelJudge([first, second], "mean").rate(item)
+    assert [r.helpfulness for r in rated.ratings] == [3, 2, 2]  # (4+2)/2, (1+2)/2 up, ...
+    review = PanelJudge([Reviewer("a", "8 6"), Reviewer("b", "6 3")], "mean").complete("p")
+    assert review.text.splitlines()[0] == "7 4.5" and review.usage == Usage(20, 10)
+    with pytest.raises(Exception, match="no 'X Y' first line"):
+        PanelJudge([Reviewer("a", "8 6"), Reviewer("b", "fine")], "median").complete("p")
+
+
+@pytest.mark.django_db
+def test_an_evaluation_can_take_a_panel_as_its_judge():
+    from annotation.core.judges.panel import PanelJudge
+    from annotation.models import JudgeConfig
+    from annotation.services import judging
+
+    oracle = judging.judge_config_from_spec("oracle")
+    other = judging.judge_config_get_or_create(provider="oracle", model="rules-v2")
+    panel = judging.judge_config_from_spec(f"panel:median:{oracle.pk},{other.pk}")
+    built = judging.build_judge(JudgeConfig.objects.get(pk=panel.pk))
+    assert isinstance(built, PanelJudge) and len(built.members) == 2

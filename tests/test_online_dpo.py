@@ -133,7 +133,8 @@ def test_online_dpo_configs_refuse_what_they_would_not_honour(tmp_path):
     not_a_reward_model.mkdir()
     for bad, message in (
         ({"mixed_lambda": 1.5}, "mixed_lambda"),
-        ({"online_ranker": "judge:gemini"}, "online_ranker must be one of verifiable"),
+        ({"online_ranker": "rater:gemini"}, "online_ranker must be one of verifiable"),
+        ({"online_ranker": "judge:gemini"}, "a judge is judge:local:PATH"),
         ({"online_ranker": f"reward:{not_a_reward_model}"}, "is not a reward model"),
         ({"recipe": "dpo", "mixed_lambda": 0.5}, "apply to online_dpo only, not dpo"),
         ({"recipe": "dpo", "reward_head": "last_token"}, "reward_head applies to reward only"),
@@ -179,3 +180,43 @@ def test_a_reward_model_can_rank_the_online_samples(tmp_path, tiny_dir):
     # makes a pair.
     assert len(logged) == 2 and all(h["online/reward"] < 0 for h in logged)
     assert all(h["online/pairs"] == 4 and h["online/tied_fraction"] == 0 for h in logged)
+
+
+@pytest.mark.slow
+def test_an_api_judge_ranks_the_samples_in_the_runner_and_pays_once(
+    tmp_path, tiny_dir, fake_openai, monkeypatch
+):
+    from training.core.recipes import online_dpo
+    from training.core.recipes.common import load_parquet
+    from training.core.recipes.judge_ranker import CACHE_FILE, JudgeRanker, build_judge
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    train = _pairs(tmp_path / "data" / "train.parquet", 8, 0)
+    config = _config(
+        tmp_path / "policy",
+        tiny_dir,
+        train,
+        online_ranker="judge:openai:gpt-4o-mini",
+        max_steps=2,
+        logging_steps=1,
+    )
+    config.validate()
+    result = online_dpo.main(config)
+    logged = [h for h in result.trainer.state.log_history if "online/judge_calls" in h]
+    # One call a prompt rates its K=4 answers: 4 prompts a step, 2 steps.
+    assert fake_openai.calls == 8 and logged[-1]["online/judge_calls"] == 8
+    assert logged[-1]["online/judge_cost_usd"] > 0
+    assert all(h["online/pairs"] > 0 for h in logged)  # the fake's scores differ by text
+    assert len((tmp_path / "policy" / "out" / CACHE_FILE).read_text().splitlines()) == 8
+
+    # A restarted runner asks for the same answers again: all from the file cache.
+    rows = list(load_parquet(str(train), tmp_path / "c"))[:2]
+    answers = ["red", "blue", "green", "yellow", "red.", "a red one", "blue", "no"]
+    flat = [row for row in rows for _ in range(4)]
+    first = JudgeRanker(build_judge("openai:gpt-4o-mini"), cache_dir=tmp_path, k=4)
+    scores = first(flat, answers)
+    assert first.calls == 2 and len(scores) == 8
+    again = JudgeRanker(build_judge("openai:gpt-4o-mini"), cache_dir=tmp_path, k=4)
+    assert again(flat, answers) == scores and again.calls == 0
+    assert fake_openai.calls == 10

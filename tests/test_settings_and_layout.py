@@ -41,6 +41,7 @@ TRAINERS = {
     "training.core.recipes.mdpo",
     "training.core.recipes.reward",
     "training.core.recipes.grpo",
+    "training.core.recipes.online_dpo",
     "training.core.recipes.sft",
     "training.core.recipes.ref_logps",
 }

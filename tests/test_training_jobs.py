@@ -536,7 +536,8 @@ def test_online_dpo_names_its_reward_model_ranker_by_checkpoint(small_versions, 
     for ranker, message in (
         ("reward:nope", "no checkpoint named 'nope'"),
         ("reward:tiny-base", "tiny-base is not a reward model"),
-        ("judge:gemini", "online_ranker must be one of verifiable, reward:PATH"),
+        ("rater:gemini", "online_ranker must be one of verifiable, reward:PATH, judge:SPEC"),
+        ("judge:gemini", "the gemini judge needs a model"),
     ):
         with pytest.raises(ValueError, match=message):
             trainings.training_launch(

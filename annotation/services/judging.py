@@ -181,6 +181,12 @@ def panel_members(model: str) -> list[JudgeConfig]:
 
 def build_judge(config: JudgeConfig, *, timeout_s: float = 120.0) -> Judge:
     """The judge for a configuration; a missing API key is a clear error, before any work."""
+    if config.provider == "panel":  # called live (an evaluation's judge): its members each
+        from annotation.core.judges.panel import PanelJudge
+
+        mode, _ = parse_panel_model(config.model)
+        members = [build_judge(m, timeout_s=timeout_s) for m in panel_members(config.model)]
+        return PanelJudge(members, mode, model=config.model)  # type: ignore[return-value]
     if config.provider == "oracle":
         from annotation.core.judges.oracle import OracleJudge
 

@@ -566,6 +566,13 @@ def _sampled_in_training(method: str, progress: dict[str, Any], costs: dict[str,
     if sampled is None:
         points = [p for p in progress.get("history") or [] if "online/generated_tokens" in p]
         sampled = points[-1]["online/generated_tokens"] if points else None
+    latest = progress.get("latest") or {}
+    costs["judge_calls"] = (costs.get("judge_calls") or 0) + int(
+        latest.get("online/judge_calls") or 0
+    )
+    costs["judge_cost_usd"] = round(
+        (costs.get("judge_cost_usd") or 0.0) + float(latest.get("online/judge_cost_usd") or 0.0), 6
+    )
     if sampled is None:
         return None
     return int(costs.get("generated_tokens") or 0) + int(sampled)

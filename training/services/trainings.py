@@ -141,6 +141,8 @@ def training_config(
     paths = _base_paths(base_checkpoint)
     if str(overrides.get("online_ranker", "")).startswith("reward:"):
         overrides["online_ranker"] = reward_ranker(overrides["online_ranker"])
+    if str(overrides.get("online_ranker", "")).startswith("judge:"):
+        judge_ranker_check(overrides["online_ranker"])
     data: dict[str, Any] = {
         **({"preset": preset} if preset else {}),
         **overrides,
@@ -159,6 +161,18 @@ def training_config(
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
     return config
+
+
+def judge_ranker_check(ranker: str) -> None:
+    """A judge ranker is checked as the Judge page checks a judge (its key, its model)."""
+    from annotation.services.judging import judge_config_check
+
+    provider, _, model = ranker.removeprefix("judge:").partition(":")
+    if provider in ("local", "openai", "gemini"):
+        try:
+            judge_config_check(provider=provider, model=model, load_checkpoint=False)
+        except ValueError as exc:
+            raise ValueError(f"online_ranker {ranker!r}: {exc}") from None
 
 
 def reward_ranker(ranker: str) -> str:

@@ -45,7 +45,7 @@ RECIPES = {
     # Online / mixed DPO: the pairs are the offline half, their prompts are asked online.
     "online_dpo": "dpo",
 }
-ONLINE_RANKERS = ("verifiable", "reward:PATH")
+ONLINE_RANKERS = ("verifiable", "reward:PATH", "judge:SPEC")
 DPO_LOSS_RECIPES = ("dpo", "online_dpo")  # the recipes that train with TRL's DPO loss mix
 # The reward model's heads (recipes/reward.py), here so that a config is checked without torch.
 REWARD_HEADS = ("likelihood", "last_token")
@@ -331,8 +331,9 @@ class TrainConfig:
     # The probability that a row trains on its stored pair rather than on fresh samples
     # (seed 002's Equation 4): 0 is online DPO, 1 offline DPO.
     mixed_lambda: float = 0.0
-    # Who ranks the samples: "verifiable" (the row's reference answer) or "reward:PATH" (a
-    # reward model folder; the site writes a registered checkpoint's path there).
+    # Who ranks the samples: "verifiable" (the row's reference answer), "reward:PATH" (a
+    # reward model folder; the site writes a registered checkpoint's path there) or
+    # "judge:SPEC" (judge:local:PATH, judge:openai:MODEL, judge:gemini:MODEL).
     online_ranker: str = "verifiable"
 
     # --- Running and outputs -------------------------------------------------------------
@@ -351,6 +352,14 @@ class TrainConfig:
     def _online_errors(self) -> list[str]:
         ranker = self.online_ranker
         if ranker == "verifiable":
+            return []
+        if ranker.startswith("judge:"):
+            provider, _, model = ranker.removeprefix("judge:").partition(":")
+            if provider not in ("local", "openai", "gemini") or not model.strip():
+                return [
+                    f"online_ranker {ranker!r}: a judge is judge:local:PATH, "
+                    "judge:openai:MODEL or judge:gemini:MODEL"
+                ]
             return []
         if not ranker.startswith("reward:") or not ranker.removeprefix("reward:").strip():
             return [f"online_ranker must be one of {', '.join(ONLINE_RANKERS)}, not {ranker!r}"]

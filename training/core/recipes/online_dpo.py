@@ -15,7 +15,10 @@ Data: a DPO export (its pairs are the offline half; its prompts are asked online
 Rankers (`online_ranker`), all run here, in the runner process:
 - "verifiable": the answer checked against the row's `reference` column (the prompt's
   reference answer), plus `format_reward_weight` for an answer in the form asked;
-- "reward:PATH": a reward model trained by the `reward` recipe (recipes/reward.py).
+- "reward:PATH": a reward model trained by the `reward` recipe (recipes/reward.py);
+- "judge:local:PATH", "judge:openai:MODEL", "judge:gemini:MODEL": a VLM or API judge
+  rating the K answers in one call, through the judge core's runner with a file cache
+  (recipes/judge_ranker.py).
 A prompt whose K answers all score the same gives no pair and sits the step out.
 """
 
@@ -90,6 +93,11 @@ def reward_model_ranker(path: str, config: TrainConfig, device: str, dtype: str)
 def make_ranker(config: TrainConfig, device: str, dtype: str) -> Ranker:
     if config.online_ranker == "verifiable":
         return verifiable_ranker(config.format_reward_weight)
+    if config.online_ranker.startswith("judge:"):
+        from training.core.recipes.judge_ranker import JudgeRanker, build_judge
+
+        judge = build_judge(config.online_ranker.removeprefix("judge:"))
+        return JudgeRanker(judge, cache_dir=config.output_dir, k=config.num_generations)
     return reward_model_ranker(config.online_ranker.removeprefix("reward:"), config, device, dtype)
 
 
@@ -118,6 +126,9 @@ class OnlinePairsDPOTrainer(DPOTrainer):
         self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
     ) -> torch.Tensor:
         rows = inputs.pop(ROWS)
+        # As Trainer.training_step does first: a step whose prompts all tie never reaches
+        # it, and the logged metrics must still count as training's, not an evaluation's.
+        model.train()
         pairs = self.build_pairs(model, rows)
         if not pairs:  # every prompt tied: nothing to learn from this batch
             return torch.zeros((), device=self.args.device)
@@ -173,6 +184,9 @@ class OnlinePairsDPOTrainer(DPOTrainer):
             )
             metrics["online/tied_fraction"].append(ties / len(online))
         metrics["online/generated_tokens"] = [float(self.generated_tokens)]
+        if hasattr(self.ranker, "calls"):  # a judge: what ranking has cost so far
+            metrics["online/judge_calls"] = [float(self.ranker.calls)]  # type: ignore[attr-defined]
+            metrics["online/judge_cost_usd"] = [float(self.ranker.cost_usd)]  # type: ignore[attr-defined]
         return pairs
 
     @torch.no_grad()
