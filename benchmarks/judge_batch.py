@@ -55,7 +55,8 @@ def _clear() -> None:
     JudgeCall.objects.all().delete()
 
 
-def _audit(source_id: int, prompts: int) -> dict:
+def _audit(source_id: int, prompts: int, rate: float) -> dict:
+    from annotation.core.judges.runner import RunLimits
     from annotation.services import audits, judging
 
     config = judging.judge_config_from_spec("openai:gpt-4o-mini")
@@ -64,6 +65,7 @@ def _audit(source_id: int, prompts: int) -> dict:
         selection={"source_id": source_id, "limit": prompts},
         position=True,
         repeats=3,
+        limits=RunLimits(concurrency=16, requests_per_minute=rate * 60),
     )
     return row.result
 
@@ -95,7 +97,7 @@ def main() -> None:
         batch_s, batch = _judge(source_id, args.rate, batch=True)
         batch_calls = server.calls - online_calls
         _clear()
-        audit = _audit(source_id, args.audit_prompts)
+        audit = _audit(source_id, args.audit_prompts, args.rate)
     print(
         json.dumps(
             {
@@ -114,6 +116,8 @@ def main() -> None:
                 "wall_ratio": round(batch_s / online_s, 4),
                 "audit_prompts": audit["items"],
                 "audit_calls": audit["calls"],
+                "audit_cost_usd": audit["cost_usd"],
+                # Over plain judging's one call an item (the plain order is judging's call).
                 "audit_extra_calls_per_item": round(audit["calls"] / audit["items"] - 1, 2),
             }
         )
