@@ -17,35 +17,12 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.judge_throughput import _make_data, _setup_django  # noqa: E402
-
-
-def _judge(source_id: int, rate: float, *, batch: bool) -> tuple[float, dict]:
-    from annotation.core.judges.runner import RunLimits
-    from annotation.services import judging
-
-    config = judging.judge_config_from_spec("openai:gpt-4o-mini")
-    job = judging.judge_launch(
-        judge_config=config,
-        selection={"source_id": source_id},
-        limits=RunLimits(concurrency=16, requests_per_minute=rate * 60),
-        timeout_s=30,
-        batch=batch,
-        poll_s=1.0,
-        enqueue=False,
-    )
-    start = time.perf_counter()
-    judging.judge_run(job_id=job.pk)
-    seconds = time.perf_counter() - start
-    job.refresh_from_db()
-    assert job.status == "succeeded", job.error
-    return seconds, job.metrics
+from benchmarks.judge_throughput import _judge, _make_data, _setup_django  # noqa: E402
 
 
 def _clear() -> None:
@@ -91,10 +68,10 @@ def main() -> None:
     ):
         _setup_django(var_dir, server.base_url)
         source_id = _make_data(args.prompts, args.k)
-        online_s, online = _judge(source_id, args.rate, batch=False)
+        online_s, online = _judge(source_id, args.rate)
         online_calls = server.calls
         _clear()
-        batch_s, batch = _judge(source_id, args.rate, batch=True)
+        batch_s, batch = _judge(source_id, args.rate, batch=True, poll_s=1.0)
         batch_calls = server.calls - online_calls
         _clear()
         audit = _audit(source_id, args.audit_prompts, args.rate)

@@ -67,7 +67,9 @@ def _make_data(n_prompts: int, k: int) -> int:
     return source.pk
 
 
-def _judge(source_id: int, rate: float) -> tuple[float, dict]:
+def _judge(source_id: int, rate: float, **launch: object) -> tuple[float, dict]:
+    """Rate the source's completions as one job under `rate` requests/s; its wall time and
+    metrics. `launch` goes to judge_launch (batch mode, its poll interval)."""
     from annotation.core.judges.runner import RunLimits
     from annotation.services import judging
 
@@ -78,6 +80,7 @@ def _judge(source_id: int, rate: float) -> tuple[float, dict]:
         limits=RunLimits(concurrency=16, requests_per_minute=rate * 60),
         timeout_s=30,
         enqueue=False,
+        **launch,  # type: ignore[arg-type]
     )
     start = time.perf_counter()
     judging.judge_run(job_id=job.pk)

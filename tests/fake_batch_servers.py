@@ -43,17 +43,17 @@ _BATCH = re.compile(r"^/v1/batches/(?P<id>[^/]+)(?P<cancel>/cancel)?$")
 _FILE_CONTENT = re.compile(r"^/v1/files/(?P<id>[^/]+)/content$")
 
 
-class FakeOpenAIBatchServer(FakeOpenAIServer):
-    def __init__(
+class _BatchBehaviour:
+    """What both fake batch APIs share: how a batch moves and ends, and its line faults."""
+
+    def _batch_options(
         self,
         *,
         validating_polls: int = 1,
         progress_polls: int = 1,
         outcome: str = "completed",
         line_faults: list[str | None] | None = None,
-        **options: Any,
     ) -> None:
-        super().__init__(**options)
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}")
         unknown = [f for f in line_faults or [] if f is not None and f not in LINE_FAULTS]
@@ -63,10 +63,25 @@ class FakeOpenAIBatchServer(FakeOpenAIServer):
         self.progress_polls = progress_polls
         self.outcome = outcome
         self.line_faults = list(line_faults or [])
-        self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
-        self.batch_calls = 0  # requests to the Files and Batches routes
+        self.batch_calls = 0  # requests to the batch routes
         self._batch_lock = threading.Lock()
+
+
+BATCH_OPTIONS = ("validating_polls", "progress_polls", "outcome", "line_faults")
+
+
+def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    batch = {k: options.pop(k) for k in BATCH_OPTIONS if k in options}
+    return batch, options
+
+
+class FakeOpenAIBatchServer(FakeOpenAIServer, _BatchBehaviour):
+    def __init__(self, **options: Any) -> None:
+        batch, online = _split(options)
+        super().__init__(**online)
+        self._batch_options(**batch)
+        self.files: dict[str, bytes] = {}
 
     # -- routing -----------------------------------------------------------------------
 
@@ -257,7 +272,7 @@ class FakeOpenAIBatchServer(FakeOpenAIServer):
         batch["status"] = self.outcome  # completed, expired, or cancelled by the provider
 
 
-class FakeGeminiBatchServer(FakeGeminiServer):
+class FakeGeminiBatchServer(FakeGeminiServer, _BatchBehaviour):
     """Gemini's Batch Mode as google-genai speaks it, beside the online generateContent:
     `POST /{version}/models/{model}:batchGenerateContent` (inline requests), then
     `GET /{version}/batches/{id}` and `POST /{version}/batches/{id}:cancel`. The batch moves
@@ -268,24 +283,10 @@ class FakeGeminiBatchServer(FakeGeminiServer):
     _CREATE = re.compile(r"^/(?P<version>[^/]+)/models/(?P<model>[^/:]+):batchGenerateContent$")
     _GET = re.compile(r"^/(?P<version>[^/]+)/batches/(?P<id>[^/:]+)(?P<cancel>:cancel)?$")
 
-    def __init__(
-        self,
-        *,
-        validating_polls: int = 1,
-        progress_polls: int = 1,
-        outcome: str = "completed",
-        line_faults: list[str | None] | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(**options)
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}")
-        self.validating_polls = validating_polls
-        self.progress_polls = progress_polls
-        self.outcome = outcome
-        self.line_faults = list(line_faults or [])
-        self.batches: dict[str, dict[str, Any]] = {}
-        self._batch_lock = threading.Lock()
+    def __init__(self, **options: Any) -> None:
+        batch, online = _split(options)
+        super().__init__(**online)
+        self._batch_options(**batch)
 
     def _handle(self, handler: Any) -> None:
         path = handler.path.split("?", 1)[0]
@@ -296,6 +297,7 @@ class FakeGeminiBatchServer(FakeGeminiServer):
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         with self._batch_lock:
+            self.batch_calls += 1
             self.calls += 1
             self.requests.append(
                 RecordedRequest(self.calls, handler.command, handler.path, {}, None, status=200)
