@@ -120,6 +120,13 @@ def test_online_dpo_samples_ranks_and_trains_and_mixed_dpo_draws_stored_pairs(
     assert fractions and 0 < sum(fractions) / len(fractions) < 1
 
 
+def test_every_recipe_can_be_launched_from_the_site():
+    from training.core.recipes import RECIPES
+    from training.models import TrainingJob
+
+    assert set(TrainingJob.Recipe.values) == set(RECIPES)
+
+
 def test_online_dpo_configs_refuse_what_they_would_not_honour(tmp_path):
     base = {
         "recipe": "online_dpo",

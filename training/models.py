@@ -55,6 +55,7 @@ class TrainingJob(models.Model):
         MDPO = "mdpo", "mDPO"
         REWARD = "reward", "Reward model"
         GRPO = "grpo", "GRPO"
+        ONLINE_DPO = "online_dpo", "Online / mixed DPO"
 
     name = models.CharField(max_length=200)
     recipe = models.CharField(max_length=20, choices=Recipe.choices)
