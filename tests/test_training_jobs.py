@@ -655,6 +655,7 @@ def test_the_job_page_draws_curves_and_the_list_shows_lineage(
     page = client.get(reverse("training:training", args=[training.pk])).content.decode()
     assert page.count('class="series"') >= 2 and "Reward margin" in page
     assert "about 25 s left" in page and "step 15 / 40" in page
+    assert f"tensorboard --logdir {training.output_dir}/tensorboard" in page  # issue 19.5
     assert reverse("training:training_live", args=[training.pk]) in page  # polls while running
     listing = client.get(reverse("training:trainings")).content.decode()
     assert listing.index("tiny-base") < listing.index("child") and 'data-depth="1"' in listing

@@ -90,3 +90,25 @@ def recent_training_jobs(limit: int = 50) -> list[TrainingJob]:
             "-created_at"
         )[:limit]
     )
+
+
+def training_tracking(training: TrainingJob) -> dict[str, Any]:
+    """Where the run's metrics also went: its TensorBoard folder, and the MLflow server the
+    runner was pointed at (MLFLOW_TRACKING_URI, read from this process's environment: the
+    workers share it)."""
+    import os
+    from pathlib import Path
+
+    from training.core.protocol import TENSORBOARD_DIR
+
+    report_to = (training.config or {}).get("report_to", ["tensorboard"])
+    out: dict[str, Any] = {}
+    if "tensorboard" in report_to:
+        folder = Path(training.output_dir) / TENSORBOARD_DIR
+        out["tensorboard"] = str(folder)
+        out["tensorboard_exists"] = folder.is_dir() and any(folder.rglob("events.out.tfevents*"))
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri:  # the runner adds MLflow by itself when this is set
+        out["mlflow"] = uri
+        out["mlflow_experiment"] = os.environ.get("MLFLOW_EXPERIMENT_NAME", "preference-studio")
+    return out

@@ -49,6 +49,7 @@ RUNNER_LOG = "runner.log"
 JOB_CONFIG_FILE = "job-config.json"
 CONFIG_FILE = "train_config.json"
 FINAL_DIR = "final"
+TENSORBOARD_DIR = "tensorboard"  # OUTPUT_DIR/tensorboard: the run's TensorBoard event files
 MERGED_DIR = "merged"  # inside FINAL_DIR
 
 # --- exit codes ------------------------------------------------------------------------------

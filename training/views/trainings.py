@@ -62,6 +62,7 @@ def _detail_context(training_id: int) -> dict:
         "charts": selectors.training_charts(job.metrics) if job else [],
         "checkpoint": checkpoint,
         "evaluate_url": _evaluate_url(training, checkpoint) if checkpoint else "",
+        "tracking": selectors.training_tracking(training),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,14 @@ from transformers import TrainerCallback
 
 from training.core import families
 from training.core.families import Family
-from training.core.protocol import CONFIG_FILE, FINAL_DIR, MERGED_DIR, Event, record
+from training.core.protocol import (
+    CONFIG_FILE,
+    FINAL_DIR,
+    MERGED_DIR,
+    TENSORBOARD_DIR,
+    Event,
+    record,
+)
 from training.core.recipes.config import ConfigError, TrainConfig, last_checkpoint
 
 if TYPE_CHECKING:
@@ -161,9 +169,36 @@ def trainer_arguments(
         "save_steps": config.save_steps or 500,
         "save_total_limit": config.save_total_limit,
         "dataloader_num_workers": config.dataloader_num_workers,
-        "report_to": [],  # metrics.jsonl is the record; no tracker, no network
+        # metrics.jsonl is the record the site reads; trackers are for people (tracking.py).
+        "report_to": trackers(config),
+        "run_name": Path(config.output_dir).name,
         "disable_tqdm": True,  # progress goes to metrics.jsonl, not to the job's stderr
     }
+
+
+def trackers(config: TrainConfig) -> list[str]:
+    """The run's trackers: `report_to`, plus MLflow when MLFLOW_TRACKING_URI is set. Each
+    is checked here, in the runner, where it would be imported: a missing library is a
+    config error that names what to install, not a crash after the model is loaded."""
+    import importlib.util
+
+    chosen = list(dict.fromkeys(config.report_to))
+    if os.environ.get("MLFLOW_TRACKING_URI") and "mlflow" not in chosen:
+        chosen.append("mlflow")
+    missing = {
+        "tensorboard": "tensorboard (in the project's dependencies)",
+        "mlflow": "mlflow (pip install 'preference-studio[tracking]')",
+    }
+    absent = [missing[t] for t in chosen if importlib.util.find_spec(t) is None]
+    if absent:
+        raise ConfigError(f"report_to needs {', '.join(absent)}; or leave it out of report_to")
+    if "tensorboard" in chosen:
+        # transformers 5 reads the folder from the environment; the runner is the run's own
+        # process, so setting it here points this run's events into its folder.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(config.output_dir) / TENSORBOARD_DIR)
+    if "mlflow" in chosen:
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "preference-studio")
+    return chosen
 
 
 def build_args(args_class: Callable[..., Any], **kwargs: Any) -> Any:

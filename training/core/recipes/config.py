@@ -46,6 +46,7 @@ RECIPES = {
     "online_dpo": "dpo",
 }
 ONLINE_RANKERS = ("verifiable", "reward:PATH", "judge:SPEC")
+TRACKERS = ("tensorboard", "mlflow")  # what `report_to` may name
 DPO_LOSS_RECIPES = ("dpo", "online_dpo")  # the recipes that train with TRL's DPO loss mix
 # The reward model's heads (recipes/reward.py), here so that a config is checked without torch.
 REWARD_HEADS = ("likelihood", "last_token")
@@ -344,6 +345,10 @@ class TrainConfig:
     resume: bool = False  # continue from the last OUTPUT_DIR/checkpoint-* (same config)
     merge_adapter: bool = False  # also write final/merged: the base with the adapter merged in
     heartbeat_s: float = 30.0
+    # Where the metrics also go, through the trainers' `report_to`: "tensorboard" (event
+    # files in OUTPUT_DIR/tensorboard) and "mlflow" (added by itself when the runner's
+    # environment sets MLFLOW_TRACKING_URI). metrics.jsonl is written whatever this says.
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     device: str | None = None  # None: cuda when available, else cpu
     dtype: str | None = None  # "float32" or "bfloat16"; None: bfloat16 on cuda, else float32
     torch_threads: int | None = None  # CPU threads; 1 is fastest for tiny models on a busy box
@@ -506,6 +511,12 @@ class TrainConfig:
         elif self.mixed_lambda or self.online_ranker != "verifiable":
             errors.append(
                 f"mixed_lambda and online_ranker apply to online_dpo only, not {self.recipe}"
+            )
+        unknown_trackers = [t for t in self.report_to if t not in TRACKERS]
+        if unknown_trackers:
+            errors.append(
+                f"report_to names {', '.join(map(str, unknown_trackers))}; "
+                f"it takes {', '.join(TRACKERS)} (or nothing)"
             )
         if self.recipe == "kto" and self.per_device_train_batch_size < 2:
             # TRL checks it in KTOTrainer.__init__: the KL term pairs rows within a batch.
