@@ -494,7 +494,7 @@ def test_a_killed_worker_marks_the_job_and_resume_finishes_from_the_last_checkpo
     if recipe == "online_dpo":  # it sampled, in the runner, before and after the kill
         progress = job.metrics["training"]
         sampled = [p for p in progress["history"] if "online/generated_tokens" in p]
-        assert sampled and sampled[-1]["step"] == 12
+        assert sampled and sampled[-1]["step"] == 12, progress["history"]
         assert progress["history"][-1]["online/generated_tokens"] > 0
 
 
@@ -685,3 +685,25 @@ def test_the_train_command_runs_here_and_refuses_bad_input(small_versions, base,
     out = capsys.readouterr().out
     assert "checkpoint cmd-run registered" in out and "step 2/2" in out
     assert Checkpoint.objects.get(name="cmd-run").parent == base
+
+
+@pytest.mark.django_db
+def test_a_later_attempt_folds_what_the_orphaned_runner_wrote_after_its_worker_died(tmp_path):
+    from workers.jobs import job_create
+
+    path = tmp_path / "metrics.jsonl"
+    begin = {"event": "train_begin", "time": 0.0, "step": 0, "max_steps": 12}
+    points = [{"event": "metrics", "time": float(s), "step": s, "loss": 1 / s} for s in (2, 4)]
+    job = job_create(kind=Job.Kind.TRAINING, title="t", queue="gpu")
+    seen = TrainingProgress()
+    for event in (begin, *points):
+        seen.feed(event)
+    job.metrics = {"training": seen.to_dict()}  # what the dead worker had folded
+    job.save()
+    # The runner went on alone for a while: steps 6 to 12, unread by anyone.
+    later = [{"event": "metrics", "time": float(s), "step": s, "loss": 1 / s} for s in (6, 8)]
+    path.write_text("".join(json.dumps(e) + "\n" for e in (begin, *points, *later)))
+    recorder = trainings._Recorder(job, path)
+    assert [p["step"] for p in recorder.progress.history] == [2, 4, 6, 8]
+    # A first attempt (no file yet) starts from what the job holds.
+    assert trainings._Recorder(job, tmp_path / "none.jsonl").progress.step == 4

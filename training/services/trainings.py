@@ -45,7 +45,7 @@ from training.services.checkpoints import (
     reward_model_folder,
 )
 from training.services.evaluations import evaluation_launch, evaluation_specs_check
-from workers.core.supervisor import supervise
+from workers.core.supervisor import MetricsTail, supervise
 from workers.jobs import (
     JobCancelled,
     JobFailed,
@@ -284,9 +284,15 @@ def _run_config(training: TrainingJob) -> TrainConfig:
 class _Recorder:
     """Copies runner events into the Job row: metrics, progress, heartbeat, log lines."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, metrics_path: Path) -> None:
         self.job = job
         self.progress = TrainingProgress.from_dict(job.metrics.get("training"))
+        if metrics_path.is_file():
+            # A later attempt: fold the whole log again. An earlier attempt's runner may have
+            # written events after its worker died, which no one read; the fold keeps what
+            # a resume trains again out (train_begin drops the points after its step).
+            self.progress = TrainingProgress()
+            protocol.fold(MetricsTail(metrics_path).read(), self.progress)
         self._last_heartbeat = 0.0
 
     def events(self, events: list[dict[str, Any]]) -> None:
@@ -346,7 +352,7 @@ def training_run(*, job_id: int, poll_s: float = 1.0) -> None:
         config_path.write_text(json.dumps(config.to_dict(), indent=2))
         command = launch_command(config_path, gpus=training.gpus, zero=training.zero or None)
         run.log(("resuming" if config.resume else "starting") + ": " + " ".join(command[1:]))
-        recorder = _Recorder(run.job)
+        recorder = _Recorder(run.job, out / protocol.METRICS_FILE)
         outcome = supervise(
             command,
             metrics_path=out / protocol.METRICS_FILE,
