@@ -95,7 +95,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def _in_process(campaign, user, rounds: int) -> dict:
-    """Next-item and submit through Django's test client: server time and queries."""
+    """Next-item, the item page and submit through Django's test client: server time and
+    queries."""
     from django.db import connection, reset_queries
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -104,8 +105,8 @@ def _in_process(campaign, user, rounds: int) -> dict:
 
     client = Client()
     client.force_login(user)
-    timings: dict[str, list[float]] = {"next": [], "submit": []}
-    queries: dict[str, set[int]] = {"next": set(), "submit": set()}
+    timings: dict[str, list[float]] = {"next": [], "page": [], "submit": []}
+    queries: dict[str, set[int]] = {"next": set(), "page": set(), "submit": set()}
     for _ in range(rounds):
         reset_queries()
         with CaptureQueriesContext(connection) as q:
@@ -114,6 +115,13 @@ def _in_process(campaign, user, rounds: int) -> dict:
             timings["next"].append(time.perf_counter() - start)
         queries["next"].add(len(q))
         assignment_id = int(response["Location"].rstrip("/").split("/")[-1])
+        reset_queries()
+        with CaptureQueriesContext(connection) as q:
+            start = time.perf_counter()
+            page = client.get(f"/annotate/items/{assignment_id}/")
+            timings["page"].append(time.perf_counter() - start)
+        assert page.status_code == 200
+        queries["page"].add(len(q))
         item = Assignment.objects.select_related("item").get(pk=assignment_id).item
         body = json.dumps(_payload(item.completion_ids))
         reset_queries()
