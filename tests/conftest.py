@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.judge_fixtures import fake_gemini, fake_openai  # noqa: F401  (shared fixtures)
+from tests.judge_fixtures import (  # noqa: F401  (shared fixtures)
+    fake_gemini,
+    fake_openai,
+    numbered_completions,
+)
 
 
 def png_bytes(size: tuple[int, int] = (16, 16), colour: str = "red") -> bytes:

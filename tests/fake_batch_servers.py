@@ -9,7 +9,7 @@ A batch reports `validating` for `validating_polls` retrievals, then `in_progres
 `progress_polls`, then ends as `outcome` says: "completed" (every line answered),
 "expired" (only the first half answered), "failed" (validation failed: no output) or
 "cancelled" (the provider cancelled it after answering the first half). A cancel request
-makes it `cancelling` for one retrieval, then `cancelled` with no output. Lines are answered
+is answered `cancelling`; the next retrieval says `cancelled`, with no output. Lines are answered
 as the online server would (`rating_answer`), except where `line_faults` (consumed in input
 order, one per line, None for a clean line) says:
 
@@ -64,8 +64,34 @@ class _BatchBehaviour:
         self.outcome = outcome
         self.line_faults = list(line_faults or [])
         self.batches: dict[str, dict[str, Any]] = {}
-        self.batch_calls = 0  # requests to the batch routes
         self._batch_lock = threading.Lock()
+
+    def _phase(self, batch: dict[str, Any]) -> str:
+        """Count a poll; "validating" or "running" while the batch has polls to go, else
+        "done" (then `_answered` and the outcome decide what it says)."""
+        batch["polls"] += 1
+        if batch["polls"] <= self.validating_polls:
+            return "validating"
+        if batch["polls"] <= self.validating_polls + self.progress_polls:
+            return "running"
+        return "done"
+
+    def _answered(self, requests: list[Any]) -> list[tuple[Any, str | None]]:
+        """The requests the batch answers (all, or the first half of an expired or
+        provider-cancelled one), each with its line fault."""
+        answered = requests if self.outcome == "completed" else requests[: len(requests) // 2]
+        return [(r, self.line_faults.pop(0) if self.line_faults else None) for r in answered]
+
+    def _answer(self, number: int, body: Any, fault: str | None) -> Any:
+        """The response body the online route would give `body` (the same scores)."""
+        prompt, images = self._content_of(body)  # type: ignore[attr-defined]
+        answer = rating_answer(responses_in_prompt(prompt), fault)
+        record = RecordedRequest(number, "POST", "batch", {}, body)
+        record.usage = (
+            max(1, len(prompt) // 4) + IMAGE_TOKENS * len(images),
+            max(1, len(answer) // 4),
+        )
+        return self._success(record, answer, blocked=False)  # type: ignore[attr-defined]
 
 
 BATCH_OPTIONS = ("validating_polls", "progress_polls", "outcome", "line_faults")
@@ -94,7 +120,6 @@ class FakeOpenAIBatchServer(FakeOpenAIServer, _BatchBehaviour):
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         with self._batch_lock:
-            self.batch_calls += 1
             self.calls += 1
             self.requests.append(
                 RecordedRequest(self.calls, method, handler.path, {}, None, status=200)
@@ -185,20 +210,14 @@ class FakeOpenAIBatchServer(FakeOpenAIServer, _BatchBehaviour):
     def _advance(self, batch: dict[str, Any]) -> dict[str, Any]:
         if batch["status"] in OUTCOMES:
             return batch
-        batch["polls"] += 1
         if batch.get("cancel_requested"):
-            if batch["status"] == "cancelling" and batch["polls"] > 1:
-                batch["status"] = "cancelled"
-            else:
-                batch["status"] = "cancelling"
+            batch["status"] = "cancelled"  # the cancel call itself answered "cancelling"
             return batch
-        polls = batch["polls"]
-        if polls <= self.validating_polls:
-            batch["status"] = "validating"
-        elif polls <= self.validating_polls + self.progress_polls:
-            batch["status"] = "in_progress"
-        else:
+        phase = self._phase(batch)
+        if phase == "done":
             self._finish(batch)
+        else:
+            batch["status"] = {"validating": "validating", "running": "in_progress"}[phase]
         return batch
 
     def _finish(self, batch: dict[str, Any]) -> None:
@@ -209,11 +228,8 @@ class FakeOpenAIBatchServer(FakeOpenAIServer, _BatchBehaviour):
                 "data": [{"code": "invalid_request", "message": "the input file is invalid"}],
             }
             return
-        lines = batch["lines"]
-        answered = lines if self.outcome == "completed" else lines[: len(lines) // 2]
         output, errors = [], []
-        for line in answered:
-            fault = self.line_faults.pop(0) if self.line_faults else None
+        for line, fault in self._answered(batch["lines"]):
             if fault == "missing":
                 continue
             if fault == "broken":
@@ -238,13 +254,6 @@ class FakeOpenAIBatchServer(FakeOpenAIServer, _BatchBehaviour):
                     )
                 )
                 continue
-            prompt, images = self._content_of(line["body"])
-            answer = rating_answer(responses_in_prompt(prompt), fault)
-            record = RecordedRequest(number, "POST", "batch", {}, line["body"])
-            record.usage = (
-                max(1, len(prompt) // 4) + IMAGE_TOKENS * len(images),
-                max(1, len(answer) // 4),
-            )
             output.append(
                 json.dumps(
                     {
@@ -253,7 +262,7 @@ class FakeOpenAIBatchServer(FakeOpenAIServer, _BatchBehaviour):
                         "response": {
                             "status_code": 200,
                             "request_id": f"req_{number}",
-                            "body": self._success(record, answer, blocked=False),
+                            "body": self._answer(number, line["body"], fault),
                         },
                         "error": None,
                     }
@@ -297,7 +306,6 @@ class FakeGeminiBatchServer(FakeGeminiServer, _BatchBehaviour):
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         with self._batch_lock:
-            self.batch_calls += 1
             self.calls += 1
             self.requests.append(
                 RecordedRequest(self.calls, handler.command, handler.path, {}, None, status=200)
@@ -345,17 +353,17 @@ class FakeGeminiBatchServer(FakeGeminiServer, _BatchBehaviour):
         done = {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED"}
         if batch["state"] in done | {"BATCH_STATE_EXPIRED"}:
             return batch
-        batch["polls"] += 1
         if batch.get("cancel_requested"):
             batch["state"] = "BATCH_STATE_CANCELLED"
             return batch
-        polls = batch["polls"]
-        if polls <= self.validating_polls:
-            batch["state"] = "BATCH_STATE_PENDING"
-        elif polls <= self.validating_polls + self.progress_polls:
-            batch["state"] = "BATCH_STATE_RUNNING"
-        else:
+        phase = self._phase(batch)
+        if phase == "done":
             self._finish(batch)
+        else:
+            batch["state"] = {
+                "validating": "BATCH_STATE_PENDING",
+                "running": "BATCH_STATE_RUNNING",
+            }[phase]
         return batch
 
     def _finish(self, batch: dict[str, Any]) -> None:
@@ -368,11 +376,8 @@ class FakeGeminiBatchServer(FakeGeminiServer, _BatchBehaviour):
         batch["state"] = states[self.outcome]
         if self.outcome == "failed":
             return
-        requests = batch["requests"]
-        answered = requests if self.outcome == "completed" else requests[: len(requests) // 2]
         answers = []
-        for n, entry in enumerate(answered, start=1):
-            fault = self.line_faults.pop(0) if self.line_faults else None
+        for n, (entry, fault) in enumerate(self._answered(batch["requests"]), start=1):
             if fault in ("missing", "broken"):
                 continue
             if fault == "error":
@@ -380,16 +385,9 @@ class FakeGeminiBatchServer(FakeGeminiServer, _BatchBehaviour):
                     {"error": {"code": 13, "message": "internal"}, "metadata": entry["metadata"]}
                 )
                 continue
-            prompt, images = self._content_of(entry["request"])
-            answer = rating_answer(responses_in_prompt(prompt), fault)
-            record = RecordedRequest(n, "POST", "batch", {}, entry["request"])
-            record.usage = (
-                max(1, len(prompt) // 4) + IMAGE_TOKENS * len(images),
-                max(1, len(answer) // 4),
-            )
             answers.append(
                 {
-                    "response": self._success(record, answer, blocked=False),
+                    "response": self._answer(n, entry["request"], fault),
                     "metadata": entry["metadata"],
                 }
             )

@@ -22,3 +22,21 @@ def fake_openai() -> Iterator[FakeOpenAIServer]:
 def fake_gemini() -> Iterator[FakeGeminiServer]:
     with FakeGeminiServer() as server:
         yield server
+
+
+@pytest.fixture
+def numbered_completions(shapes_source):
+    """Four completions per prompt of `shapes_source`, "Answer i to prompt P.": texts the
+    fake servers score apart (their scores hash the text)."""
+    from annotation.models import Completion
+    from training.models import Checkpoint
+
+    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
+    Completion.objects.bulk_create(
+        Completion(
+            prompt=p, checkpoint=checkpoint, text=f"Answer {i} to prompt {p.pk}.", sample_index=i
+        )
+        for p in shapes_source.prompts.all()
+        for i in range(4)
+    )
+    return checkpoint

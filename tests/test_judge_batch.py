@@ -13,29 +13,16 @@ from django.core.management import CommandError, call_command
 from annotation.core.judges.openai_batch import BATCH_PRICE_FACTOR
 from annotation.core.judges.pricing import cost_usd
 from annotation.core.judges.runner import RunLimits
-from annotation.models import Completion, JudgeCall, Rating
+from annotation.models import JudgeCall, Rating
 from annotation.services import judging
 from tests.fake_batch_servers import FakeGeminiBatchServer, FakeOpenAIBatchServer
 from tests.fake_judge_servers import expected_scores
-from training.models import Checkpoint
 from workers import jobs
 from workers.models import Job
 
 pytestmark = [pytest.mark.django_db]
 FAST = RunLimits(concurrency=2, backoff_base_s=0.01, backoff_max_s=0.05, max_attempts=4)
 ITEMS = 6  # shapes_source's prompts, four completions each: one call each
-
-
-@pytest.fixture
-def completions(shapes_source):
-    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
-    Completion.objects.bulk_create(
-        Completion(
-            prompt=p, checkpoint=checkpoint, text=f"Answer {i} to prompt {p.pk}.", sample_index=i
-        )
-        for p in shapes_source.prompts.all()
-        for i in range(4)
-    )
 
 
 SPECS = {"openai": "openai:gpt-4o-mini", "gemini": "gemini:gemini-2.5-flash"}
@@ -97,7 +84,7 @@ def _all_rated_as_the_server_said():
 
 
 def test_a_batch_rates_everything_despite_failed_and_malformed_lines(
-    judge, server, provider, shapes_source, completions
+    judge, server, provider, shapes_source, numbered_completions
 ):
     server.validating_polls, server.progress_polls = 3, 4  # it takes a while
     server.line_faults = ["error", "not_json", None, "broken", "score_7", None]
@@ -135,7 +122,7 @@ def _usage(call: JudgeCall):
 
 @pytest.mark.parametrize("outcome", ["expired", "failed", "cancelled"])
 def test_a_batch_that_ends_early_leaves_the_rest_to_online_calls(
-    judge, server, shapes_source, completions, outcome
+    judge, server, shapes_source, numbered_completions, outcome
 ):
     server.outcome = outcome
     job = _run(judge, shapes_source)
@@ -148,7 +135,7 @@ def test_a_batch_that_ends_early_leaves_the_rest_to_online_calls(
 
 
 def test_a_resumed_batch_job_polls_its_batch_and_never_submits_again(
-    judge, server, provider, shapes_source, completions, monkeypatch
+    judge, server, provider, shapes_source, numbered_completions, monkeypatch
 ):
     from annotation.core.judges.gemini_batch import GeminiBatch
     from annotation.core.judges.openai_batch import OpenAIBatch
@@ -190,7 +177,9 @@ def test_a_resumed_batch_job_polls_its_batch_and_never_submits_again(
     assert not _online(server, provider)
 
 
-def test_cancelling_a_batch_job_cancels_the_batch(judge, server, shapes_source, completions):
+def test_cancelling_a_batch_job_cancels_the_batch(
+    judge, server, shapes_source, numbered_completions
+):
     server.progress_polls = 1000
     job = _launch(judge, shapes_source)
     real_progress = jobs.job_progress
@@ -215,14 +204,14 @@ def test_cancelling_a_batch_job_cancels_the_batch(judge, server, shapes_source, 
     assert not Rating.objects.exists()
 
 
-def test_batch_mode_is_refused_where_it_does_not_exist(shapes_source, completions):
+def test_batch_mode_is_refused_where_it_does_not_exist(shapes_source, numbered_completions):
     with pytest.raises(CommandError, match="batch mode rates with openai, gemini judges only"):
         call_command("judge", "--judge", "oracle", "--source", "sqa", "--batch")
     assert not Job.objects.exists()
 
 
 def test_the_judge_command_runs_a_batch(
-    judge, server, provider, shapes_source, completions, capsys
+    judge, server, provider, shapes_source, numbered_completions, capsys
 ):
     call_command(
         "judge", "--judge", SPECS[provider], "--source", "sqa", "--batch", "--poll-s", "0.01"

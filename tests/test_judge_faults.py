@@ -17,18 +17,6 @@ FAST = RunLimits(concurrency=2, backoff_base_s=0.01, backoff_max_s=0.05, max_att
 
 
 @pytest.fixture
-def completions(shapes_source):
-    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
-    Completion.objects.bulk_create(
-        Completion(
-            prompt=p, checkpoint=checkpoint, text=f"Answer {i} to prompt {p.pk}.", sample_index=i
-        )
-        for p in shapes_source.prompts.all()
-        for i in range(4)
-    )
-
-
-@pytest.fixture
 def openai_judge(settings, fake_openai):
     settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
     settings.OPENAI_BASE_URL = fake_openai.base_url
@@ -57,7 +45,7 @@ def _assert_all_rated_as_the_server_said():
 
 @pytest.mark.parametrize("fault", ["429", "500", "drop", "not_json", "score_7"])
 def test_a_single_fault_is_retried_and_everything_is_stored(
-    openai_judge, fake_openai, shapes_source, completions, fault
+    openai_judge, fake_openai, shapes_source, numbered_completions, fault
 ):
     fake_openai.push_faults(fault)
     job = _run(openai_judge, shapes_source)
@@ -67,7 +55,9 @@ def test_a_single_fault_is_retried_and_everything_is_stored(
     assert job.metrics["input_tokens"] > 0 and job.metrics["cost_usd"] > 0
 
 
-def test_a_hang_past_the_timeout_is_retried(openai_judge, fake_openai, shapes_source, completions):
+def test_a_hang_past_the_timeout_is_retried(
+    openai_judge, fake_openai, shapes_source, numbered_completions
+):
     fake_openai.hang_s = 3.0
     fake_openai.push_faults("hang")
     job = _run(openai_judge, shapes_source, timeout_s=0.5)
@@ -77,7 +67,7 @@ def test_a_hang_past_the_timeout_is_retried(openai_judge, fake_openai, shapes_so
 
 @pytest.mark.parametrize("fault", ["not_json", "missing_completion", "score_7", "score_high"])
 def test_an_answer_invalid_every_time_is_a_failed_item_with_nothing_partial(
-    openai_judge, fake_openai, shapes_source, completions, fault
+    openai_judge, fake_openai, shapes_source, numbered_completions, fault
 ):
     fake_openai.push_faults(fault, fault, fault)  # the first item, all its tries
     job = _run(openai_judge, shapes_source, limits=RunLimits(concurrency=1))
@@ -89,7 +79,9 @@ def test_an_answer_invalid_every_time_is_a_failed_item_with_nothing_partial(
     assert job.metrics["failed_items"][0]["prompt"] == failed.prompt_id
 
 
-def test_a_bad_key_fails_the_job_at_once(openai_judge, fake_openai, shapes_source, completions):
+def test_a_bad_key_fails_the_job_at_once(
+    openai_judge, fake_openai, shapes_source, numbered_completions
+):
     fake_openai.api_key = "the-right-key"
     job = _run(openai_judge, shapes_source)
     assert job.status == Job.Status.FAILED and "the judge refused" in job.error
@@ -102,7 +94,7 @@ class WorkerKilled(BaseException):
 
 
 def test_a_killed_run_resumes_and_never_calls_twice_for_an_item(
-    openai_judge, fake_openai, shapes_source, completions, monkeypatch
+    openai_judge, fake_openai, shapes_source, numbered_completions, monkeypatch
 ):
     job = judging.judge_launch(
         judge_config=openai_judge,
@@ -131,7 +123,7 @@ def test_a_killed_run_resumes_and_never_calls_twice_for_an_item(
     _assert_all_rated_as_the_server_said()
 
 
-def test_gemini_end_to_end(settings, fake_gemini, shapes_source, completions):
+def test_gemini_end_to_end(settings, fake_gemini, shapes_source, numbered_completions):
     settings.GEMINI_API_KEY = "gm-test-key"
     settings.GEMINI_BASE_URL = fake_gemini.base_url
     fake_gemini.retry_after = 0.05

@@ -43,21 +43,9 @@ def test_every_answer_the_schema_allows_is_a_verdict_and_nothing_else_is():
 pytest_db = pytest.mark.django_db
 
 
-@pytest.fixture
-def completions(shapes_source):
-    checkpoint = Checkpoint.objects.create(name="policy", model_path="x")
-    Completion.objects.bulk_create(
-        Completion(
-            prompt=p, checkpoint=checkpoint, text=f"Answer {i} to prompt {p.pk}.", sample_index=i
-        )
-        for p in shapes_source.prompts.all()
-        for i in range(4)
-    )
-
-
 @pytest_db
 def test_pairwise_through_the_sdk_scores_wins_minus_losses_and_caches(
-    settings, fake_openai, shapes_source, completions
+    settings, fake_openai, shapes_source, numbered_completions
 ):
     settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
     settings.OPENAI_BASE_URL = fake_openai.base_url

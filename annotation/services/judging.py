@@ -369,11 +369,15 @@ def _groups(prompt_ids: list[int], checkpoint_id: int | None, k: int) -> Iterato
                 yield prompts[pk], rows[i : i + k]
 
 
+def _item_key(prompt: Prompt, completions: list[Completion]) -> str:
+    return f"{prompt.pk}:{','.join(str(c.pk) for c in completions)}"
+
+
 def _item(prompt: Prompt, completions: list[Completion]) -> JudgeItem:
     images = _images(prompt)
     image, mime = images[0] if images else (None, "image/png")
     return JudgeItem(
-        key=f"{prompt.pk}:{','.join(str(c.pk) for c in completions)}",
+        key=_item_key(prompt, completions),
         question=prompt.question,
         completions=tuple(c.text for c in completions),
         image=image,
@@ -684,6 +688,15 @@ class _PairwiseJob(_JudgeJob):
     stored = RewardScore
     call_mode = JudgeCall.Mode.PAIRWISE
 
+    def __init__(self, run: Any, config: JudgeConfig) -> None:
+        super().__init__(run, config)
+        self.asked: dict[str, str] = {}  # item key -> cache key, as items_to_call met them
+
+    def cache_key(self, item: JudgeItem) -> str:
+        key = super().cache_key(item)
+        self.asked[item.key] = key
+        return key
+
     def groups(self, spec: dict[str, Any]) -> list[Group]:
         both = bool(spec.get("both_orders"))
         out: list[Group] = []
@@ -713,7 +726,9 @@ class _PairwiseJob(_JudgeJob):
     def finish(self, groups: list[Group]) -> int:
         """Wins minus losses per completion, from every answered comparison; returns how
         many completions were scored."""
-        keys = [self.cache_key(_item(prompt, pair)) for prompt, pair in groups]
+        # The keys items_to_call computed, by item: building the items again would read
+        # every prompt's images once more per pair.
+        keys = [self.asked.get(_item_key(prompt, pair), "") for prompt, pair in groups]
         answers = dict(
             JudgeCall.objects.filter(
                 cache_key__in=set(keys), status=JudgeCall.Status.OK

@@ -448,7 +448,7 @@ class _Lab:
         costs["train_s"] = round(time.monotonic() - began, 1)
         progress = trained.checkpoint.training_job.job.metrics.get("training") or {}
         if method in SAMPLE_IN_TRAINING:
-            costs["generated_tokens"] = _sampled_in_training(method, progress, costs)
+            costs = _training_costs(method, progress, costs)
         done: dict[str, Any] = {
             "status": "done",
             "checkpoint_id": trained.checkpoint.pk,
@@ -557,25 +557,26 @@ class _Lab:
         return made.value if isinstance(made, _Made) else made
 
 
-def _sampled_in_training(method: str, progress: dict[str, Any], costs: dict[str, Any]) -> Any:
-    """Tokens a method generated while it trained, on top of what it was given: online DPO
-    logs its running count; GRPO logs mean lengths only, so its count stays unknown."""
-    if method == "grpo":
-        return None
-    sampled = (progress.get("latest") or {}).get("online/generated_tokens")
+def _training_costs(method: str, progress: dict[str, Any], costs: dict[str, Any]) -> dict:
+    """`costs` plus what a method spent while it trained: the tokens online DPO sampled (it
+    logs a running count; GRPO logs mean lengths only, so its count stays unknown) and the
+    calls and cost of a judge that ranked its samples."""
+    latest = progress.get("latest") or {}
+    sampled = latest.get("online/generated_tokens")
     if sampled is None:
         points = [p for p in progress.get("history") or [] if "online/generated_tokens" in p]
         sampled = points[-1]["online/generated_tokens"] if points else None
-    latest = progress.get("latest") or {}
-    costs["judge_calls"] = (costs.get("judge_calls") or 0) + int(
-        latest.get("online/judge_calls") or 0
-    )
-    costs["judge_cost_usd"] = round(
-        (costs.get("judge_cost_usd") or 0.0) + float(latest.get("online/judge_cost_usd") or 0.0), 6
-    )
-    if sampled is None:
-        return None
-    return int(costs.get("generated_tokens") or 0) + int(sampled)
+    tokens = None
+    if method != "grpo" and sampled is not None:
+        tokens = int(costs.get("generated_tokens") or 0) + int(sampled)
+    judge_cost = float(costs.get("judge_cost_usd") or 0.0)
+    return {
+        **costs,
+        "generated_tokens": tokens,
+        "judge_calls": int(costs.get("judge_calls") or 0)
+        + int(latest.get("online/judge_calls") or 0),
+        "judge_cost_usd": round(judge_cost + float(latest.get("online/judge_cost_usd") or 0), 6),
+    }
 
 
 def _reward_model_accuracy(progress: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -309,8 +308,3 @@ def main(
         ranker=ranker,
     )
     return common.train_and_save(trainer, config, processor)
-
-
-def ranker_path(ranker: str) -> Path | None:
-    """The reward model folder a "reward:PATH" ranker names; None for "verifiable"."""
-    return Path(ranker.removeprefix("reward:")) if ranker.startswith("reward:") else None
