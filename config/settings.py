@@ -228,7 +228,15 @@ GEMINI_BASE_URL = env_str("GEMINI_BASE_URL")
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 6 * 3600}
+    # A task whose worker died (acks_late) is delivered again after this many seconds. Long
+    # enough for a whole training run, since a redelivered training job resumes; sharded
+    # jobs do not wait for it: the reaper sends a dead worker's chunk again (JOB_CHUNK_*).
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_S", 6 * 3600),
+        # kombu scans for such tasks every interval x throttle seconds.
+        "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL_S", 10),
+        "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
+    }
 else:
     _broker_dir = VAR_DIR / "broker"
     for sub in ("queue", "processed", "control"):
@@ -260,6 +268,11 @@ GENERATION_TOKEN_BUDGET_GPU = env_int("GENERATION_TOKEN_BUDGET_GPU", 131_072)
 ANNOTATION_MAX_SUBMITS_PER_MINUTE = env_int("ANNOTATION_MAX_SUBMITS_PER_MINUTE", 60)
 # Seconds after which a running job with no heartbeat is considered dead.
 JOB_STALE_AFTER_S = env_int("JOB_STALE_AFTER_S", 300)
+# Sharded jobs (generation, judging): prompts per chunk, one Celery task each.
+JOB_CHUNK_SIZE = env_int("JOB_CHUNK_SIZE", 64)
+# A running chunk with no heartbeat for this long belonged to a worker that died: another
+# worker may take it over. Heartbeats come with every batch a chunk writes.
+JOB_CHUNK_STALE_S = env_int("JOB_CHUNK_STALE_S", 120)
 
 LOGGING = {
     "version": 1,

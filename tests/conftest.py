@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +135,27 @@ def shapes_source(db, tmp_path):
     return prompts_import(
         path=tmp_path / "shapes" / "scienceqa.parquet", source_name="sqa", fmt="scienceqa"
     ).source
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A throw-away redis-server on 127.0.0.1 for the broker tests."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed: run scripts/system-deps"
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", tmp_path],
+        stdout=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(10)

@@ -3,43 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.processes import database_url
 from workers.models import Job
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed: run scripts/system-deps"
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", tmp_path],
-        stdout=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.terminate()
-    server.wait(10)
 
 
 def _env(redis_url: str, tmp_path: Path) -> dict[str, str]:

@@ -32,7 +32,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from config.celery import CHOSEN_QUEUE_KINDS, JOB_TASKS, app
-from workers.models import Job
+from workers.models import Job, JobChunk
 
 LOG_TAIL_CHARS = 8000
 ERROR_LINE_CHARS = 500
@@ -184,14 +184,22 @@ def job_request_cancel(*, job: Job) -> None:
             status=Job.Status.CANCELLED, finished_at=timezone.now(), cancel_requested=True
         )
         Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(cancel_requested=True)
+        # A sharded job with no chunk on a worker has nobody to see the request: it ends now.
+        Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, chunks__isnull=False).exclude(
+            chunks__status=JobChunk.Status.RUNNING
+        ).update(status=Job.Status.CANCELLED, finished_at=timezone.now())
     job.refresh_from_db()
 
 
 def jobs_fail_stale(*, now: Any = None) -> int:
-    """Mark running jobs whose heartbeat stopped as failed; return how many."""
+    """Mark running jobs whose heartbeat stopped as failed; return how many.
+
+    Sharded jobs are left out: their chunks may wait in the queue behind other work, and a
+    chunk whose worker died is sent again (workers.chunks.chunks_requeue_stale)."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.JOB_STALE_AFTER_S)
-    return Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+    stale = Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=cutoff)
+    return stale.exclude(pk__in=JobChunk.objects.values("job_id")).update(
         status=Job.Status.FAILED,
         finished_at=now,
         error=f"no heartbeat for over {settings.JOB_STALE_AFTER_S} s: the worker died",

@@ -78,3 +78,37 @@ class Job(models.Model):
         if not self.progress_total:
             return 100 if self.status == self.Status.SUCCEEDED else 0
         return int(100 * self.progress_done / self.progress_total)
+
+
+class JobChunk(models.Model):
+    """A slice of a sharded job's items (prompt ids), run as its own Celery task.
+
+    Workers on the job's queue take chunks independently; the Job row adds up their
+    progress. A chunk's body is idempotent (the rows it writes have unique keys), so a chunk
+    delivered again after its worker died redoes only what was not written.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    items = models.JSONField(default=list, help_text="the ids this chunk works on")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid that ran it")
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="job_chunk_index_unique")
+        ]
+        indexes = [models.Index(fields=["job", "status"])]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of job #{self.job_id} ({self.status})"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 
 from config.celery import QUEUES, app
+from workers.models import JobChunk
 
 
 @dataclass
@@ -72,3 +74,16 @@ def access_job(user, job_id: int):
     if not (access_is_staff(user) or (user.is_authenticated and job.created_by_id == user.pk)):
         raise PermissionDenied
     return job
+
+
+def job_shards(job: Any) -> dict[str, Any] | None:
+    """A sharded job's chunks: how many in each state, and the workers on them now; None
+    for a job that runs whole."""
+    rows = list(job.chunks.values_list("status", "worker"))
+    if not rows:
+        return None
+    counts = {status: 0 for status in JobChunk.Status.values}
+    for status, _ in rows:
+        counts[status] += 1
+    running = sorted({worker for status, worker in rows if status == JobChunk.Status.RUNNING})
+    return {"total": len(rows), **counts, "workers": running}

@@ -34,13 +34,17 @@ def job_detail(request, job_id: int):
     training = getattr(job, "training", None) if job.kind == Job.Kind.TRAINING else None
     if training is not None:  # its own page has the curves, ETA and checkpoint
         return redirect("training:training", training_id=training.pk)
-    return render(request, "workers/job_detail.html", {"job": job, "outputs": _outputs(job)})
+    return render(request, "workers/job_detail.html", _progress_context(job))
 
 
 def job_progress(request, job_id: int):
     """The live part of the job page, polled by htmx until the job ends."""
     job = selectors.access_job(request.user, job_id)
-    return render(request, "workers/_job_progress.html", {"job": job, "outputs": _outputs(job)})
+    return render(request, "workers/_job_progress.html", _progress_context(job))
+
+
+def _progress_context(job: Job) -> dict:
+    return {"job": job, "outputs": _outputs(job), "shards": selectors.job_shards(job)}
 
 
 def _outputs(job: Job) -> list[tuple[str, str]]:

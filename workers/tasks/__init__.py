@@ -3,6 +3,7 @@ nothing. Which task runs a job, and on which queue, is decided in config.celery.
 services send tasks by name (workers.jobs.job_enqueue) and never import these modules."""
 
 from workers.tasks import (
+    chunks,
     evaluation,
     exports,
     generation,
@@ -15,6 +16,7 @@ from workers.tasks import (
 )
 
 __all__ = [
+    "chunks",
     "evaluation",
     "exports",
     "generation",

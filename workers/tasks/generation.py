@@ -7,4 +7,4 @@ from training.services import generation
 
 @shared_task(name="workers.tasks.generation.run_generation", time_limit=48 * 3600, acks_late=True)
 def run_generation(job_id: int) -> None:
-    generation.generation_run(job_id=job_id)
+    generation.generation_shard(job_id=job_id)
