@@ -27,6 +27,7 @@ from training.core.generation import (
     VllmBackend,
     choose_backend_name,
     generate_batches,
+    tensor_parallel_check,
 )
 from training.core.generation.bdhs import BdhsParams, bdhs_response
 from training.core.generation.guided import continue_batch
@@ -50,20 +51,25 @@ def generation_launch(
     token_budget: int | None = None,
     bdhs: BdhsParams | None = None,
     similarity_model: str = "",
+    tensor_parallel_size: int = 1,
     user: Any = None,
     enqueue: bool = True,
 ) -> Job:
     """Freeze the prompt selection and parameters into a generation job on the gpu queue.
 
     With `bdhs`, each prompt with a reference answer gets one BDHS answer instead of K
-    samples (seed 002: the rejected side of a `bdhs` dataset version)."""
+    samples (seed 002: the rejected side of a `bdhs` dataset version). `tensor_parallel_size`
+    splits the model over that many GPUs of the worker (vLLM only)."""
     params.validate()
+    tensor_parallel_check(tensor_parallel_size, backend=backend)
     choose_backend_name(backend, has_adapter=False)  # refuse an unknown name now
     prompt_ids = prompt_selection_ids(**selection)
     if not prompt_ids:
         raise ValueError("no prompts match this selection")
     if bdhs is not None:
         bdhs.validate()
+        if tensor_parallel_size > 1:
+            raise ValueError("BDHS masks image attention in transformers: --tp is for vLLM")
         references = Prompt.objects.filter(pk__in=prompt_ids).order_by("id")
         prompt_ids = [
             pk for pk, text in references.values_list("pk", "reference_answer") if text.strip()
@@ -87,6 +93,7 @@ def generation_launch(
             "sampling": asdict(params),
             "backend": backend,
             "token_budget": token_budget,
+            "tensor_parallel_size": tensor_parallel_size,
             **({"bdhs": asdict(bdhs), "similarity_model": similarity_model} if bdhs else {}),
         },
         created_by=user,
@@ -176,7 +183,8 @@ def generation_run(*, job_id: int) -> None:
         try:
             backend_name = choose_backend_name(spec["backend"], has_adapter=adapter is not None)
             if backend_name == "vllm":
-                backend: Any = VllmBackend(model_path)
+                tp = spec.get("tensor_parallel_size", 1)  # absent from jobs made before --tp
+                backend: Any = VllmBackend(model_path, tensor_parallel_size=tp)
             else:
                 backend = TransformersBackend(load_policy_cached(model_path, adapter_path=adapter))
         except (ModelLoadError, GenerationError) as exc:

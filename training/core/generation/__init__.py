@@ -11,6 +11,8 @@ from training.core.generation.core import (
     generate_batches,
     generate_text,
     pack_batches,
+    tensor_parallel_check,
+    vllm_engine_args,
 )
 from training.core.generation.sampling import SamplingParams
 from training.core.generation.templates import TEMPLATES, PromptInput, render_prompt
@@ -30,4 +32,6 @@ __all__ = [
     "generate_text",
     "pack_batches",
     "render_prompt",
+    "tensor_parallel_check",
+    "vllm_engine_args",
 ]

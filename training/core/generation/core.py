@@ -302,8 +302,42 @@ def _generated_lengths(new_tokens: Any, eos_id: int | None, pad_id: int | None) 
 # --- vLLM ----------------------------------------------------------------------------------------
 
 
+def tensor_parallel_check(size: Any, *, backend: str) -> int:
+    """`size` (--tp) as the GPUs one vLLM engine splits each layer over, or a ValueError that
+    says why not: only vLLM splits a model (transformers runs it on one device), and `auto`
+    might pick transformers on the worker, so more than one asks for `vllm` by name."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"tensor parallel size (--tp) must be a whole number >= 1, not {size!r}")
+    if size > 1 and backend != "vllm":
+        raise ValueError(
+            f"--tp {size} splits the model over {size} GPUs with vLLM only: "
+            f"use --backend vllm (not {backend})"
+        )
+    return size
+
+
+def vllm_engine_args(
+    model_path: str,
+    *,
+    dtype: str = "bfloat16",
+    max_model_len: int = 4096,
+    max_images: int = 16,
+    tensor_parallel_size: int = 1,
+) -> dict[str, Any]:
+    """The keyword arguments of `vllm.LLM` for a policy (pure, so tests see what vLLM gets)."""
+    return {
+        "model": model_path,
+        "dtype": dtype,
+        "max_model_len": max_model_len,
+        "limit_mm_per_prompt": {"image": max_images},
+        "tensor_parallel_size": tensor_parallel_check(tensor_parallel_size, backend="vllm"),
+    }
+
+
 class VllmBackend:
-    """vLLM's offline engine; one seed per prompt (vLLM draws the K samples from it)."""
+    """vLLM's offline engine; one seed per prompt (vLLM draws the K samples from it).
+    `tensor_parallel_size` > 1 splits every layer over that many GPUs of this machine, for
+    a policy too big for one (vLLM starts one worker process per GPU)."""
 
     name = "vllm"
 
@@ -314,7 +348,9 @@ class VllmBackend:
         dtype: str = "bfloat16",
         max_model_len: int = 4096,
         max_images: int = 16,
+        tensor_parallel_size: int = 1,
     ):
+        import torch
         from transformers import AutoConfig
 
         from training.core.modeling import load_processor
@@ -327,15 +363,24 @@ class VllmBackend:
                 f"{model_path} rescales its image tokens (image_token_norm), which vLLM does "
                 "not do: generate with the transformers backend"
             )
+        engine_args = vllm_engine_args(
+            model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            max_images=max_images,
+            tensor_parallel_size=tensor_parallel_size,
+        )
+        gpus = torch.cuda.device_count()
+        if tensor_parallel_size > gpus:
+            # vLLM would wait for GPUs that never come, or fail deep inside a worker.
+            raise GenerationError(
+                f"--tp {tensor_parallel_size} needs {tensor_parallel_size} GPUs on one "
+                f"machine; this one has {gpus}"
+            )
         from vllm import LLM
 
         self.processor = load_processor(model_path)
-        self.llm = LLM(
-            model=model_path,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            limit_mm_per_prompt={"image": max_images},
-        )
+        self.llm = LLM(**engine_args)
 
     def prompt_tokens(self, request: GenerationRequest, params: SamplingParams) -> int:
         # vLLM schedules its own batches; a flat estimate is enough to chunk the stream.

@@ -32,6 +32,13 @@ class Command(BaseCommand):
             "helpfulness:4,correctness:4,coherence:4,complexity:2,verbosity:1",
         )
         parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm"])
+        parser.add_argument(
+            "--tp",
+            type=int,
+            default=1,
+            help="vLLM tensor parallelism: split the model over this many GPUs of the worker "
+            "(needs --backend vllm)",
+        )
         bdhs = parser.add_argument_group(
             "BDHS (seed 002): one rejected answer per prompt with a reference, the image hidden"
         )
@@ -92,6 +99,7 @@ class Command(BaseCommand):
                 token_budget=o["token_budget"],
                 bdhs=bdhs,
                 similarity_model=o["similarity_model"],
+                tensor_parallel_size=o["tp"],
                 enqueue=o["enqueue"],
             )
         except ValueError as exc:
