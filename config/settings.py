@@ -206,6 +206,13 @@ MEDIA_SIGNED_URL_SECONDS = env_int("MEDIA_SIGNED_URL_SECONDS", 300)
 
 # Model folders; a shared volume when workers run on several machines.
 CHECKPOINT_ROOT = env_path("CHECKPOINT_ROOT", VAR_DIR / "checkpoints")
+# One training run over several machines (`accelerate launch`, DeepSpeed): every machine
+# sets the same count, address and port, and its own rank. The gpu worker of rank 0 takes
+# the job; the others run `manage.py train_follow` (README, "Training on several machines").
+TRAIN_NUM_MACHINES = env_int("TRAIN_NUM_MACHINES", 1)
+TRAIN_MACHINE_RANK = env_int("TRAIN_MACHINE_RANK", 0)
+TRAIN_MAIN_ADDRESS = env_str("TRAIN_MAIN_ADDRESS")
+TRAIN_MAIN_PORT = env_int("TRAIN_MAIN_PORT", 29500)
 # Where the instruction-tuned start is cached, by checksum (unset: CHECKPOINT_ROOT/start).
 START_CACHE_DIR = os.environ.get("START_CACHE_DIR") or None
 

@@ -45,6 +45,7 @@ from training.services.checkpoints import (
     reward_model_folder,
 )
 from training.services.evaluations import evaluation_launch, evaluation_specs_check
+from training.services.machines import launch_record, worker_machines
 from workers.core.supervisor import MetricsTail, supervise
 from workers.jobs import (
     JobCancelled,
@@ -343,6 +344,15 @@ def training_run(*, job_id: int, poll_s: float = 1.0) -> None:
         if training is None:
             raise JobFailed("this job has no training job row")
         try:
+            machines = worker_machines()
+        except ValueError as exc:
+            raise JobFailed(f"the run cannot start: {exc}") from None
+        if machines.rank != 0:
+            raise JobFailed(
+                f"this worker is machine {machines.rank} (TRAIN_MACHINE_RANK): training jobs "
+                "are taken by the rank-0 machine's gpu worker; the others run train_follow"
+            )
+        try:
             config = _run_config(training)
             config.validate()
         except (ConfigError, OSError) as exc:
@@ -350,8 +360,18 @@ def training_run(*, job_id: int, poll_s: float = 1.0) -> None:
         out = Path(training.output_dir)
         config_path = out / protocol.JOB_CONFIG_FILE
         config_path.write_text(json.dumps(config.to_dict(), indent=2))
-        command = launch_command(config_path, gpus=training.gpus, zero=training.zero or None)
+        command = launch_command(
+            config_path, gpus=training.gpus, zero=training.zero or None, machines=machines
+        )
         run.log(("resuming" if config.resume else "starting") + ": " + " ".join(command[1:]))
+        if machines.count > 1:
+            # The other machines' train_follow join when they see this (training/services/
+            # machines.py); written after job-config.json, so they read this attempt's.
+            run.set_metrics(launch=launch_record(machines, attempt=run.job.attempts))
+            run.log(
+                f"on {machines.count} machines: the others join through "
+                f"{machines.main_address}:{machines.main_port} (manage.py train_follow)"
+            )
         recorder = _Recorder(run.job, out / protocol.METRICS_FILE)
         outcome = supervise(
             command,
