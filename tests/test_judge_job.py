@@ -171,8 +171,8 @@ def test_each_mode_says_how_it_groups_what_it_skips_and_how_it_calls(shapes_sour
     rate, answer = _launch(shapes_source, k_per_call=3), _launch(shapes_source, mode="answer")
     config = judging.judge_config_from_spec("oracle")
     judge = judging.build_judge(config)
-    rating = judging._JOBS["rate"](SimpleNamespace(job=rate), config)
-    answering = judging._JOBS["answer"](SimpleNamespace(job=answer), config)
+    rating = judging._JOBS["rate"](SimpleNamespace(job=rate, metrics={}), config)
+    answering = judging._JOBS["answer"](SimpleNamespace(job=answer, metrics={}), config)
     groups = rating.groups(rate.params)
     assert [len(c) for _, c in groups] == [3, 1] * 6 and rating.call(judge) is None
     prompts = answering.groups(answer.params)

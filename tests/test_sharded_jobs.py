@@ -333,3 +333,109 @@ def test_the_job_page_shows_its_chunks(
     client.force_login(staff_user)
     page = client.get(reverse("workers:job", args=[job.pk])).content.decode()
     assert "Chunks: 1 done · 0 running · 2 queued, of 3" in page
+
+
+# --- judging ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def four_each(shapes_source):
+    """Four completions per prompt: the oracle rates them two per call."""
+    other = Checkpoint.objects.create(name="policy", model_path="x")
+    Completion.objects.bulk_create(
+        Completion(prompt=p, checkpoint=other, text=f"The answer is {'ABCD'[i]}.", sample_index=i)
+        for p in shapes_source.prompts.all()
+        for i in range(4)
+    )
+    return shapes_source
+
+
+def _judge(source, **extra) -> Job:
+    from annotation.services import judging
+
+    config = judging.judge_config_from_spec("oracle")
+    return judging.judge_launch(
+        judge_config=config,
+        selection={"source_id": source.pk},
+        k_per_call=2,
+        chunk_size=2,
+        enqueue=False,
+        **extra,
+    )
+
+
+def test_a_judging_job_runs_in_chunks_counted_in_calls(four_each):
+    from annotation.models import Rating
+    from annotation.services import judging
+
+    job = _judge(four_each)
+    judging.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.chunks.count() == 3 and (job.progress_done, job.progress_total) == (12, 12)
+    assert Rating.objects.count() == 24
+    assert (job.metrics["calls"], job.metrics["chunks"]) == (12, 3)
+
+
+def test_the_jobs_cost_limit_holds_across_its_chunks(four_each, monkeypatch):
+    from annotation.core.judges.runner import RunLimits
+    from annotation.services import judging
+
+    monkeypatch.setattr(judging, "cost_usd", lambda model, usage: 0.1)
+    job = _judge(four_each, limits=RunLimits(concurrency=1, max_cost_usd=0.25))
+    judging.judge_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and job.metrics["stopped_at_max_cost"]
+    assert job.metrics["calls"] == 3 and job.metrics["cost_usd"] == pytest.approx(0.3)
+    assert "not started: the job's cost reached its limit" in job.log_tail
+
+
+def test_a_judging_job_with_a_rate_limit_runs_whole(four_each, sent):
+    from annotation.core.judges.runner import RunLimits
+    from annotation.services import judging
+
+    job = _judge(four_each, limits=RunLimits(requests_per_minute=6000))
+    judging.judge_shard(job_id=job.pk)  # the task: no chunk is sent, it runs here
+    job.refresh_from_db()
+    assert sent == [] and not job.chunks.exists()
+    assert job.status == Job.Status.SUCCEEDED and job.metrics["calls"] == 12
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "data"),
+    [("scienceqa", "scienceqa.parquet"), ("noisy_image_text", "scienceqa.parquet")],
+)
+def test_an_evaluation_in_chunks_stores_and_scores_what_one_piece_would(
+    tiny_dir, tmp_path, settings, task, data
+):
+    from datasets_app.core.shapes import make_shapes
+    from training.models import EvaluationItem
+    from training.services import evaluations
+
+    make_shapes(tmp_path / "shapes", n=7, seed=3)
+    checkpoint = Checkpoint.objects.create(name="tiny", model_path=str(tiny_dir))
+    spec = {"task": task, "data": str(tmp_path / "shapes" / data), "max_new_tokens": 6}
+    if task == "noisy_image_text":  # each item three times, judged
+        from annotation.services import judging
+
+        spec["judge_id"] = judging.judge_config_from_spec("oracle").pk
+    runs = []
+    for size in (64, 3):
+        settings.JOB_CHUNK_SIZE = size
+        run = evaluations.evaluation_launch(checkpoint=checkpoint, enqueue=False, **spec)
+        evaluations.evaluation_run(job_id=run.job_id)
+        run.refresh_from_db()
+        assert run.job.status == Job.Status.SUCCEEDED, run.job.error
+        runs.append(run)
+    whole, sharded = runs
+    assert (whole.job.chunks.count(), sharded.job.chunks.count()) == (1, 3)
+    assert sharded.metrics == whole.metrics and sharded.item_count == whole.item_count
+
+    def rows(run):
+        return list(EvaluationItem.objects.filter(run=run).values_list("position", "key", "score"))
+
+    assert rows(sharded) == rows(whole)
+    assert [p for p, _, _ in rows(sharded)] == list(range(whole.item_count))

@@ -71,8 +71,10 @@ def chunks_plan(job: Job, items: list[int], *, size: int | None = None) -> list[
         return existing
     size = size or job.params.get("chunk_size") or settings.JOB_CHUNK_SIZE
     rows = [
-        JobChunk(job=job, index=n, items=items[start : start + size])
-        for n, start in enumerate(range(0, len(items), size))
+        JobChunk(job=job, index=n, items=part, total=len(part))
+        for n, part in enumerate(
+            items[start : start + size] for start in range(0, len(items), size)
+        )
     ]
     JobChunk.objects.bulk_create(rows, ignore_conflicts=True)
     return list(job.chunks.order_by("index"))
@@ -93,7 +95,6 @@ def _prepare(
     except Exception as exc:
         job_fail(job, f"{type(exc).__name__}: {exc}", detail=traceback.format_exc(limit=20))
         raise
-    total = sum(len(chunk.items) for chunk in chunks)
     # A chunk a live worker is on stays with it (this is a redelivered job task); the rest
     # that did not finish go (back) to the queue.
     pending = [
@@ -102,9 +103,8 @@ def _prepare(
         if chunk.status != JobChunk.Status.DONE and not _held_elsewhere(chunk)
     ]
     JobChunk.objects.filter(pk__in=[c.pk for c in pending]).update(status=JobChunk.Status.QUEUED)
-    Job.objects.filter(pk=job.pk).update(progress_total=total)
-    job.refresh_from_db()
     _sum_progress(job.pk)
+    job.refresh_from_db()
     if not pending:
         _finish_if_complete(job.pk)
     return job, pending
@@ -158,15 +158,25 @@ class ChunkRun:
         self.items: list[int] = list(chunk.items)
         self._last_write = 0.0
 
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.chunk.metrics
+
     def set_done(self, done: int) -> None:
         """Items of this chunk finished already (by an earlier attempt)."""
         self.chunk.done = done
         self._write()
 
+    def restart(self, total: int) -> None:
+        """Count in other units than the items (a judging chunk counts its calls), from
+        nothing: a resumed body recounts what it skips."""
+        self.chunk.total, self.chunk.done = total, 0
+        self._write()
+
     def advance(self, n: int = 1, *, force: bool = False) -> None:
         self.chunk.done += n
         now = timezone.now().timestamp()
-        last = self.chunk.done >= len(self.items)
+        last = self.chunk.done >= self.chunk.total
         if force or last or now - self._last_write >= MIN_WRITE_INTERVAL_S:
             self._last_write = now
             self._write()
@@ -178,7 +188,7 @@ class ChunkRun:
         """Save the chunk's progress, add it up on the job, and stop if the job stopped."""
         now = timezone.now()
         JobChunk.objects.filter(pk=self.chunk.pk).update(
-            done=min(self.chunk.done, len(self.items)), heartbeat_at=now
+            done=min(self.chunk.done, self.chunk.total), total=self.chunk.total, heartbeat_at=now
         )
         _sum_progress(self.job.pk, now=now)
         state = Job.objects.filter(pk=self.job.pk).values("status", "cancel_requested").first()
@@ -203,8 +213,13 @@ def _log(job_id: int, line: str) -> None:
 
 
 def _sum_progress(job_id: int, *, now: Any = None) -> None:
-    done = JobChunk.objects.filter(job_id=job_id).aggregate(n=Sum("done"))["n"] or 0
-    Job.objects.filter(pk=job_id).update(progress_done=done, heartbeat_at=now or timezone.now())
+    sums = JobChunk.objects.filter(job_id=job_id).aggregate(done=Sum("done"), total=Sum("total"))
+    total = sums["total"] or 0
+    Job.objects.filter(pk=job_id).update(
+        progress_done=min(sums["done"] or 0, total),
+        progress_total=total,
+        heartbeat_at=now or timezone.now(),
+    )
 
 
 def _held_elsewhere(chunk: JobChunk) -> bool:
@@ -272,7 +287,7 @@ def chunk_running(chunk_id: int) -> Iterator[ChunkRun | None]:
         raise
     else:
         JobChunk.objects.filter(pk=chunk.pk).update(
-            status=JobChunk.Status.DONE, done=len(run.items), heartbeat_at=timezone.now()
+            status=JobChunk.Status.DONE, done=F("total"), heartbeat_at=timezone.now()
         )
         _sum_progress(chunk.job_id)
         _finish_if_complete(chunk.job_id)

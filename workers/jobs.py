@@ -216,6 +216,14 @@ class JobRun:
     def set_total(self, total: int) -> None:
         job_progress(self.job, total=total)
 
+    def restart(self, total: int) -> None:
+        """Count again from nothing: a resumed body recounts what it skips."""
+        job_progress(self.job, done=0, total=total)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.job.metrics
+
     def advance(self, n: int = 1, *, force: bool = False) -> None:
         self.job.progress_done += n
         now = timezone.now().timestamp()

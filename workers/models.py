@@ -98,6 +98,9 @@ class JobChunk(models.Model):
     items = models.JSONField(default=list, help_text="the ids this chunk works on")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(
+        default=0, help_text="units of progress: its items, or what its body counts instead"
+    )
     metrics = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid that ran it")
     attempts = models.PositiveIntegerField(default=0)

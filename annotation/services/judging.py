@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,9 @@ from datasets_app.models import Prompt
 from datasets_app.selectors import prompt_selection_ids
 from training.core.modeling import ModelLoadError, check_policy
 from training.services.checkpoints import checkpoint_location, reward_model_folder
+from workers.chunks import ChunkRun, chunk_kind, job_fan_out, job_run_here
 from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_progress, job_running
-from workers.models import Job
+from workers.models import Job, JobChunk
 
 PROVIDERS = ("oracle", "gemini", "openai", "local", "reward", "panel")
 Group = tuple[Prompt, list[Completion]]
@@ -267,13 +268,20 @@ def judge_launch(
     batch: bool = False,
     poll_s: float = 30.0,
     both_orders: bool = False,
+    chunk_size: int | None = None,
     user: Any = None,
     enqueue: bool = True,
 ) -> Job:
     """Freeze the prompts into a judging job on the judge queue: rating their completions
     (mode "rate"), comparing them two at a time (mode "pairwise"; `both_orders` asks each
-    pair in both orders), or the judge answering each question itself (mode "answer")."""
+    pair in both orders), or the judge answering each question itself (mode "answer").
+
+    Without per-minute limits, batch or panel, the job runs as chunks of `chunk_size`
+    prompts (JOB_CHUNK_SIZE unless given) that every worker on the judge queue may take."""
     limits = limits or RunLimits()
+    chunk_size = chunk_size or settings.JOB_CHUNK_SIZE
+    if chunk_size < 1:
+        raise ValueError(f"chunk size must be at least 1, not {chunk_size}")
     limits.validate()
     if not 1 <= k_per_call <= 32:
         raise ValueError("K per call must be between 1 and 32")
@@ -328,6 +336,7 @@ def judge_launch(
             "limits": asdict(limits),
             "timeout_s": timeout_s,
             "mode": str(mode),
+            "chunk_size": chunk_size,
             **({"batch": True, "poll_s": poll_s} if batch else {}),
             **({"both_orders": True} if both_orders else {}),
         },
@@ -432,7 +441,7 @@ class _JudgeJob:
         # once would pay twice and then break the one-answer-per-key constraint.
         self.followers: dict[str, list[tuple[Prompt, list[Completion]]]] = {}
         self.cancelled = False
-        m = self.job.metrics
+        m = run.metrics  # the job's, or the chunk's when it runs in chunks
         self.metrics = {
             "calls": m.get("calls", 0),
             "cache_hits": m.get("cache_hits", 0),
@@ -447,13 +456,13 @@ class _JudgeJob:
         self.rated: set[int] = set()
 
     def save_metrics(self) -> None:
-        self.job.metrics = {
-            **self.job.metrics,
-            **self.metrics,
-            "cost_usd": round(self.metrics["cost_usd"], 6),
-            "failed_items": self.failed_items[-MAX_FAILURES_SHOWN:],
-        }
-        self.job.save(update_fields=["metrics"])
+        self.run.set_metrics(
+            **{
+                **self.metrics,
+                "cost_usd": round(self.metrics["cost_usd"], 6),
+                "failed_items": self.failed_items[-MAX_FAILURES_SHOWN:],
+            }
+        )
 
     def advance(self, *, force: bool = True) -> None:
         try:
@@ -759,34 +768,120 @@ _JOBS: dict[str, type[_JudgeJob]] = {
 }
 
 
+def _runs_in_chunks(job_id: int) -> bool:
+    """Whether a judging job shards: not a batch (the provider's batch is its parallelism),
+    not a panel (its members run as jobs of their own), and no per-minute limits (they are
+    the job's, and workers sharing it would each spend them in full)."""
+    spec = Job.objects.get(pk=job_id).params
+    limits = spec.get("limits") or {}
+    config = JudgeConfig.objects.filter(pk=spec.get("judge_config_id")).first()
+    return not (
+        spec.get("batch")
+        or config is None
+        or config.provider == "panel"
+        or limits.get("requests_per_minute")
+        or limits.get("tokens_per_minute")
+    )
+
+
 def judge_run(*, job_id: int) -> None:
-    """Run (or resume) a judging job."""
+    """Run (or resume) a judging job in this process: whole, or chunk after chunk."""
+    if _runs_in_chunks(job_id):
+        job_run_here(job_id, _plan)
+    else:
+        _judge_whole(job_id)
+
+
+def judge_shard(*, job_id: int) -> None:
+    """The judge-queue task: a sharded job sends its unfinished chunks to every worker on
+    the queue; any other runs whole here."""
+    if _runs_in_chunks(job_id):
+        job_fan_out(job_id, _plan)
+    else:
+        _judge_whole(job_id)
+
+
+def _plan(job: Job) -> list[int]:
+    _config(job.params)
+    return list(job.params["prompt_ids"])
+
+
+def _config(spec: dict[str, Any]) -> JudgeConfig:
+    config = JudgeConfig.objects.filter(pk=spec["judge_config_id"]).first()
+    if config is None:
+        raise JobFailed(f"judge configuration #{spec['judge_config_id']} no longer exists")
+    return config
+
+
+def _judge(config: JudgeConfig, spec: dict[str, Any]) -> Judge:
+    try:
+        return build_judge(config, timeout_s=spec.get("timeout_s", 120.0))
+    except ValueError as exc:
+        raise JobFailed(str(exc)) from None
+
+
+def _state(run: Any, config: JudgeConfig, spec: dict[str, Any]) -> _JudgeJob:
+    mode = spec.get("mode", JudgeCall.Mode.RATE)
+    if mode not in _JOBS:
+        raise JobFailed(f"a judging job cannot run in mode {mode!r}")
+    return (_RewardJob if config.provider == "reward" else _JOBS[mode])(run, config)
+
+
+def _judge_online(
+    run: Any,
+    config: JudgeConfig,
+    judge: Judge,
+    spec: dict[str, Any],
+    limits: RunLimits,
+) -> None:
+    """Call the judge on `spec`'s prompts, item by item (a whole job's or one chunk's)."""
+    state = _state(run, config, spec)
+    groups = state.groups(spec)
+    run.restart(len(groups))
+    state.load_rated(groups)
+    try:
+        summary = run_items(
+            judge,
+            state.items_to_call(iter(groups)),
+            limits,
+            on_outcome=state.record,
+            price=lambda usage: cost_usd(config.model, usage),
+            should_stop=lambda: state.cancelled,
+            call=state.call(judge),
+        )
+    except FatalJudgeError as exc:
+        state.save_metrics()
+        raise JobFailed(f"the judge refused: {exc}") from None
+    state.save_metrics()
+    if state.cancelled:
+        raise JobCancelled
+    if isinstance(state, _PairwiseJob):  # a chunk holds whole prompts, all their pairs
+        run.set_metrics(pairwise_scored=state.finish(groups))
+    if summary.stopped_at_max_cost:
+        run.set_metrics(stopped_at_max_cost=True)
+        run.log(
+            f"stopped: the cost reached the limit of ${limits.max_cost_usd}; "
+            "resume with a higher limit to rate the rest"
+        )
+
+
+def _judge_whole(job_id: int) -> None:
     with job_running(job_id, resumable=True) as run:
         if run is None:
             return
         spec = run.job.params
-        config = JudgeConfig.objects.filter(pk=spec["judge_config_id"]).first()
-        if config is None:
-            raise JobFailed(f"judge configuration #{spec['judge_config_id']} no longer exists")
+        config = _config(spec)
         if config.provider == "panel":
             _run_panel(run, config, spec)
             return
-        try:
-            judge = build_judge(config, timeout_s=spec.get("timeout_s", 120.0))
-        except ValueError as exc:
-            raise JobFailed(str(exc)) from None
+        judge = _judge(config, spec)
         limits = RunLimits(**spec["limits"])
-        mode = spec.get("mode", JudgeCall.Mode.RATE)
-        if mode not in _JOBS:
-            raise JobFailed(f"a judging job cannot run in mode {mode!r}")
-        job_class = _RewardJob if config.provider == "reward" else _JOBS[mode]
-        state = job_class(run, config)
-        groups = state.groups(spec)
-        job_progress(run.job, done=0, total=len(groups))
-        state.load_rated(groups)
-        if config.provider not in ("oracle", "local", "reward") and price_for(config.model) is None:
-            run.log(f"no price is known for {config.model}: its cost shows as 0")
+        _log_unpriced(run, config)
         if spec.get("batch"):
+            state = _state(run, config, spec)
+            groups = state.groups(spec)
+            job_progress(run.job, done=0, total=len(groups))
+            state.load_rated(groups)
             try:
                 run_batch(run, state, judge, groups, spec, limits)
             except (FatalJudgeError, TransientJudgeError) as exc:
@@ -798,32 +893,59 @@ def judge_run(*, job_id: int) -> None:
             if state.cancelled:
                 raise JobCancelled
             return
-        try:
-            summary = run_items(
-                judge,
-                state.items_to_call(iter(groups)),
-                limits,
-                on_outcome=state.record,
-                price=lambda usage: cost_usd(config.model, usage),
-                should_stop=lambda: state.cancelled,
-                call=state.call(judge),
-            )
-        except FatalJudgeError as exc:
-            state.save_metrics()
-            raise JobFailed(f"the judge refused: {exc}") from None
-        state.save_metrics()
-        if state.cancelled:
-            raise JobCancelled
+        _judge_online(run, config, judge, spec, limits)
         if config.provider == "reward":
             run.set_metrics(**reward_oracle_agreement(config, spec["prompt_ids"]))
-        if isinstance(state, _PairwiseJob):
-            run.set_metrics(pairwise_scored=state.finish(groups))
-        if summary.stopped_at_max_cost:
+
+
+def _log_unpriced(run: Any, config: JudgeConfig) -> None:
+    if config.provider not in ("oracle", "local", "reward") and price_for(config.model) is None:
+        run.log(f"no price is known for {config.model}: its cost shows as 0")
+
+
+def _judging_chunk(run: ChunkRun) -> None:
+    """One chunk of prompts; a job's cost limit is what the other chunks left of it."""
+    spec = {**run.job.params, "prompt_ids": run.items}
+    config = _config(spec)
+    judge = _judge(config, spec)
+    limits = RunLimits(**spec["limits"])
+    if limits.max_cost_usd is not None:
+        spent = sum(
+            (m or {}).get("cost_usd", 0.0)
+            for m in JobChunk.objects.filter(job=run.job).values_list("metrics", flat=True)
+        )
+        left = limits.max_cost_usd - spent
+        if left <= 0:
             run.set_metrics(stopped_at_max_cost=True)
-            run.log(
-                f"stopped: the cost reached the limit of ${limits.max_cost_usd}; "
-                "resume with a higher limit to rate the rest"
-            )
+            run.log(f"not started: the job's cost reached its limit of ${limits.max_cost_usd}")
+            return
+        limits = replace(limits, max_cost_usd=left)
+    if run.chunk.index == 0:
+        _log_unpriced(run, config)
+    _judge_online(run, config, judge, spec, limits)
+
+
+_SUMMED = ("calls", "cache_hits", "skipped", "failures", "input_tokens", "output_tokens")
+
+
+def _merge_judging(job: Job, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The job's figures from its chunks': counts and cost add up; a reward judge's
+    agreement with the oracle is measured once, over every prompt of the job."""
+    merged: dict[str, Any] = {key: sum(m.get(key, 0) for m in chunks) for key in _SUMMED}
+    merged["cost_usd"] = round(sum(m.get("cost_usd", 0.0) for m in chunks), 6)
+    failed = [f for m in chunks for f in m.get("failed_items", [])]
+    merged["failed_items"] = failed[-MAX_FAILURES_SHOWN:]
+    if any("pairwise_scored" in m for m in chunks):
+        merged["pairwise_scored"] = sum(m.get("pairwise_scored", 0) for m in chunks)
+    if any(m.get("stopped_at_max_cost") for m in chunks):
+        merged["stopped_at_max_cost"] = True
+    config = JudgeConfig.objects.filter(pk=job.params["judge_config_id"]).first()
+    if config is not None and config.provider == "reward":
+        merged.update(reward_oracle_agreement(config, job.params["prompt_ids"]))
+    return merged
+
+
+chunk_kind(Job.Kind.JUDGING, _judging_chunk, _merge_judging)
 
 
 def _run_panel(run: Any, config: JudgeConfig, spec: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from training.core.evaluation import (
     TASKS,
     EvaluationError,
     bootstrap_diff,
+    compute_metrics,
     evaluate,
     headline_metrics,
     load_items,
@@ -35,7 +36,8 @@ from training.core.generation import SamplingParams
 from training.core.modeling import ModelLoadError, load_policy_cached
 from training.models import Checkpoint, EvaluationItem, EvaluationRun, TrainingJob
 from training.services.checkpoints import checkpoint_location
-from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue, job_running
+from workers.chunks import ChunkRun, chunk_kind, job_fan_out, job_run_here
+from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue
 from workers.models import Job
 
 # Answers are short for the multiple-choice and yes/no prompts; reasoning prompts need room.
@@ -164,6 +166,8 @@ def evaluation_launch(
         job = job_create(
             kind=Job.Kind.EVALUATION,
             title=f"{spec.task} ({spec.prompt}{steered}) on {checkpoint.name}",
+            # Items per chunk: every worker on the gpu queue may take chunks of the run.
+            params={"chunk_size": settings.JOB_CHUNK_SIZE},
             created_by=user,
         )
         run = EvaluationRun.objects.create(
@@ -183,13 +187,15 @@ def evaluation_launch(
     return run
 
 
-def _item_rows(run: EvaluationRun, records: list[dict[str, Any]]) -> list[EvaluationItem]:
+def _item_rows(
+    run: EvaluationRun, records: list[dict[str, Any]], positions: list[int]
+) -> list[EvaluationItem]:
     kept = {"key", "prompt", "answers", "parsed", "gold", "score"}
     kept |= {"subject", "context", "split", "category"}
     return [
         EvaluationItem(
             run=run,
-            position=i,
+            position=position,
             key=str(r["key"])[:200],
             subject=(r.get("subject") or "")[:50],
             context=(r.get("context") or "")[:10],
@@ -202,90 +208,126 @@ def _item_rows(run: EvaluationRun, records: list[dict[str, Any]]) -> list[Evalua
             score=r.get("score"),
             record={k: v for k, v in r.items() if k not in kept},
         )
-        for i, r in enumerate(records)
+        for position, r in zip(positions, records, strict=True)
     ]
 
 
 def evaluation_run(*, job_id: int) -> None:
-    """The gpu-queue task body. Not resumable: a stopped run is launched again whole."""
-    with job_running(job_id) as run:
-        if run is None:
-            return
-        evaluation = (
-            EvaluationRun.objects.select_related("checkpoint", "judge")
-            .filter(job_id=job_id)
-            .first()
-        )
-        if evaluation is None:
-            raise JobFailed("this job has no evaluation run row")
-        p = evaluation.params
-        try:
-            items = load_items(
-                evaluation.task,
-                evaluation.data_path,
-                limit=p.get("limit"),
-                all_contexts=p.get("all_contexts", False),
-                split=p.get("split"),
-            )
-        except (EvaluationError, OSError) as exc:
-            raise JobFailed(str(exc)) from None
-        checkpoint = evaluation.checkpoint
-        adapter = checkpoint_location(checkpoint.adapter_path) if checkpoint.adapter_path else None
-        try:
-            policy = load_policy_cached(
-                checkpoint_location(checkpoint.model_path), adapter_path=adapter
-            )
-        except ModelLoadError as exc:
-            raise JobFailed(f"checkpoint {checkpoint.name}: {exc}") from None
-        judge = None
-        if evaluation.judge is not None:
-            from annotation.services.judging import build_judge
+    """Run an evaluation job in this process, chunk after chunk (commands, the loop)."""
+    job_run_here(job_id, _plan)
 
-            try:
-                judge = build_judge(evaluation.judge)
-            except ValueError as exc:
-                raise JobFailed(str(exc)) from None
-        budget = (
-            settings.GENERATION_TOKEN_BUDGET_GPU
-            if policy.device.startswith("cuda")
-            else settings.GENERATION_TOKEN_BUDGET_CPU
+
+def evaluation_shard(*, job_id: int) -> None:
+    """The gpu-queue task: send the job's chunks of items to every worker on the queue."""
+    job_fan_out(job_id, _plan)
+
+
+def _evaluation(job: Job) -> EvaluationRun:
+    evaluation = (
+        EvaluationRun.objects.select_related("checkpoint", "judge").filter(job_id=job.pk).first()
+    )
+    if evaluation is None:
+        raise JobFailed("this job has no evaluation run row")
+    return evaluation
+
+
+def _items(evaluation: EvaluationRun) -> list[Any]:
+    p = evaluation.params
+    try:
+        return load_items(
+            evaluation.task,
+            evaluation.data_path,
+            limit=p.get("limit"),
+            all_contexts=p.get("all_contexts", False),
+            split=p.get("split"),
         )
+    except (EvaluationError, OSError) as exc:
+        raise JobFailed(str(exc)) from None
+
+
+def _plan(job: Job) -> list[int]:
+    """The items' positions in the data file as read (the file's checksum is frozen on the
+    run, so every worker reads the same list)."""
+    return list(range(len(_items(_evaluation(job)))))
+
+
+def _evaluation_chunk(run: ChunkRun) -> None:
+    """Evaluate one chunk of items and store their rows; the run's metrics are computed
+    over every chunk's records once the last one is done (`_merge_evaluation`)."""
+    evaluation = _evaluation(run.job)
+    p = evaluation.params
+    items = _items(evaluation)
+    subset = [items[i] for i in run.items]
+    checkpoint = evaluation.checkpoint
+    adapter = checkpoint_location(checkpoint.adapter_path) if checkpoint.adapter_path else None
+    try:
+        policy = load_policy_cached(
+            checkpoint_location(checkpoint.model_path), adapter_path=adapter
+        )
+    except ModelLoadError as exc:
+        raise JobFailed(f"checkpoint {checkpoint.name}: {exc}") from None
+    judge = None
+    if evaluation.judge is not None:
+        from annotation.services.judging import build_judge
+
+        try:
+            judge = build_judge(evaluation.judge)
+        except ValueError as exc:
+            raise JobFailed(str(exc)) from None
+    budget = (
+        settings.GENERATION_TOKEN_BUDGET_GPU
+        if policy.device.startswith("cuda")
+        else settings.GENERATION_TOKEN_BUDGET_CPU
+    )
+    if run.chunk.index == 0:
         run.log(f"{len(items)} items of {Path(evaluation.data_path).name} on {policy.device}")
 
-        def progress(done: int, total: int) -> None:
-            if run.job.progress_total != total:
-                run.set_total(total)
-            run.advance(done - run.job.progress_done, force=True)
+    def progress(done: int, total: int) -> None:
+        if done == 0:
+            run.restart(total)  # noisy_image_text answers each item once per image kind
+        else:
+            run.advance(done - run.chunk.done, force=True)
 
-        try:
-            result = evaluate(
-                evaluation.task,
-                items,
-                generate=transformers_generate(
-                    policy,
-                    temperature=p["temperature"],
-                    max_new_tokens=p["max_new_tokens"],
-                    token_budget=budget,
-                    seed=p.get("seed", 0),
-                    steer=p.get("steer", ""),
-                ),
-                judge=judge,
-                prompt=evaluation.prompt or None,
-                samples=p["samples"],
-                on_progress=progress,
-            )
-        except EvaluationError as exc:
-            raise JobFailed(str(exc)) from None
-        with transaction.atomic():
-            EvaluationItem.objects.filter(run=evaluation).delete()
-            EvaluationItem.objects.bulk_create(_item_rows(evaluation, result.records), 500)
-            evaluation.metrics = result.metrics
-            evaluation.item_count = len(result.records)
-            evaluation.save(update_fields=["metrics", "item_count"])
-        headline = {m: metric_value(result.metrics, m) for m in headline_metrics(evaluation.task)}
-        run.set_metrics(**headline)
-        if result.stopped:
-            raise JobCancelled
+    try:
+        result = evaluate(
+            evaluation.task,
+            subset,
+            generate=transformers_generate(
+                policy,
+                temperature=p["temperature"],
+                max_new_tokens=p["max_new_tokens"],
+                token_budget=budget,
+                seed=p.get("seed", 0),
+                steer=p.get("steer", ""),
+            ),
+            judge=judge,
+            prompt=evaluation.prompt or None,
+            samples=p["samples"],
+            on_progress=progress,
+        )
+    except EvaluationError as exc:
+        raise JobFailed(str(exc)) from None
+    if result.stopped:
+        raise JobCancelled
+    per_item = len(result.records) // max(len(subset), 1)
+    positions = [i * per_item + j for i in run.items for j in range(per_item)]
+    with transaction.atomic():  # a chunk delivered again replaces its own rows
+        EvaluationItem.objects.filter(run=evaluation, position__in=positions).delete()
+        EvaluationItem.objects.bulk_create(_item_rows(evaluation, result.records, positions), 500)
+    run.set_metrics(records=result.records)
+
+
+def _merge_evaluation(job: Job, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics over every chunk's records, in item order, as one process would have them."""
+    evaluation = _evaluation(job)
+    records = [record for m in chunks for record in m.get("records", [])]
+    evaluation.metrics = compute_metrics(evaluation.task, records)
+    evaluation.item_count = len(records)
+    evaluation.save(update_fields=["metrics", "item_count"])
+    return {m: metric_value(evaluation.metrics, m) for m in headline_metrics(evaluation.task)}
+
+
+chunk_kind(Job.Kind.EVALUATION, _evaluation_chunk, _merge_evaluation)
 
 
 # --- comparing ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from django.conf import settings
 
 # The services of the sharded kinds register their chunk bodies when imported.
 from annotation.services import judging  # noqa: F401
-from training.services import generation  # noqa: F401
+from training.services import evaluations, generation  # noqa: F401
 from workers.chunks import CHUNK_TASK, ChunkBusy, chunk_run
 
 
