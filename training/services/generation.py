@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
+from django.utils import timezone
 
 from annotation.models import Completion
 from datasets_app.models import Prompt
@@ -35,7 +36,8 @@ from training.core.generation.similarity import SentenceSimilarity
 from training.core.modeling import ModelLoadError, load_policy_cached
 from training.models import Checkpoint
 from training.services.checkpoints import checkpoint_paths
-from workers.jobs import JobFailed, job_create, job_enqueue, job_progress, job_running
+from workers.chunks import ChunkRun, chunk_kind, job_fan_out, job_run_here
+from workers.jobs import JobFailed, job_create, job_enqueue
 from workers.models import Job
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ def generation_launch(
     bdhs: BdhsParams | None = None,
     similarity_model: str = "",
     tensor_parallel_size: int = 1,
+    chunk_size: int | None = None,
     user: Any = None,
     enqueue: bool = True,
 ) -> Job:
@@ -59,8 +62,14 @@ def generation_launch(
 
     With `bdhs`, each prompt with a reference answer gets one BDHS answer instead of K
     samples (seed 002: the rejected side of a `bdhs` dataset version). `tensor_parallel_size`
-    splits the model over that many GPUs of the worker (vLLM only)."""
+    splits the model over that many GPUs of the worker (vLLM only).
+
+    The job runs as chunks of `chunk_size` prompts (JOB_CHUNK_SIZE unless given) that every
+    worker on the gpu queue may take."""
     params.validate()
+    chunk_size = chunk_size or settings.JOB_CHUNK_SIZE
+    if chunk_size < 1:
+        raise ValueError(f"chunk size must be at least 1, not {chunk_size}")
     tensor_parallel_check(tensor_parallel_size, backend=backend)
     choose_backend_name(backend, has_adapter=False)  # refuse an unknown name now
     prompt_ids = prompt_selection_ids(**selection)
@@ -93,6 +102,7 @@ def generation_launch(
             "sampling": asdict(params),
             "backend": backend,
             "token_budget": token_budget,
+            "chunk_size": chunk_size,
             "tensor_parallel_size": tensor_parallel_size,
             **({"bdhs": asdict(bdhs), "similarity_model": similarity_model} if bdhs else {}),
         },
@@ -156,83 +166,128 @@ def _requests(prompt_ids: list[int], chunk: int = 64) -> Iterator[GenerationRequ
             )
 
 
-def generation_run(*, job_id: int) -> None:
-    """Run (or resume) a generation job: skip complete prompts, write each batch atomically."""
-    with job_running(job_id, resumable=True) as run:
-        if run is None:
-            return
-        job = run.job
-        spec = job.params
-        params = SamplingParams(**spec["sampling"])
-        checkpoint = Checkpoint.objects.filter(pk=spec["checkpoint_id"]).first()
-        if checkpoint is None:
-            raise JobFailed(f"checkpoint #{spec['checkpoint_id']} no longer exists")
-        prompt_ids: list[int] = spec["prompt_ids"]
-        if spec.get("bdhs"):
-            _bdhs_run(run, checkpoint, params, spec)
-            return
-        complete = _complete_prompt_ids(checkpoint, params, prompt_ids)
-        remaining = [pk for pk in prompt_ids if pk not in complete]
-        job_progress(job, done=len(complete), total=len(prompt_ids))
-        if complete:
-            run.log(f"{len(complete)} prompts already complete: skipped")
-        if not remaining:
-            return
+def _plan(job: Job) -> list[int]:
+    """A generation job's items: its prompts, in the frozen order; refused before any chunk
+    runs when the checkpoint is gone."""
+    if not Checkpoint.objects.filter(pk=job.params["checkpoint_id"]).exists():
+        raise JobFailed(f"checkpoint #{job.params['checkpoint_id']} no longer exists")
+    return list(job.params["prompt_ids"])
 
-        model_path, adapter = checkpoint_paths(checkpoint)
-        try:
-            backend_name = choose_backend_name(spec["backend"], has_adapter=adapter is not None)
-            if backend_name == "vllm":
-                tp = spec.get("tensor_parallel_size", 1)  # absent from jobs made before --tp
-                backend: Any = VllmBackend(model_path, tensor_parallel_size=tp)
-            else:
-                backend = TransformersBackend(load_policy_cached(model_path, adapter_path=adapter))
-        except (ModelLoadError, GenerationError) as exc:
-            raise JobFailed(f"checkpoint {checkpoint.name}: {exc}") from None
-        device = getattr(getattr(backend, "policy", None), "device", "cuda")
-        budget = spec.get("token_budget") or (
-            settings.GENERATION_TOKEN_BUDGET_GPU
-            if device.startswith("cuda")
-            else settings.GENERATION_TOKEN_BUDGET_CPU
-        )
-        run.log(f"backend {backend_name} on {device}, token budget {budget}")
-        sampling = {**asdict(params), "backend": backend_name}
-        started, n_completions, n_tokens = time.monotonic(), 0, 0
-        try:
-            batches = generate_batches(backend, _requests(remaining), params, token_budget=budget)
-            for batch in batches:
-                rows = [
-                    Completion(
-                        prompt_id=int(samples.key),
-                        checkpoint=checkpoint,
-                        text=text,
-                        template=params.template,
-                        sampling=sampling,
-                        sampling_hash=params.config_hash,
-                        sample_index=index,
-                        job=job,
-                    )
-                    for samples in batch
-                    for index, text in enumerate(samples.texts)
-                ]
-                with transaction.atomic():
-                    # ignore_conflicts: a prompt finished by an earlier attempt stays as it is.
-                    Completion.objects.bulk_create(rows, ignore_conflicts=True)
-                n_completions += len(rows)
-                n_tokens += sum(sum(s.token_counts) for s in batch)
-                elapsed = max(time.monotonic() - started, 1e-9)
-                run.job.metrics = {
-                    **run.job.metrics,
-                    "backend": backend_name,
-                    "completions": n_completions,
-                    "generated_tokens": n_tokens,
-                    "completions_per_s": round(n_completions / elapsed, 2),
-                    "tokens_per_s": round(n_tokens / elapsed, 1),
-                }
-                run.job.save(update_fields=["metrics"])
-                run.advance(len(batch), force=True)
-        except GenerationError as exc:
-            raise JobFailed(str(exc)) from None
+
+def generation_run(*, job_id: int) -> None:
+    """Run (or resume) a whole generation job in this process, chunk after chunk."""
+    job_run_here(job_id, _plan)
+
+
+def generation_shard(*, job_id: int) -> None:
+    """The gpu-queue task: send the job's unfinished chunks to every worker on its queue."""
+    job_fan_out(job_id, _plan)
+
+
+# One backend per worker process and checkpoint: a worker that takes several chunks of a
+# job loads the model once.
+_BACKENDS: dict[tuple[Any, ...], tuple[str, Any]] = {}
+
+
+def _backend(checkpoint: Checkpoint, spec: dict[str, Any]) -> tuple[str, Any]:
+    model_path, adapter = checkpoint_paths(checkpoint)
+    name = choose_backend_name(spec["backend"], has_adapter=adapter is not None)
+    tp = spec.get("tensor_parallel_size", 1)  # absent from jobs made before --tp
+    key = (name, str(model_path), str(adapter), tp)
+    if key not in _BACKENDS:
+        if name == "vllm":
+            _BACKENDS.clear()  # one engine holds the GPU's memory
+            _BACKENDS[key] = (name, VllmBackend(model_path, tensor_parallel_size=tp))
+        else:
+            return name, TransformersBackend(load_policy_cached(model_path, adapter_path=adapter))
+    return _BACKENDS[key]
+
+
+def _generation_chunk(run: ChunkRun) -> None:
+    """One chunk: skip its complete prompts, write each batch of the rest atomically."""
+    spec = run.job.params
+    params = SamplingParams(**spec["sampling"])
+    checkpoint = Checkpoint.objects.filter(pk=spec["checkpoint_id"]).first()
+    if checkpoint is None:
+        raise JobFailed(f"checkpoint #{spec['checkpoint_id']} no longer exists")
+    if spec.get("bdhs"):
+        _bdhs_chunk(run, checkpoint, params, spec)
+        return
+    complete = _complete_prompt_ids(checkpoint, params, run.items)
+    remaining = [pk for pk in run.items if pk not in complete]
+    run.set_done(len(complete))
+    if complete:
+        run.log(f"{len(complete)} prompts already complete: skipped")
+    if not remaining:
+        return
+    try:
+        backend_name, backend = _backend(checkpoint, spec)
+    except (ModelLoadError, GenerationError) as exc:
+        raise JobFailed(f"checkpoint {checkpoint.name}: {exc}") from None
+    device = getattr(getattr(backend, "policy", None), "device", "cuda")
+    budget = spec.get("token_budget") or (
+        settings.GENERATION_TOKEN_BUDGET_GPU
+        if device.startswith("cuda")
+        else settings.GENERATION_TOKEN_BUDGET_CPU
+    )
+    run.heartbeat()  # loading the model may have taken a while
+    sampling = {**asdict(params), "backend": backend_name}
+    started, n_completions, n_tokens = time.monotonic(), 0, 0
+    try:
+        batches = generate_batches(backend, _requests(remaining), params, token_budget=budget)
+        for batch in batches:
+            rows = [
+                Completion(
+                    prompt_id=int(samples.key),
+                    checkpoint=checkpoint,
+                    text=text,
+                    template=params.template,
+                    sampling=sampling,
+                    sampling_hash=params.config_hash,
+                    sample_index=index,
+                    job=run.job,
+                )
+                for samples in batch
+                for index, text in enumerate(samples.texts)
+            ]
+            with transaction.atomic():
+                # ignore_conflicts: a prompt finished by an earlier attempt stays as it is.
+                Completion.objects.bulk_create(rows, ignore_conflicts=True)
+            n_completions += len(rows)
+            n_tokens += sum(sum(s.token_counts) for s in batch)
+            run.set_metrics(
+                backend=backend_name,
+                device=device,
+                completions=n_completions,
+                generated_tokens=n_tokens,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            run.advance(len(batch), force=True)
+    except GenerationError as exc:
+        raise JobFailed(str(exc)) from None
+
+
+def _merge_metrics(job: Job, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The job's figures from its chunks': counts add up, rates are over the job's wall time
+    (several workers at once make it shorter than the chunks' summed seconds)."""
+    done = [m for m in chunks if m]
+    if not done:
+        return {}
+    if any(m.get("method") == "bdhs" for m in done):
+        return _merge_bdhs(done)
+    completions = sum(m.get("completions", 0) for m in done)
+    tokens = sum(m.get("generated_tokens", 0) for m in done)
+    wall = max((timezone.now() - job.started_at).total_seconds(), 1e-9)
+    return {
+        "backend": done[0].get("backend", ""),
+        "completions": completions,
+        "generated_tokens": tokens,
+        "completions_per_s": round(completions / wall, 2),
+        "tokens_per_s": round(tokens / wall, 1),
+    }
+
+
+chunk_kind(Job.Kind.GENERATION, _generation_chunk, _merge_metrics)
 
 
 def bdhs_sampling_hash(params: SamplingParams, bdhs: BdhsParams) -> str:
@@ -241,19 +296,18 @@ def bdhs_sampling_hash(params: SamplingParams, bdhs: BdhsParams) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _bdhs_run(run: Any, checkpoint: Checkpoint, params: SamplingParams, spec: dict) -> None:
+def _bdhs_chunk(run: ChunkRun, checkpoint: Checkpoint, params: SamplingParams, spec: dict) -> None:
     """One BDHS answer per prompt (seed 002, Algorithm 1), each written as it is done; a
-    resumed job skips the prompts answered already."""
+    resumed chunk skips the prompts answered already."""
     bdhs = BdhsParams(**spec["bdhs"])
     sampling_hash = bdhs_sampling_hash(params, bdhs)
-    prompt_ids: list[int] = spec["prompt_ids"]
     done = set(
         Completion.objects.filter(
-            checkpoint=checkpoint, sampling_hash=sampling_hash, prompt_id__in=prompt_ids
+            checkpoint=checkpoint, sampling_hash=sampling_hash, prompt_id__in=run.items
         ).values_list("prompt_id", flat=True)
     )
-    remaining = [pk for pk in prompt_ids if pk not in done]
-    job_progress(run.job, done=len(done), total=len(prompt_ids))
+    remaining = [pk for pk in run.items if pk not in done]
+    run.set_done(len(done))
     if not remaining:
         return
     model_path, adapter = checkpoint_paths(checkpoint)
@@ -264,10 +318,10 @@ def _bdhs_run(run: Any, checkpoint: Checkpoint, params: SamplingParams, spec: di
         raise JobFailed(f"checkpoint {checkpoint.name}: {exc}") from None
     references = dict(Prompt.objects.filter(pk__in=remaining).values_list("pk", "reference_answer"))
     run.log(f"BDHS on {len(remaining)} prompts: {asdict(bdhs)}")
-    tries, guided, similar = [], 0, []
+    tries, guided, similar = 0, 0, 0.0
     tokens = [0]  # every try's tokens, counted by _continuation
     started = time.monotonic()
-    for request in _requests(remaining):
+    for n, request in enumerate(_requests(remaining), start=1):
         rng = random.Random(f"bdhs:{params.seed}:{request.key}")  # noqa: S311 - sampling
         try:
             result = bdhs_response(
@@ -295,21 +349,35 @@ def _bdhs_run(run: Any, checkpoint: Checkpoint, params: SamplingParams, spec: di
             sample_index=0,
             job=run.job,
         )
-        tries.append(result.tries)
+        tries += result.tries
         guided += result.guided
-        similar.append(result.similarity)
-        run.job.metrics = {
-            **run.job.metrics,
-            "method": "bdhs",
-            "completions": len(tries),
-            "mean_tries": round(sum(tries) / len(tries), 3),
-            "guided_share": round(guided / len(tries), 3),
-            "mean_similarity": round(sum(similar) / len(similar), 4),
-            "generated_tokens": tokens[0],
-            "seconds": round(time.monotonic() - started, 1),
-        }
-        run.job.save(update_fields=["metrics"])
+        similar += result.similarity
+        # Sums, so that the job's means weigh every chunk by its answers.
+        run.set_metrics(
+            method="bdhs",
+            completions=n,
+            sum_tries=tries,
+            sum_guided=guided,
+            sum_similarity=similar,
+            generated_tokens=tokens[0],
+            seconds=round(time.monotonic() - started, 1),
+        )
         run.advance(1, force=True)
+
+
+def _merge_bdhs(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    n = sum(m.get("completions", 0) for m in chunks)
+    if not n:
+        return {"method": "bdhs", "completions": 0}
+    return {
+        "method": "bdhs",
+        "completions": n,
+        "mean_tries": round(sum(m["sum_tries"] for m in chunks) / n, 3),
+        "guided_share": round(sum(m["sum_guided"] for m in chunks) / n, 3),
+        "mean_similarity": round(sum(m["sum_similarity"] for m in chunks) / n, 4),
+        "generated_tokens": sum(m.get("generated_tokens", 0) for m in chunks),
+        "seconds": round(sum(m.get("seconds", 0) for m in chunks), 1),
+    }
 
 
 def _continuation(
