@@ -12,9 +12,13 @@ MAX_COMMENT = 5000
 
 
 class SubmissionInvalid(ValueError):
-    def __init__(self, errors: list[str]) -> None:
+    """`errors` are the messages the page shows; `locs` says where each one is in the
+    payload (("scores", "12"), ("best",), ...), for a client that marks fields."""
+
+    def __init__(self, errors: list[str], locs: list[tuple[str, ...]] | None = None) -> None:
         super().__init__("; ".join(errors))
         self.errors = errors
+        self.locs = locs if locs is not None else [() for _ in errors]
 
 
 @dataclass(frozen=True)
@@ -43,25 +47,34 @@ def validate_submission(
     """Every completion of the item scored 0-4 on all five attributes; best and worst two
     different completions of the item, or "all equal"."""
     errors: list[str] = []
+    locs: list[tuple[str, ...]] = []
+
+    def refuse(loc: tuple[str, ...], message: str) -> None:
+        errors.append(message)
+        locs.append(loc)
+
     raw_scores = payload.get("scores")
     if not isinstance(raw_scores, Mapping):
-        raise SubmissionInvalid(["scores are missing"])
+        raise SubmissionInvalid(["scores are missing"], [("scores",)])
     known = set(completion_ids)
     scores: dict[int, dict[str, int]] = {}
     for key in raw_scores:
         cid = _int(key)
         if cid is None or cid not in known:
-            errors.append(f"completion {key} is not part of this item")
+            refuse(("scores", str(key)), f"completion {key} is not part of this item")
     for number, cid in enumerate(completion_ids, start=1):
         given = raw_scores.get(str(cid), raw_scores.get(cid))  # JSON keys are strings
         if not isinstance(given, Mapping):
-            errors.append(f"response {number} has no scores")
+            refuse(("scores", str(cid)), f"response {number} has no scores")
             continue
         row = {}
         for attribute in ATTRIBUTES:
             value = _int(given.get(attribute))
             if value is None or not 0 <= value <= 4:
-                errors.append(f"response {number}: {attribute} needs a score from 0 to 4")
+                refuse(
+                    ("scores", str(cid), attribute),
+                    f"response {number}: {attribute} needs a score from 0 to 4",
+                )
             else:
                 row[attribute] = value
         scores[cid] = row
@@ -71,19 +84,19 @@ def validate_submission(
         best = worst = None
     else:
         if best is None or best not in known:
-            errors.append("choose the best response (or mark all equal)")
+            refuse(("best",), "choose the best response (or mark all equal)")
         if worst is None or worst not in known:
-            errors.append("choose the worst response (or mark all equal)")
+            refuse(("worst",), "choose the worst response (or mark all equal)")
         if best is not None and best == worst:
-            errors.append("the best and the worst response must differ")
+            refuse(("worst",), "the best and the worst response must differ")
     comment = payload.get("comment") or ""
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
-        errors.append(f"the comment must be text of at most {MAX_COMMENT} characters")
+        refuse(("comment",), f"the comment must be text of at most {MAX_COMMENT} characters")
         comment = ""
     token = payload.get("token")
     if not isinstance(token, str) or not 8 <= len(token) <= 64:
-        errors.append("the submission has no valid token")
+        refuse(("token",), "the submission has no valid token")
         token = ""
     if errors:
-        raise SubmissionInvalid(errors)
+        raise SubmissionInvalid(errors, locs)
     return CleanSubmission(scores, best, worst, tie, comment.strip(), token)
