@@ -88,6 +88,9 @@ INSTALLED_APPS = [
     "datasets_app",
     "annotation",
     "training",
+    "api",
+    # django-ninja: listed so that /api/docs serves Swagger UI from its static files, not a CDN.
+    "ninja",
 ]
 
 MIDDLEWARE = [

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
+from api.rest import urls as api_urls
 from config import views
 
 urlpatterns = [
@@ -13,6 +14,9 @@ urlpatterns = [
     path("data/", include("datasets_app.urls")),
     path("train/", include("training.urls")),
     path("annotate/", include("annotation.urls")),
+    # The REST API answers with 401/403 in JSON itself (api.rest), never a login redirect.
+    path("api/", api_urls),
+    path("account/", include("api.urls")),
     # Always through the access-checked view: it streams local files and redirects to a
     # signed URL for object storage (config.storage).
     re_path(r"^media/(?P<path>.*)$", views.media, name="media"),

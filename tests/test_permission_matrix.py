@@ -4,9 +4,14 @@ The resolver is walked, so a new URL pattern without a row here fails the test: 
 cannot leak by omission. Each row gives the status code per persona for GET and, where the
 view takes it, for an empty POST. Anonymous users are always sent to the login page (a
 302 to /login/), except on the login page itself.
+
+The REST API (/api/) has its own table: its personas send a token, not a session, and an
+anonymous request gets a JSON 401 instead of the login page.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from django.core.files.base import ContentFile
@@ -16,6 +21,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from annotation.models import Completion, JudgeConfig
 from annotation.services import campaigns
+from api.services import api_token_create
 from datasets_app.models import DatasetVersion
 from datasets_app.services import exports
 from training.models import Checkpoint, EvaluationRun, LabRun, LoopRun, TrainingJob
@@ -129,6 +135,10 @@ TABLE: dict[tuple[str, str], tuple[str, dict, dict | None]] = {
     ("annotation:judge", ""): ("", STAFF, staff_then(200)),
     ("annotation:judges", ""): ("", STAFF, None),
     ("annotation:judge_detail", ""): ("judge", STAFF, None),
+    # API tokens: anyone logged in holds their own (a token has only its user's roles).
+    ("account:tokens", ""): ("", EVERYONE, EVERYONE),
+    # Someone else's or an unknown prefix revokes nothing: back to the page with a message.
+    ("account:token_revoke", ""): ("token", row(405, 405, 405, 405), row(302, 302, 302, 302)),
 }
 
 # The admin hides itself from everyone who is not Django staff (config.middleware); none of
@@ -173,7 +183,7 @@ ALL_PATTERNS = _patterns(get_resolver())
 
 
 def test_every_url_pattern_has_a_row():
-    named = {name for name, _ in ALL_PATTERNS if not name.startswith("admin:")}
+    named = {name for name, _ in ALL_PATTERNS if not name.startswith(("admin:", "api:"))}
     in_table = {name for name, _ in TABLE}
     assert sorted(named - in_table) == [], "URL patterns without a row in the permission table"
     assert sorted(in_table - named) == [], "rows for URL patterns that no longer exist"
@@ -217,6 +227,9 @@ def world(shapes_source, make_user):
     evaluation = EvaluationRun.objects.create(
         checkpoint=checkpoint, task="scienceqa", job=job_create(kind=Job.Kind.EVALUATION, title="e")
     )
+    export_file = default_storage.save("exports/pairs/v1-x/train.parquet", ContentFile(b"P"))
+    version.export_path = "exports/pairs/v1-x"
+    version.save(update_fields=["export_path"])
     report = default_storage.save(
         f"import-reports/{personas['curator'].pk}/bad.json", ContentFile(b"{}")
     )
@@ -224,9 +237,7 @@ def world(shapes_source, make_user):
         "": {},
         "image_mine": {"path": prompts[0].image.name},
         "image_other": {"path": prompts[1].image.name},
-        "export_file": {
-            "path": default_storage.save("exports/pairs/v1-x/train.parquet", ContentFile(b"P"))
-        },
+        "export_file": {"path": export_file},
         "report_curator": {"path": report},
         "upload_file": {"path": default_storage.save("uploads/u/p.jsonl", ContentFile(b"{}"))},
         "folder": {"path": "exports/pairs/v1-x"},
@@ -242,6 +253,8 @@ def world(shapes_source, make_user):
         "campaign": {"campaign_id": campaign.pk},
         "campaign_item": {"item_id": assignment.item_id},
         "assignment": {"assignment_id": assignment.pk},
+        "token": {"prefix": "deadbeef"},
+        "version_file": {"version_id": version.pk, "name": "train.parquet"},
     }
     return personas, args
 
@@ -303,4 +316,99 @@ def test_every_admin_url_hides_from_the_personas(world):
             want = ADMIN_ROWS.get(key, ADMIN)[persona]
             if got != want:
                 wrong.append(f"GET {url} as {persona}: {got}, table {want}")
+    assert wrong == [], "\n".join(wrong)
+
+
+# --- the REST API: the same rules, asked with each persona's token --------------------------
+
+UNAUTHORIZED = 401  # the API's answer to no token, or an unknown or revoked one
+
+
+def api_row(outsider, annotator, curator, staff, *, anonymous=UNAUTHORIZED):
+    return row(outsider, annotator, curator, staff, anonymous=anonymous)
+
+
+API_CURATORS = api_row(403, 403, 200, 200)
+API_STAFF = api_row(403, 403, 403, 200)
+
+# (url name, case): (kwargs builder key, method, row). A POST sends an empty JSON object, so
+# the roles allowed in get the endpoint's 400 for the missing fields.
+API_TABLE: dict[tuple[str, str], tuple[str, str, dict]] = {
+    # The schema and the docs are public: they describe the API, they hold no data.
+    ("api:openapi-json", ""): ("", "GET", api_row(200, 200, 200, 200, anonymous=200)),
+    ("api:openapi-view", ""): ("", "GET", api_row(200, 200, 200, 200, anonymous=200)),
+    ("api:api-root", ""): ("", "GET", api_row(404, 404, 404, 404, anonymous=404)),
+    # Data: as the import and prompts pages (curators); files as the media view.
+    ("api:prompts_import", ""): ("", "POST", api_row(403, 403, 400, 400)),
+    ("api:prompts", ""): ("", "GET", API_CURATORS),
+    ("api:completions", ""): ("", "POST", api_row(403, 403, 400, 400)),
+    ("api:file", "export"): ("export_file", "GET", API_CURATORS),
+    ("api:file", "image of the annotator's item"): (
+        "image_mine",
+        "GET",
+        api_row(404, 200, 200, 200),
+    ),
+    ("api:file", "image of another prompt"): ("image_other", "GET", api_row(404, 404, 200, 200)),
+    # Ratings: annotators through their own assignments (others' are a 404); judges: staff.
+    ("api:campaigns", ""): ("", "GET", api_row(403, 200, 200, 200)),
+    ("api:campaign_new", ""): ("", "POST", api_row(403, 403, 400, 400)),
+    # The matrix campaign has one item, held by the annotator: nothing left for the others.
+    ("api:campaign_next", ""): ("campaign", "POST", api_row(403, 200, 204, 204)),
+    ("api:assignment", "the annotator's assignment"): (
+        "assignment",
+        "GET",
+        api_row(403, 200, 404, 404),
+    ),
+    ("api:assignment_submit", "the annotator's assignment"): (
+        "assignment",
+        "POST",
+        api_row(403, 400, 404, 404),
+    ),
+    ("api:judges", ""): ("", "GET", API_STAFF),
+    ("api:judge_ratings", ""): ("", "POST", api_row(403, 403, 403, 400)),
+    # Dataset versions: curators, as the Datasets pages; the download as the media view.
+    ("api:versions", ""): ("", "GET", API_CURATORS),
+    ("api:version_new", ""): ("", "POST", api_row(403, 403, 400, 400)),
+    ("api:version", ""): ("version", "GET", API_CURATORS),
+    ("api:version_export", ""): ("version", "POST", api_row(403, 403, 202, 202)),
+    ("api:version_file", ""): ("version_file", "GET", API_CURATORS),
+    # Jobs: the job page's rule (staff, or who started it); launches: staff, as the pages.
+    ("api:job", "curator's export job"): ("job", "GET", api_row(403, 403, 200, 200)),
+    ("api:job_cancel", "curator's export job"): ("job", "POST", api_row(403, 403, 202, 202)),
+    ("api:launch_generation", ""): ("", "POST", api_row(403, 403, 403, 400)),
+    # Every field of the Judge page has a default: an empty body launches the oracle.
+    ("api:launch_judging", ""): ("", "POST", api_row(403, 403, 403, 202)),
+    ("api:launch_training", ""): ("", "POST", api_row(403, 403, 403, 400)),
+    ("api:launch_evaluation", ""): ("", "POST", api_row(403, 403, 403, 400)),
+}
+
+
+def test_every_api_url_pattern_has_a_row():
+    named = {name for name, _ in ALL_PATTERNS if name.startswith("api:")}
+    in_table = {name for name, _ in API_TABLE}
+    assert len(named) > 20
+    assert sorted(named - in_table) == [], "API URLs without a row in the API table"
+    assert sorted(in_table - named) == [], "rows for API URLs that no longer exist"
+
+
+def test_every_api_url_answers_each_persona_as_the_table_says(world):
+    personas, args = world
+    tokens = {p: api_token_create(user=user)[1] for p, user in personas.items()}
+    wrong = []
+    for (name, case), (key, method, want) in API_TABLE.items():
+        url = reverse(name, kwargs=args[key])
+        for persona in PERSONAS:
+            headers = {"Authorization": f"Bearer {tokens[persona]}"} if persona in tokens else {}
+            client = Client(raise_request_exception=False)
+            if method == "GET":
+                response = client.get(url, headers=headers)
+            else:
+                response = client.post(
+                    url, json.dumps({}), content_type="application/json", headers=headers
+                )
+            got = response.status_code
+            if got != want[persona]:
+                wrong.append(f"{method} {name} [{case}] as {persona}: {got}, table {want[persona]}")
+            elif got in (401, 403):  # JSON for a script, never a login page
+                assert response["Content-Type"] == "application/json; charset=utf-8", name
     assert wrong == [], "\n".join(wrong)

@@ -1,0 +1,1 @@
+"""The REST API's pure core: token format and digests (no Django)."""
