@@ -206,6 +206,10 @@ if _storage_backend == "config.storage.AccessCheckedS3Storage":
     }
 # Seconds a signed object-storage URL stays valid after the media view's access check.
 MEDIA_SIGNED_URL_SECONDS = env_int("MEDIA_SIGNED_URL_SECONDS", 300)
+# Object storage: a file larger than the threshold goes up as a multipart upload in parts
+# of the chunk size (config/storage.py). S3 refuses parts under 5 MiB but the last.
+S3_MULTIPART_THRESHOLD = env_int("S3_MULTIPART_THRESHOLD", 8 * 1024 * 1024)
+S3_MULTIPART_CHUNKSIZE = env_int("S3_MULTIPART_CHUNKSIZE", 8 * 1024 * 1024)
 
 # Model folders; a shared volume when workers run on several machines.
 CHECKPOINT_ROOT = env_path("CHECKPOINT_ROOT", VAR_DIR / "checkpoints")

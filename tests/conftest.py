@@ -18,6 +18,7 @@ from tests.judge_fixtures import (  # noqa: F401  (shared fixtures)
     fake_openai,
     numbered_completions,
 )
+from tests.s3_fixtures import s3_storage  # noqa: F401  (shared fixture)
 
 
 def png_bytes(size: tuple[int, int] = (16, 16), colour: str = "red") -> bytes:

@@ -14,7 +14,6 @@ from annotation.models import Completion
 from annotation.services import campaigns
 from datasets_app.models import Prompt
 from datasets_app.services.imports import ImportRejected, prompts_import
-from tests.conftest import free_port
 from training.models import Checkpoint
 
 pytestmark = pytest.mark.django_db
@@ -119,49 +118,10 @@ def test_page_links_to_images_go_through_the_checked_view(client, shapes_source,
 # --- object storage: the real S3 SDK against moto's server on 127.0.0.1 -------------------
 
 
-@pytest.fixture
-def s3_storage(settings, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    import boto3
-
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="studio")
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "config.storage.AccessCheckedS3Storage",
-            "OPTIONS": {
-                "bucket_name": "studio",
-                "endpoint_url": endpoint,
-                "querystring_auth": True,
-                "signature_version": "s3v4",
-                "default_acl": None,
-            },
-        },
-    }
-    settings.MEDIA_SIGNED_URL_SECONDS = 120
-    from django.core.files.storage import storages
-
-    storages._storages.pop("default", None)
-    yield storages["default"], endpoint
-    storages._storages.pop("default", None)
-    server.stop()
-
-
 def test_object_storage_downloads_redirect_to_a_short_signed_url_after_the_check(
     client, s3_storage, annotator, curator
 ):
-    storage, endpoint = s3_storage
+    storage, endpoint = s3_storage.storage, s3_storage.endpoint
     key = storage.save("exports/demo/v1-abc/train.parquet", ContentFile(b"PAR1 rows"))
     # What pages and FieldFile.url render: the checked view, never the object itself.
     assert storage.url(key) == media(key)

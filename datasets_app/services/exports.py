@@ -214,6 +214,16 @@ def export_enqueue(*, version: DatasetVersion, user: Any = None) -> Job:
     return job
 
 
+def _store(name: str, path: Path) -> None:
+    """Put a local file at storage `name`, replacing what an earlier export left there (the
+    name stays exact: storage would otherwise pick a free variant). Through the storage
+    API, so that object storage streams it up, in parts when large (config/storage.py)."""
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    with path.open("rb") as handle:
+        default_storage.save(name, File(handle, name=path.name))
+
+
 def export_job_run(*, job_id: int) -> None:
     """Export into a temporary folder, then copy the files into storage for download."""
     with job_running(job_id) as run, tempfile.TemporaryDirectory(prefix="studio-export-") as tmp:
@@ -229,15 +239,11 @@ def export_job_run(*, job_id: int) -> None:
         files = dataset_version_export(version=version, out_dir=tmp)
         prefix = f"exports/{folder}/v{version.version}-{version.checksum[:12]}"
         for path in files:
-            name = f"{prefix}/{path.name}"
-            if default_storage.exists(name):
-                default_storage.delete(name)
-            with path.open("rb") as handle:
-                default_storage.save(name, File(handle))
+            _store(f"{prefix}/{path.name}", path)
         images = Path(tmp) / "images"
         if images.is_dir():
             for image in sorted(images.iterdir()):
-                default_storage.save(f"{prefix}/images/{image.name}", File(image.open("rb")))
+                _store(f"{prefix}/images/{image.name}", image)
         version.export_path = prefix
         version.save(update_fields=["export_path"])
         run.set_metrics(files=[p.name for p in files], export_path=prefix)
@@ -245,9 +251,13 @@ def export_job_run(*, job_id: int) -> None:
 
 def export_files(version: DatasetVersion) -> list[tuple[str, str]]:
     """(file name, download URL) of the version's last export in storage."""
-    if not version.export_path or not default_storage.exists(version.export_path):
+    if not version.export_path:
         return []
-    _, files = default_storage.listdir(version.export_path)
+    # Not `exists(folder)`: object storage has no folders, only keys under a prefix.
+    try:
+        _, files = default_storage.listdir(version.export_path)
+    except FileNotFoundError:  # local storage, the folder removed
+        return []
     return [(f, default_storage.url(f"{version.export_path}/{f}")) for f in sorted(files)]
 
 
