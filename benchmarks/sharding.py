@@ -56,9 +56,11 @@ def _workers(n: int, env: dict[str, str], folder: Path) -> list[subprocess.Popen
         log = (folder / f"worker{i}.log").open("w")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "gpu"]
-                + ["-c", "1", "-P", "solo", "-n", f"bench{i}@%h", "-l", "info"]
-                + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
+                [
+                    *(sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "gpu"),
+                    *("-c", "1", "-P", "solo", "-n", f"bench{i}@%h", "-l", "info"),
+                    *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
