@@ -75,6 +75,29 @@ class JudgeForm(forms.Form):
             "limit": d.get("limit"),
         }
 
+    def judge_spec(self) -> dict:
+        """`judging.judge_config_from_spec`'s arguments: the page's and the API's."""
+        d = self.cleaned_data
+        return {
+            "spec": d["judge"],
+            "prompt_version": d["prompt_version"],
+            "temperature": d["temperature"],
+            "base_url": d["base_url"].strip(),
+        }
+
+    def launch_kwargs(self) -> dict:
+        """`judging.judge_launch`'s arguments but the judge and the user."""
+        d = self.cleaned_data
+        return {
+            "selection": self.selection(),
+            "checkpoint_id": d["checkpoint"].pk if d.get("checkpoint") else None,
+            "k_per_call": d["k_per_call"],
+            "limits": self.limits(),
+            "batch": d.get("batch", False),
+            "mode": d.get("mode") or "rate",
+            "both_orders": d.get("both_orders", False),
+        }
+
 
 class CampaignForm(forms.Form):
     name = forms.CharField(max_length=200)

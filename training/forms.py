@@ -133,6 +133,21 @@ class TrainingLaunchForm(forms.Form):
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
 
+    def launch_kwargs(self) -> dict:
+        """`trainings.training_launch`'s arguments but the user: the page's and the API's."""
+        d = self.cleaned_data
+        return {
+            "recipe": d["recipe"],
+            "dataset_version": d["dataset_version"],
+            "base_checkpoint": d["base_checkpoint"],
+            "preset": d["preset"] or None,
+            "overrides": d["overrides"],
+            "gpus": d["gpus"],
+            "zero": d["zero"] or None,
+            "name": d["name"],
+            "evaluations": d["evaluations"],
+        }
+
 
 class EvaluationForm(forms.Form):
     checkpoint = forms.ModelChoiceField(Checkpoint.objects.order_by("name"))

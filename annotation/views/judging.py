@@ -16,28 +16,14 @@ def judge_launch(request):
     # A generation job links here with ?checkpoint=&source= to judge what it made.
     form = JudgeForm(request.POST or None, initial=request.GET.dict())
     if request.method == "POST" and form.is_valid():
-        d = form.cleaned_data
         try:
-            config = judging.judge_config_from_spec(
-                d["judge"],
-                prompt_version=d["prompt_version"],
-                temperature=d["temperature"],
-                base_url=d["base_url"].strip(),
-            )
+            config = judging.judge_config_from_spec(**form.judge_spec())
         except ValueError as exc:  # a judge that cannot be called: nothing was saved
             form.add_error("judge", str(exc))
             return render(request, "annotation/judge_launch.html", {"form": form})
         try:
             job = judging.judge_launch(
-                judge_config=config,
-                selection=form.selection(),
-                checkpoint_id=d["checkpoint"].pk if d.get("checkpoint") else None,
-                k_per_call=d["k_per_call"],
-                limits=form.limits(),
-                batch=d.get("batch", False),
-                mode=d.get("mode") or "rate",
-                both_orders=d.get("both_orders", False),
-                user=request.user,
+                judge_config=config, **form.launch_kwargs(), user=request.user
             )
         except ValueError as exc:
             form.add_error(None, str(exc))

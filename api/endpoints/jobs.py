@@ -71,29 +71,13 @@ def launch_generation(request, body: GenerationIn):  # type: ignore[valid-type]
 def launch_judging(request, body: JudgingIn):  # type: ignore[valid-type]
     """An AI judge rates completions: the Judge page's fields."""
     form = form_from_body(JudgeForm, body)
-    d = form.cleaned_data
 
     def launch():
         try:
-            config = judging.judge_config_from_spec(
-                d["judge"],
-                prompt_version=d["prompt_version"],
-                temperature=d["temperature"],
-                base_url=d["base_url"].strip(),
-            )
+            config = judging.judge_config_from_spec(**form.judge_spec())
         except ValueError as exc:  # a judge that cannot be called: on its field, as the page
             raise bad_request([(("judge",), str(exc))]) from None
-        return judging.judge_launch(
-            judge_config=config,
-            selection=form.selection(),
-            checkpoint_id=d["checkpoint"].pk if d.get("checkpoint") else None,
-            k_per_call=d["k_per_call"],
-            limits=form.limits(),
-            batch=d.get("batch", False),
-            mode=d.get("mode") or "rate",
-            both_orders=d.get("both_orders", False),
-            user=request.auth,
-        )
+        return judging.judge_launch(judge_config=config, **form.launch_kwargs(), user=request.auth)
 
     return _launched(launch)
 
@@ -101,22 +85,9 @@ def launch_judging(request, body: JudgingIn):  # type: ignore[valid-type]
 @router.post("/jobs/training", response={202: JobOut}, auth=STAFF, url_name="launch_training")
 def launch_training(request, body: TrainingIn):  # type: ignore[valid-type]
     """A fine-tune of a checkpoint on a dataset version: the Train page's fields."""
-    d = form_from_body(TrainingLaunchForm, body).cleaned_data
+    form = form_from_body(TrainingLaunchForm, body)
     return _launched(
-        lambda: (
-            trainings.training_launch(
-                recipe=d["recipe"],
-                dataset_version=d["dataset_version"],
-                base_checkpoint=d["base_checkpoint"],
-                preset=d["preset"] or None,
-                overrides=d["overrides"],
-                gpus=d["gpus"],
-                zero=d["zero"] or None,
-                name=d["name"],
-                evaluations=d["evaluations"],
-                user=request.auth,
-            ).job
-        )
+        lambda: trainings.training_launch(**form.launch_kwargs(), user=request.auth).job
     )
 
 

@@ -27,20 +27,8 @@ def training_list(request):
 def training_new(request):
     form = TrainingLaunchForm(request.POST or None, initial=request.GET.dict())
     if request.method == "POST" and form.is_valid():
-        d = form.cleaned_data
         try:
-            training = trainings.training_launch(
-                recipe=d["recipe"],
-                dataset_version=d["dataset_version"],
-                base_checkpoint=d["base_checkpoint"],
-                preset=d["preset"] or None,
-                overrides=d["overrides"],
-                gpus=d["gpus"],
-                zero=d["zero"] or None,
-                name=d["name"],
-                evaluations=d["evaluations"],
-                user=request.user,
-            )
+            training = trainings.training_launch(**form.launch_kwargs(), user=request.user)
         except ValueError as exc:
             form.add_error(None, str(exc))
         else:
