@@ -439,3 +439,18 @@ def test_an_evaluation_in_chunks_stores_and_scores_what_one_piece_would(
 
     assert rows(sharded) == rows(whole)
     assert [p for p, _, _ in rows(sharded)] == list(range(whole.item_count))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_sends_heartbeats_while_its_body_is_busy(checkpoint, shapes_source, settings, sent):
+    job = _launch(checkpoint, shapes_source, settings)
+    generation.generation_shard(job_id=job.pk)
+    chunk = job.chunks.first()
+    long_ago = timezone.now() - timedelta(hours=1)
+    JobChunk.objects.filter(pk=chunk.pk).update(
+        status="running", worker=chunks.worker_name(), heartbeat_at=long_ago
+    )
+    settings.JOB_CHUNK_STALE_S = 1
+    with chunks.chunk_heartbeats(chunk.pk):
+        time.sleep(0.8)  # a model loading: no batch, no progress call
+    assert JobChunk.objects.get(pk=chunk.pk).heartbeat_at > long_ago

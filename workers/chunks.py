@@ -19,14 +19,15 @@ each heartbeat.
 
 from __future__ import annotations
 
+import threading
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -138,15 +139,46 @@ def job_run_here(job_id: int, plan: Callable[[Job], list[int]]) -> None:
             return
 
 
-def chunk_run(chunk_id: int) -> None:
-    """The chunk task's body: run the kind's body on one chunk (ChunkBusy: try later)."""
+def chunk_run(chunk_id: int, *, beat: bool = False) -> None:
+    """The chunk task's body: run the kind's body on one chunk (ChunkBusy: try later).
+
+    `beat` sends heartbeats from a thread while the body runs (the worker's task does), so
+    that loading a big model or a long batch never looks like a dead worker."""
     chunk = JobChunk.objects.select_related("job").filter(pk=chunk_id).first()
     if chunk is None:
         return
     body, _ = _BODIES[chunk.job.kind]
     with chunk_running(chunk_id) as run:
         if run is not None:
-            body(run)
+            with chunk_heartbeats(chunk_id) if beat else nullcontext():
+                body(run)
+
+
+@contextmanager
+def chunk_heartbeats(chunk_id: int) -> Iterator[None]:
+    """Write the chunk's heartbeat every quarter of JOB_CHUNK_STALE_S while the block runs."""
+    stop = threading.Event()
+    me = worker_name()
+    interval = max(settings.JOB_CHUNK_STALE_S / 4, 0.25)
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                # A busy database misses one beat; the next one counts.
+                with suppress(DatabaseError):
+                    JobChunk.objects.filter(
+                        pk=chunk_id, worker=me, status=JobChunk.Status.RUNNING
+                    ).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"chunk-{chunk_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class ChunkRun:
