@@ -285,7 +285,7 @@ JOB_STALE_AFTER_S = env_int("JOB_STALE_AFTER_S", 300)
 # Sharded jobs (generation, judging): prompts per chunk, one Celery task each.
 JOB_CHUNK_SIZE = env_int("JOB_CHUNK_SIZE", 64)
 # A running chunk with no heartbeat for this long belonged to a worker that died: another
-# worker may take it over. Heartbeats come with every batch a chunk writes.
+# worker may take it over. A worker writes its chunk's heartbeat every quarter of this.
 JOB_CHUNK_STALE_S = env_int("JOB_CHUNK_STALE_S", 120)
 
 LOGGING = {
