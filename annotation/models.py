@@ -328,6 +328,9 @@ class Campaign(models.Model):
         default=30, help_text="an item not submitted in this time goes back to the queue"
     )
     selection = models.JSONField(default=dict, blank=True)
+    # Its items are made once, with the campaign: the annotation page reads the count here,
+    # since counting a million items is what made that page slow.
+    item_count = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

@@ -89,9 +89,7 @@ def campaigns_for(user) -> list:
 
     from annotation.models import Assignment, Campaign
 
-    campaigns = list(
-        Campaign.objects.filter(is_active=True).annotate(n_items=Count("items")).order_by("name")
-    )
+    campaigns = list(Campaign.objects.filter(is_active=True).order_by("name"))
     mine = (
         Assignment.objects.filter(annotator=user, item__campaign__in=campaigns)
         .values("item__campaign_id")
@@ -177,7 +175,7 @@ def item_page_context(assignment) -> dict:
             "done": done,
             "assigned": mine_all.filter(status__in=["assigned", "submitted"]).count(),
             "position": position,
-            "items": campaign.items.count(),
+            "items": campaign.item_count,
         },
     }
 

@@ -248,3 +248,19 @@ def test_a_completion_with_markup_renders_as_text(client, campaign, annotator):
     page = client.get(reverse("annotation:item", args=[a.pk])).content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
     assert "<img src=x" not in page and "<strong>fine</strong>" in page
+
+
+def test_a_campaign_keeps_its_item_count_for_the_pages(campaign, client, annotator):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from annotation.models import Campaign
+
+    assert campaign.item_count == campaign.items.count() == 6
+    client.force_login(annotator)
+    assert "6 items" in client.get(reverse("annotation:campaigns")).content.decode()
+    # Campaigns made before the field get their count from the migration.
+    Campaign.objects.filter(pk=campaign.pk).update(item_count=0)
+    import_module("annotation.migrations.0011_campaign_item_count").count_items(apps, None)
+    assert Campaign.objects.get(pk=campaign.pk).item_count == 6

@@ -82,6 +82,7 @@ def campaign_create(
     with transaction.atomic():
         campaign = Campaign.objects.create(
             name=name.strip(),
+            item_count=len(usable),
             selection={**selection, "checkpoint_ids": checkpoint_ids or []},
             overlap=overlap,
             instructions=instructions,

@@ -49,9 +49,7 @@ def campaign_new(request):
         except ValueError as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(
-                request, f"Campaign {campaign.name} has {campaign.items.count()} items."
-            )
+            messages.success(request, f"Campaign {campaign.name} has {campaign.item_count} items.")
             return redirect("annotation:campaigns")
     return render(request, "annotation/campaign_new.html", {"form": form})
 
