@@ -525,6 +525,30 @@ def test_judge_pushes_name_an_existing_rating_judge_and_one_prompt(api_as, rated
     assert api_as("curator").post("/api/judge-ratings", {}).status_code == 403
 
 
+def test_a_judge_run_elsewhere_needs_no_key_here_but_cannot_be_launched_here(
+    api_as, rated_world, settings
+):
+    from annotation.services import judging
+
+    settings.OPENAI_API_KEY = ""
+    ids = list(
+        Completion.objects.filter(prompt=rated_world.items.first().prompt).values_list(
+            "id", flat=True
+        )
+    )
+    body = {"judge": "openai:gpt-4o-2024-08-06", "completion_ids": ids, "answer": _answer(2)}
+    stored = api_as("staff").post("/api/judge-ratings", body)
+    assert stored.status_code == 201, stored.content
+    judge = Rating.objects.get(pk=stored.json()["rating_ids"][0]).judge
+    assert (judge.provider, judge.model) == ("openai", "gpt-4o-2024-08-06")
+    with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):
+        judging.judge_launch(judge_config=judge, selection={"source_id": None}, enqueue=False)
+    bad = {**body, "judge": "openai:not a model!"}
+    assert (
+        "not a model name" in _fields(api_as("staff").post("/api/judge-ratings", bad))["body.judge"]
+    )
+
+
 # --- launching jobs with the pages' forms ----------------------------------------------------
 
 

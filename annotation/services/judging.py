@@ -52,7 +52,12 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def judge_config_check(
-    *, provider: str, model: str, base_url: str = "", load_checkpoint: bool = True
+    *,
+    provider: str,
+    model: str,
+    base_url: str = "",
+    load_checkpoint: bool = True,
+    callable_here: bool = True,
 ) -> None:
     """Refuse, with a message for the user, a judge that cannot be called from here: an
     unknown provider, a missing or odd model name, no API key, a base URL that is not
@@ -61,7 +66,10 @@ def judge_config_check(
 
     `load_checkpoint=False` stops a local judge's check at its folder and config.json,
     without reading its config and processor: cheap enough for every form that lists judges
-    (the launch checks again, in full)."""
+    (the launch checks again, in full).
+
+    `callable_here=False` checks the names only, for a judge that ran elsewhere and whose
+    answers are pushed in (the REST API): no key, and no local folder, needed here."""
     if provider not in PROVIDERS:
         raise ValueError(f"unknown judge provider {provider!r}; use {', '.join(PROVIDERS)}")
     if provider != "oracle" and not model:
@@ -70,7 +78,7 @@ def judge_config_check(
         raise ValueError("a base URL is only for gemini and openai judges")
     if base_url and not re.match(r"^https?://[^\s/]+", base_url):
         raise ValueError(f"the base URL {base_url!r} is not an http(s) URL")
-    if provider == "local":
+    if provider == "local" and callable_here:
         _local_judge_check(model, load=load_checkpoint)
     elif provider == "reward":
         try:
@@ -84,7 +92,8 @@ def judge_config_check(
             raise ValueError(
                 f"{model!r} is not a model name: letters, digits and . _ : / @ + - only"
             )
-        _api_key(provider)
+        if callable_here:
+            _api_key(provider)
 
 
 def _api_key(provider: str) -> str:
@@ -126,11 +135,13 @@ def judge_config_get_or_create(
     prompt_version: str = "v2",
     temperature: float = 0.0,
     base_url: str = "",
+    callable_here: bool = True,
 ) -> JudgeConfig:
     """The configuration for these settings. A new one is saved only once the judge is
-    known to be callable (`judge_config_check`); an existing one is returned as it is (a
-    lookup, e.g. of whose ratings or answers to curate, needs no key), and `judge_launch`
-    checks it again before any job."""
+    known to be callable (`judge_config_check`; with `callable_here=False`, once its names
+    are valid: a judge run elsewhere whose answers are pushed in); an existing one is
+    returned as it is (a lookup, e.g. of whose ratings or answers to curate, needs no key),
+    and `judge_launch` checks it again before any job."""
     if provider == "oracle":
         model = model or "rules-v1"
     if provider == "panel":
@@ -149,7 +160,9 @@ def judge_config_get_or_create(
     existing = JudgeConfig.objects.filter(**fields).first()
     if existing is not None:
         return existing
-    judge_config_check(provider=provider, model=model, base_url=base_url)
+    judge_config_check(
+        provider=provider, model=model, base_url=base_url, callable_here=callable_here
+    )
     name = f"{provider}:{model} {prompt_version} T={temperature:g}"
     if base_url:
         name += f" @{base_url}"

@@ -137,7 +137,8 @@ def assignment_submit(request, assignment_id: int, body: SubmissionIn):
 
 
 def _judge(body: JudgeRatingsIn) -> JudgeConfig:
-    """By id, by name, or named as on the Judge page (looked up, or made after its checks)."""
+    """By id, by name, or named as on the Judge page: looked up, or made once its name is
+    valid (it ran elsewhere: no API key or local folder is needed on this server)."""
     found = JudgeConfig.objects.filter(name=body.judge).first()
     if found is None and body.judge.isdigit():
         found = JudgeConfig.objects.filter(pk=int(body.judge)).first()
@@ -145,7 +146,10 @@ def _judge(body: JudgeRatingsIn) -> JudgeConfig:
         return found
     try:
         return judging.judge_config_from_spec(
-            body.judge, prompt_version=body.prompt_version, temperature=body.temperature
+            body.judge,
+            prompt_version=body.prompt_version,
+            temperature=body.temperature,
+            callable_here=False,
         )
     except ValueError as exc:
         raise PushRejected([(("judge",), str(exc))]) from None
