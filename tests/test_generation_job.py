@@ -151,3 +151,17 @@ def test_generate_command_runs_here_and_enqueues(checkpoint, shapes_source, caps
     assert queued.queue == "gpu" and f"job {queued.pk} queued" in capsys.readouterr().out
     with pytest.raises(CommandError, match="no checkpoint named"):
         call_command("generate", checkpoint="nope", source="sqa")
+
+
+def test_a_vllm_job_launches_anywhere_and_fails_clearly_on_a_worker_without_vllm(
+    checkpoint, shapes_source, monkeypatch
+):
+    from training.core.generation import core as generation_core
+
+    monkeypatch.setattr(generation_core, "vllm_available", lambda: False)
+    # The machine that launches (the web server) need not have vLLM: a gpu worker runs it.
+    assert _launch(checkpoint, shapes_source, backend="vllm").status == Job.Status.QUEUED
+    with pytest.raises(CommandError, match="failed: checkpoint tiny: the vllm backend needs"):
+        call_command("generate", checkpoint="tiny", source="sqa", backend="vllm", k=1)
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        _launch(checkpoint, shapes_source, backend="tensorrt")

@@ -26,6 +26,7 @@ from training.core.generation import (
     SamplingParams,
     TransformersBackend,
     VllmBackend,
+    backend_name_check,
     choose_backend_name,
     generate_batches,
     tensor_parallel_check,
@@ -71,7 +72,7 @@ def generation_launch(
     if chunk_size < 1:
         raise ValueError(f"chunk size must be at least 1, not {chunk_size}")
     tensor_parallel_check(tensor_parallel_size, backend=backend)
-    choose_backend_name(backend, has_adapter=False)  # refuse an unknown name now
+    backend_name_check(backend)
     prompt_ids = prompt_selection_ids(**selection)
     if not prompt_ids:
         raise ValueError("no prompts match this selection")

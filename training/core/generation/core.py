@@ -429,10 +429,16 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
 
-def choose_backend_name(requested: str, *, has_adapter: bool) -> str:
-    """`auto` takes vLLM when it is installed, a GPU is present and no adapter is stacked."""
+def backend_name_check(requested: str) -> None:
+    """Refuse an unknown backend name. Whether vLLM can run is the worker's question: the
+    machine that launches a job (the web server) need not have it."""
     if requested not in ("auto", "transformers", "vllm"):
         raise ValueError(f"unknown backend {requested!r}; use auto, transformers or vllm")
+
+
+def choose_backend_name(requested: str, *, has_adapter: bool) -> str:
+    """`auto` takes vLLM when it is installed, a GPU is present and no adapter is stacked."""
+    backend_name_check(requested)
     if requested == "vllm":
         if not vllm_available():
             raise GenerationError("the vllm backend needs the vllm package and a CUDA GPU")
