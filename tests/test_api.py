@@ -573,6 +573,14 @@ def test_staff_launch_generation_with_the_generate_pages_rules(
     )
     assert Job.objects.count() == 1
     assert api_as("curator").post("/api/jobs/generation", body).status_code == 403
+    # vLLM's tensor parallelism, as the page and `generate --tp` take it.
+    split = staff.post(
+        "/api/jobs/generation", {**body, "backend": "vllm", "tensor_parallel_size": 2}
+    )
+    assert split.status_code == 202, split.content
+    assert Job.objects.get(pk=split.json()["id"]).params["tensor_parallel_size"] == 2
+    refused = staff.post("/api/jobs/generation", {**body, "tensor_parallel_size": 2})
+    assert refused.status_code == 400 and "use --backend vllm" in refused.text
 
 
 def test_staff_launch_judging_and_a_refused_judge_leaves_nothing(api_as, rated_world, settings):

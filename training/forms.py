@@ -39,6 +39,13 @@ class GenerationForm(forms.Form):
         choices=[("auto", "auto"), ("transformers", "transformers"), ("vllm", "vllm")],
         initial="auto",
     )
+    tensor_parallel_size = forms.IntegerField(
+        min_value=1,
+        initial=1,
+        required=False,
+        label="GPUs per model (vLLM --tp)",
+        help_text="split the model over this many GPUs of one worker; more than 1 needs vllm",
+    )
 
     def clean_prompt_ids(self) -> list[int] | None:
         raw = self.cleaned_data["prompt_ids"]
@@ -78,6 +85,17 @@ class GenerationForm(forms.Form):
             template=d["template"],
             steer=d.get("steer") or "",
         )
+
+    def launch_kwargs(self) -> dict:
+        """`generation.generation_launch`'s arguments but the user: the page's and the API's."""
+        d = self.cleaned_data
+        return {
+            "checkpoint": d["checkpoint"],
+            "selection": self.selection(),
+            "params": self.params(),
+            "backend": d["backend"],
+            "tensor_parallel_size": d.get("tensor_parallel_size") or 1,
+        }
 
 
 class TrainingLaunchForm(forms.Form):

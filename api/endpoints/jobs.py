@@ -57,13 +57,7 @@ def launch_generation(request, body: GenerationIn):  # type: ignore[valid-type]
     """K samples per prompt from a checkpoint: the Generate page's fields."""
     form = form_from_body(GenerationForm, body)
     return _launched(
-        lambda: generation.generation_launch(
-            checkpoint=form.cleaned_data["checkpoint"],
-            selection=form.selection(),
-            params=form.params(),
-            backend=form.cleaned_data["backend"],
-            user=request.auth,
-        )
+        lambda: generation.generation_launch(**form.launch_kwargs(), user=request.auth)
     )
 
 

@@ -13,13 +13,7 @@ def generation_launch(request):
     form = GenerationForm(request.POST or None, initial=request.GET.dict())
     if request.method == "POST" and form.is_valid():
         try:
-            job = generation.generation_launch(
-                checkpoint=form.cleaned_data["checkpoint"],
-                selection=form.selection(),
-                params=form.params(),
-                backend=form.cleaned_data["backend"],
-                user=request.user,
-            )
+            job = generation.generation_launch(**form.launch_kwargs(), user=request.user)
         except ValueError as exc:
             form.add_error(None, str(exc))
         else:
