@@ -231,18 +231,35 @@ def _evaluation(job: Job) -> EvaluationRun:
     return evaluation
 
 
+# The items last read in this process: a worker taking several chunks of one run (and the
+# job task planning them) reads its data file, images and all, once.
+_ITEMS: dict[tuple[Any, ...], list[Any]] = {}
+
+
 def _items(evaluation: EvaluationRun) -> list[Any]:
     p = evaluation.params
-    try:
-        return load_items(
-            evaluation.task,
-            evaluation.data_path,
-            limit=p.get("limit"),
-            all_contexts=p.get("all_contexts", False),
-            split=p.get("split"),
-        )
-    except (EvaluationError, OSError) as exc:
-        raise JobFailed(str(exc)) from None
+    key = (
+        evaluation.task,
+        evaluation.data_path,
+        evaluation.data_sha256,
+        p.get("limit"),
+        p.get("all_contexts", False),
+        p.get("split"),
+    )
+    if key not in _ITEMS:
+        try:
+            items = load_items(
+                evaluation.task,
+                evaluation.data_path,
+                limit=p.get("limit"),
+                all_contexts=p.get("all_contexts", False),
+                split=p.get("split"),
+            )
+        except (EvaluationError, OSError) as exc:
+            raise JobFailed(str(exc)) from None
+        _ITEMS.clear()
+        _ITEMS[key] = items
+    return _ITEMS[key]
 
 
 def _plan(job: Job) -> list[int]:
