@@ -125,7 +125,7 @@ class CampaignOut(Schema):
     name: str
     instructions: str
     overlap: int
-    n_items: int
+    item_count: int
     my_done: int = Field(0, description="items this user has submitted")
     my_open: int = Field(0, description="items assigned to this user, not submitted yet")
 

@@ -654,7 +654,9 @@ def test_curators_create_campaigns_and_build_versions_with_the_pages_forms(api_a
     curator = api_as("curator")
     created = curator.post("/api/campaigns", {"name": "api-made", "overlap": 2})
     assert created.status_code == 201, created.content
-    assert (created.json()["n_items"], created.json()["overlap"]) == (6, 2)
+    assert (created.json()["item_count"], created.json()["overlap"]) == (6, 2)
+    listed = {c["name"]: c for c in curator.get("/api/campaigns").json()["items"]}
+    assert listed["api-made"]["item_count"] == 6 and listed["api-made"]["my_done"] == 0
     assert "body.overlap" in _fields(curator.post("/api/campaigns", {"name": "x", "overlap": 0}))
     errors = _fields(
         curator.post("/api/versions", {"name": "bad/name", "strategy": "nope", "params": "{"})

@@ -51,7 +51,6 @@ def campaign_new(request, body: CampaignIn):  # type: ignore[valid-type]
             campaign = campaigns.campaign_create(**form.service_kwargs(), user=request.auth)
     except ValueError as exc:
         raise bad_request([((), str(exc))]) from None
-    campaign.n_items = campaign.items.count()
     return campaign
 
 
