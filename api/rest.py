@@ -37,7 +37,16 @@ api.add_router("", jobs.router)
 @api.exception_handler(ValidationError)
 def _bad_input(request, exc: ValidationError):
     # 400, not ninja's 422: a refused input is a bad request, as on the pages.
-    return api.create_response(request, {"detail": exc.errors}, status=400)
+    return api.create_response(request, {"detail": [_located(e) for e in exc.errors]}, status=400)
+
+
+def _located(error: dict) -> dict:
+    """pydantic's errors name the endpoint's parameter after "body" (`body.body.k`); the
+    forms' and services' say `body.k`: one shape for both."""
+    loc = list(error.get("loc") or [])
+    if loc[:2] == ["body", "body"]:
+        loc = loc[1:]
+    return {**error, "loc": loc}
 
 
 @api.exception_handler(PermissionDenied)

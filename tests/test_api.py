@@ -326,8 +326,8 @@ def test_bad_completions_get_field_level_400s_and_write_nothing(api_as, shapes_s
     }
     missing = _fields(curator.post("/api/completions", {"completions": [{"text": "x"}]}))
     assert set(missing) == {
-        "body.body.completions.0.prompt_id",
-        "body.body.completions.0.checkpoint",
+        "body.completions.0.prompt_id",
+        "body.completions.0.checkpoint",
     }
     assert not Checkpoint.objects.filter(name="new-model").exists()
     assert Completion.objects.count() == 0
@@ -571,6 +571,8 @@ def test_staff_launch_generation_with_the_generate_pages_rules(
     assert "body.checkpoint" in _fields(
         staff.post("/api/jobs/generation", {**body, "checkpoint": 999})
     )
+    # pydantic's type errors are located as the form's are.
+    assert list(_fields(staff.post("/api/jobs/generation", {**body, "k": "many"}))) == ["body.k"]
     assert Job.objects.count() == 1
     assert api_as("curator").post("/api/jobs/generation", body).status_code == 403
     # vLLM's tensor parallelism, as the page and `generate --tp` take it.
