@@ -395,3 +395,20 @@ def _truth_agreement(judge) -> dict | None:
         groups.setdefault(completion.prompt_id, []).append(completion.pk)
     found = pairwise_agreement(list(groups.values()), correctness, right)
     return {"rate": found.rate, "pairs": found.pairs} if found.pairs else None
+
+
+def access_assignment(user, assignment_id: int):
+    """The user's own assignment (the item page's and the API's rule): anyone else's is a
+    404, not a 403, so that ids reveal nothing."""
+    from django.http import Http404
+
+    from annotation.models import Assignment
+
+    assignment = (
+        Assignment.objects.select_related("item__campaign", "item__prompt__source")
+        .filter(pk=assignment_id, annotator_id=user.pk)
+        .first()
+    )
+    if assignment is None:
+        raise Http404("no such assignment")
+    return assignment

@@ -11,3 +11,14 @@ def database_url() -> str:
     if connection.vendor == "sqlite":
         return f"sqlite:///{s['NAME']}"
     return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+def celery_worker_argv(name: str, *, queue: str = "gpu", log_level: str = "") -> list[str]:
+    """A one-process Celery worker on `queue`, as the tests start it (no gossip, mingle or
+    heartbeat chatter between the workers of a test)."""
+    import sys
+
+    argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue]
+    argv += ["-c", "1", "-P", "solo", "-n", f"{name}@%h"]
+    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return argv + (["-l", log_level] if log_level else [])

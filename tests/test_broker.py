@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import database_url
+from tests.processes import celery_worker_argv, database_url
 from workers.models import Job
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
@@ -29,24 +29,7 @@ def _env(redis_url: str, tmp_path: Path) -> dict[str, str]:
 def test_selftest_job_travels_through_redis_to_a_worker(redis_url, tmp_path):
     env = _env(redis_url, tmp_path)
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "gpu",
-            "-c",
-            "1",
-            "-P",
-            "solo",
-            "-n",
-            "testgpu@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        celery_worker_argv("testgpu"),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

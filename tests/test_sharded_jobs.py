@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -195,28 +194,10 @@ def test_a_failing_chunk_fails_the_job_and_the_other_chunks_stop(
 
 
 def _worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen:
+    from tests.processes import celery_worker_argv
+
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "gpu",
-            "-c",
-            "1",
-            "-P",
-            "solo",
-            "-n",
-            f"{name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "info",
-        ],
+        celery_worker_argv(name, log_level="info"),
         cwd=ROOT,
         env=env,
         stdout=log.open("w"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.contrib import messages
-from django.http import Http404, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -13,22 +13,9 @@ from django.views.decorators.http import require_POST
 from annotation import selectors
 from annotation.core.submission import SubmissionInvalid
 from annotation.forms import CampaignForm, resolution_payload
-from annotation.models import Assignment, Campaign, CampaignItem
+from annotation.models import Campaign, CampaignItem
 from annotation.services import campaigns
 from config.access import access_is_curator, annotator_required, curator_required
-
-
-def _own_assignment(request, assignment_id: int) -> Assignment:
-    """Annotators see only their own assignments: anyone else's is a 404, not a 403, so
-    that ids reveal nothing."""
-    assignment = (
-        Assignment.objects.select_related("item__campaign", "item__prompt")
-        .filter(pk=assignment_id, annotator=request.user)
-        .first()
-    )
-    if assignment is None:
-        raise Http404("no such assignment")
-    return assignment
 
 
 @annotator_required
@@ -66,7 +53,7 @@ def campaign_next(request, campaign_id: int):
 
 @annotator_required
 def item_page(request, assignment_id: int):
-    assignment = _own_assignment(request, assignment_id)
+    assignment = selectors.access_assignment(request.user, assignment_id)
     context = selectors.item_page_context(assignment)
     return render(request, "annotation/item.html", context)
 
@@ -74,7 +61,7 @@ def item_page(request, assignment_id: int):
 @annotator_required
 @require_POST
 def item_submit(request, assignment_id: int):
-    assignment = _own_assignment(request, assignment_id)
+    assignment = selectors.access_assignment(request.user, assignment_id)
     try:
         payload = json.loads(request.body or b"{}")
         outcome = campaigns.assignment_submit(
@@ -95,7 +82,7 @@ def item_submit(request, assignment_id: int):
 @annotator_required
 @require_POST
 def item_release(request, assignment_id: int):
-    assignment = _own_assignment(request, assignment_id)
+    assignment = selectors.access_assignment(request.user, assignment_id)
     reason = request.POST.get("reason", "").strip() if "flag" in request.POST else ""
     if "flag" in request.POST and not reason:
         reason = "flagged without a reason"

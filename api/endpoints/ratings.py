@@ -4,7 +4,7 @@ it; a judge's answer, validated as the judge runner validates every answer."""
 from __future__ import annotations
 
 from django.db import transaction
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import Router
@@ -70,18 +70,6 @@ def campaign_next(request, campaign_id: int):
     return _assignment_out(assignment)
 
 
-def _own_assignment(request, assignment_id: int) -> Assignment:
-    """As the item page: another person's assignment is a 404, so that ids reveal nothing."""
-    assignment = (
-        Assignment.objects.select_related("item__campaign", "item__prompt__source")
-        .filter(pk=assignment_id, annotator=request.auth)
-        .first()
-    )
-    if assignment is None:
-        raise Http404("no such assignment")
-    return assignment
-
-
 @router.get(
     "/assignments/{int:assignment_id}",
     response=AssignmentOut,
@@ -89,7 +77,7 @@ def _own_assignment(request, assignment_id: int) -> Assignment:
     url_name="assignment",
 )
 def assignment_detail(request, assignment_id: int):
-    return _assignment_out(_own_assignment(request, assignment_id))
+    return _assignment_out(selectors.access_assignment(request.auth, assignment_id))
 
 
 def _assignment_out(assignment: Assignment) -> dict:
@@ -117,7 +105,7 @@ def _assignment_out(assignment: Assignment) -> dict:
 def assignment_submit(request, assignment_id: int, body: SubmissionIn):
     """Scores for every completion of the item and the best and worst (or a tie): the
     annotation page's submission, through the same service and validator."""
-    assignment = _own_assignment(request, assignment_id)
+    assignment = selectors.access_assignment(request.auth, assignment_id)
     try:
         outcome = campaigns.assignment_submit(
             assignment=assignment, user=request.auth, payload=body.model_dump()
