@@ -622,6 +622,20 @@ def test_staff_launch_training_and_evaluation_through_the_pages_forms(
 # --- prompts ---------------------------------------------------------------------------------
 
 
+def test_staff_launch_a_lab_with_the_labs_pages_fields(api_as):
+    from training.models import LabRun
+
+    staff = api_as("staff")
+    launched = staff.post("/api/jobs/lab", {"methods": ["dpo", "kto"], "steps": 5, "seed": 3})
+    assert launched.status_code == 202, launched.content
+    lab = LabRun.objects.get(job_id=launched.json()["id"])
+    assert (lab.job.kind, lab.config["methods"], lab.config["steps"]) == ("lab", ["dpo", "kto"], 5)
+    errors = _fields(staff.post("/api/jobs/lab", {"methods": ["nope"], "steps": 0}))
+    assert set(errors) == {"body.methods", "body.steps"}
+    assert LabRun.objects.count() == 1
+    assert api_as("curator").post("/api/jobs/lab", {}).status_code == 403
+
+
 def test_a_curator_imports_prompts_through_the_import_pages_form(api_as):
     curator = api_as("curator")
     rows = b'{"question": "What colour is the sky?"}\n'

@@ -380,6 +380,8 @@ API_TABLE: dict[tuple[str, str], tuple[str, str, dict]] = {
     ("api:launch_judging", ""): ("", "POST", api_row(403, 403, 403, 202)),
     ("api:launch_training", ""): ("", "POST", api_row(403, 403, 403, 400)),
     ("api:launch_evaluation", ""): ("", "POST", api_row(403, 403, 403, 400)),
+    # The Labs page's fields all have defaults too: an empty body launches the default lab.
+    ("api:launch_lab", ""): ("", "POST", api_row(403, 403, 403, 202)),
 }
 
 

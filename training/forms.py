@@ -257,3 +257,17 @@ class LabForm(forms.Form):
         help_text="share of image-token attention masked (0: guidance and swap only)",
     )
     seed = forms.IntegerField(min_value=0, initial=0)
+
+    def config(self) -> LabConfig:
+        """The lab's configuration (the page's and the API's); LoopError when it cannot run."""
+        from training.core import lab_results
+        from training.services.lab import lab_config_from_options
+
+        d = self.cleaned_data
+        return lab_config_from_options(
+            methods=tuple(lab_results.method_names(d["methods"])),
+            start_name=d["start"].name if d["start"] else None,
+            **{k: d[k] for k in ("pool_images", "eval_images", "k", "temperature", "steps")},
+            bdhs_rho=d["bdhs_rho"],
+            seed=d["seed"],
+        )

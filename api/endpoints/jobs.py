@@ -1,5 +1,5 @@
-"""Jobs: poll one, cancel one, and launch generation, judging, training and evaluation with
-the launch pages' forms, so that the API refuses what the pages refuse."""
+"""Jobs: poll one, cancel one, and launch generation, judging, training, evaluation and
+labs with the launch pages' forms, so that the API refuses what the pages refuse."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from api.auth import ANY_USER, STAFF
 from api.errors import bad_request
 from api.formbody import form_from_body, form_schema
 from api.schemas import JobOut
-from training.forms import EvaluationForm, GenerationForm, TrainingLaunchForm
+from training.forms import EvaluationForm, GenerationForm, LabForm, TrainingLaunchForm
 from training.services import evaluations, generation, trainings
+from training.services import lab as labs
+from training.services.loop import LoopError
 from workers.jobs import job_request_cancel
 from workers.selectors import access_job
 
@@ -23,6 +25,7 @@ GenerationIn = form_schema(GenerationForm, "GenerationIn")
 JudgingIn = form_schema(JudgeForm, "JudgingIn")
 TrainingIn = form_schema(TrainingLaunchForm, "TrainingIn")
 EvaluationIn = form_schema(EvaluationForm, "EvaluationIn")
+LabIn = form_schema(LabForm, "LabIn")
 
 
 @router.get("/jobs/{int:job_id}", response=JobOut, auth=ANY_USER, url_name="job")
@@ -48,7 +51,7 @@ def _launched(launch):
     try:
         with transaction.atomic():
             return launch()
-    except ValueError as exc:
+    except (ValueError, LoopError) as exc:
         raise bad_request([((), str(exc))]) from None
 
 
@@ -96,3 +99,11 @@ def launch_evaluation(request, body: EvaluationIn):  # type: ignore[valid-type]
             ).job
         )
     )
+
+
+@router.post("/jobs/lab", response={202: JobOut}, auth=STAFF, url_name="launch_lab")
+def launch_lab(request, body: LabIn):  # type: ignore[valid-type]
+    """The lab: alignment methods side by side from one start, on the shapes world (the Labs
+    page's fields); poll its job, then read the lab's page for the table."""
+    form = form_from_body(LabForm, body)
+    return _launched(lambda: labs.lab_launch(config=form.config(), user=request.auth).job)

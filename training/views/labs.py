@@ -24,16 +24,8 @@ from training.services.loop import LoopError
 def lab_list(request):
     form = LabForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        d = form.cleaned_data
         try:
-            config = labs.lab_config_from_options(
-                methods=tuple(lab_results.method_names(d["methods"])),
-                start_name=d["start"].name if d["start"] else None,
-                **{k: d[k] for k in ("pool_images", "eval_images", "k", "temperature", "steps")},
-                bdhs_rho=d["bdhs_rho"],
-                seed=d["seed"],
-            )
-            lab = labs.lab_launch(config=config, user=request.user)
+            lab = labs.lab_launch(config=form.config(), user=request.user)
         except LoopError as exc:
             form.add_error(None, str(exc))
         else:
