@@ -435,3 +435,32 @@ def test_a_chunk_sends_heartbeats_while_its_body_is_busy(checkpoint, shapes_sour
     with chunks.chunk_heartbeats(chunk.pk):
         time.sleep(0.8)  # a model loading: no batch, no progress call
     assert JobChunk.objects.get(pk=chunk.pk).heartbeat_at > long_ago
+
+
+def test_a_cancelled_evaluation_resumes_with_its_unfinished_chunks(
+    tiny_dir, tmp_path, settings, sent
+):
+    from datasets_app.core.shapes import make_shapes
+    from training.services import evaluations
+
+    make_shapes(tmp_path / "shapes", n=7, seed=3)
+    checkpoint = Checkpoint.objects.create(name="tiny", model_path=str(tiny_dir))
+    spec = {"task": "scienceqa", "data": str(tmp_path / "shapes" / "scienceqa.parquet")}
+    settings.JOB_CHUNK_SIZE = 3
+    run = evaluations.evaluation_launch(checkpoint=checkpoint, enqueue=False, **spec)
+    evaluations.evaluation_shard(job_id=run.job_id)
+    first, second, third = run.job.chunks.order_by("index")
+    chunks.chunk_run(first.pk)
+    jobs.job_request_cancel(job=Job.objects.get(pk=run.job_id))
+    sent.clear()
+    services.job_resume(job=Job.objects.get(pk=run.job_id))
+    evaluations.evaluation_shard(job_id=run.job_id)  # what the resumed job's task does
+    assert [pk for _, pk, _ in sent] == [second.pk, third.pk]
+    for _, pk, _ in sent:
+        chunks.chunk_run(pk)
+    run.refresh_from_db()
+    assert run.job.status == Job.Status.SUCCEEDED and run.item_count == 7
+    from training.models import EvaluationItem
+
+    positions = EvaluationItem.objects.filter(run=run).values_list("position", flat=True)
+    assert sorted(positions) == list(range(7))

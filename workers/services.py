@@ -37,8 +37,10 @@ def selftest_run(*, job_id: int) -> None:
 
 
 # Kinds whose task skips work already done, so a failed or cancelled job can go again
-# (training from its last checkpoint).
-RESUMABLE_KINDS = frozenset({Job.Kind.GENERATION, Job.Kind.JUDGING, Job.Kind.TRAINING})
+# (training from its last checkpoint; the sharded kinds with their unfinished chunks).
+RESUMABLE_KINDS = frozenset(
+    {Job.Kind.GENERATION, Job.Kind.JUDGING, Job.Kind.EVALUATION, Job.Kind.TRAINING}
+)
 
 
 def job_resume(*, job: Job) -> Job:
