@@ -17,7 +17,6 @@ from django.db import transaction
 
 from annotation.core.judges import audit
 from annotation.core.judges.base import ATTRIBUTES, JudgeItem, Usage
-from annotation.core.judges.cache import item_cache_key
 from annotation.core.judges.pricing import cost_usd, price_for
 from annotation.core.judges.runner import ItemOutcome, RunLimits, estimate_tokens, run_items
 from annotation.models import JudgeAudit, JudgeCall, JudgeConfig, Rating
@@ -26,6 +25,7 @@ from annotation.services.judging import (
     _item,
     _result_json,
     build_judge,
+    judge_cache_key,
     judge_config_check,
 )
 from datasets_app.models import Prompt
@@ -45,17 +45,6 @@ class _Call:
     order: tuple[int, ...] = ()
 
 
-def _key(config: JudgeConfig, item: JudgeItem, variant: str = "") -> str:
-    return item_cache_key(
-        provider=config.provider,
-        model=config.model,
-        prompt_version=config.prompt_version,
-        temperature=config.temperature,
-        item=item,
-        variant=variant,
-    )
-
-
 def _calls(
     config: JudgeConfig, groups: list[tuple[Prompt, list[Any]]], position: bool, repeats: int
 ) -> list[_Call]:
@@ -63,15 +52,19 @@ def _calls(
     for g, (prompt, completions) in enumerate(groups):
         item = _item(prompt, completions)
         ids = tuple(c.pk for c in completions)
-        calls.append(_Call(g, "plain", item, prompt, ids, _key(config, item)))
+        calls.append(_Call(g, "plain", item, prompt, ids, judge_cache_key(config, item)))
         if position and len(completions) >= 2:
             order = audit.reversed_order(len(completions))
             turned = audit.permuted_item(item, order)
             shown = tuple(ids[i] for i in order)
-            calls.append(_Call(g, "reversed", turned, prompt, shown, _key(config, turned), order))
+            calls.append(
+                _Call(g, "reversed", turned, prompt, shown, judge_cache_key(config, turned), order)
+            )
         for r in range(1, repeats):
             again = replace(item, key=f"{item.key}|repeat:{r}")
-            calls.append(_Call(g, "repeat", again, prompt, ids, _key(config, item, f"repeat:{r}")))
+            calls.append(
+                _Call(g, "repeat", again, prompt, ids, judge_cache_key(config, item, f"repeat:{r}"))
+            )
     return calls
 
 

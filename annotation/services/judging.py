@@ -487,15 +487,7 @@ class _JudgeJob:
         return _result_json(result)
 
     def cache_key(self, item: JudgeItem) -> str:
-        config = self.config
-        return item_cache_key(
-            provider=config.provider,
-            model=config.model,
-            prompt_version=config.prompt_version,
-            temperature=config.temperature,
-            item=item,
-            variant=self.variant,
-        )
+        return judge_cache_key(self.config, item, self.variant)
 
     variant = ""  # keeps apart calls that show the same item for another purpose
 
@@ -598,6 +590,19 @@ class _JudgeJob:
             )
         self.save_metrics()
         self.advance()
+
+
+def judge_cache_key(config: JudgeConfig, item: JudgeItem, variant: str = "") -> str:
+    """The call cache's key for this judge shown this item (`variant` keeps apart calls that
+    show the same item for another purpose: pairwise, an audit's repeats)."""
+    return item_cache_key(
+        provider=config.provider,
+        model=config.model,
+        prompt_version=config.prompt_version,
+        temperature=config.temperature,
+        item=item,
+        variant=variant,
+    )
 
 
 def _answer_key(config: JudgeConfig, item: JudgeItem) -> str:
