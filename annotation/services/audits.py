@@ -23,10 +23,10 @@ from annotation.models import JudgeAudit, JudgeCall, JudgeConfig, Rating
 from annotation.services.judging import (
     _groups,
     _item,
-    _result_json,
     build_judge,
     judge_cache_key,
     judge_config_check,
+    judge_result_json,
 )
 from datasets_app.models import Prompt
 from datasets_app.selectors import prompt_selection_ids
@@ -146,7 +146,7 @@ def judge_audit(
             failed.add(call.cache_key)
         else:
             row.status = JudgeCall.Status.OK
-            row.result = _result_json(outcome.result)
+            row.result = judge_result_json(outcome.result)
             results[call.cache_key] = row.result
         with transaction.atomic():
             row.save()

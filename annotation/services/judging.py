@@ -414,28 +414,36 @@ def _item(prompt: Prompt, completions: list[Completion]) -> JudgeItem:
     )
 
 
-def _result_json(result: JudgeResult) -> dict[str, Any]:
+def judge_result_json(result: JudgeResult) -> dict[str, Any]:
     return {
         "reasoning": result.reasoning,
         "ratings": [{**r.scores, "reasoning": r.reasoning} for r in result.ratings],
     }
 
 
+def judge_rating_rows(
+    config: JudgeConfig, completions: list[Completion], result: dict[str, Any], job: Job | None
+) -> list[Rating]:
+    """A judge's answer (`judge_result_json`'s form) as one unsaved Rating per completion: the
+    call's reasoning, then the completion's own, and the five scores."""
+    overall = result.get("reasoning", "")
+    return [
+        Rating(
+            completion=completion,
+            judge=config,
+            reasoning="\n\n".join(x for x in (overall, entry.get("reasoning", "")) if x),
+            job=job,
+            **{a: entry[a] for a in ATTRIBUTES},
+        )
+        for completion, entry in zip(completions, result["ratings"], strict=True)
+    ]
+
+
 def _write_ratings(
     config: JudgeConfig, completions: list[Completion], result: dict[str, Any], job: Job
 ) -> None:
-    overall = result.get("reasoning", "")
     Rating.objects.bulk_create(
-        [
-            Rating(
-                completion=completion,
-                judge=config,
-                reasoning="\n\n".join(x for x in (overall, entry.get("reasoning", "")) if x),
-                job=job,
-                **{a: entry[a] for a in ATTRIBUTES},
-            )
-            for completion, entry in zip(completions, result["ratings"], strict=True)
-        ],
+        judge_rating_rows(config, completions, result, job),
         ignore_conflicts=True,  # a completion rated by an earlier attempt keeps its rating
     )
 
@@ -484,7 +492,7 @@ class _JudgeJob:
             self.cancelled = True
 
     def result_json(self, result: Any) -> dict[str, Any]:
-        return _result_json(result)
+        return judge_result_json(result)
 
     def cache_key(self, item: JudgeItem) -> str:
         return judge_cache_key(self.config, item, self.variant)

@@ -16,8 +16,9 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from annotation.core.judges.base import ATTRIBUTES, InvalidJudgeOutput, parse_ratings
+from annotation.core.judges.base import InvalidJudgeOutput, parse_ratings
 from annotation.models import Completion, JudgeConfig, Rating
+from annotation.services.judging import judge_rating_rows, judge_result_json
 from datasets_app.models import Prompt
 from training.models import Checkpoint
 
@@ -211,15 +212,7 @@ def judge_ratings_push(
                 "completion_id", flat=True
             )
         )
-        new = [
-            Rating(
-                completion_id=cid,
-                judge=judge,
-                reasoning="\n\n".join(x for x in (result.reasoning, r.reasoning) if x),
-                **{a: getattr(r, a) for a in ATTRIBUTES},
-            )
-            for cid, r in zip(ids, result.ratings, strict=True)
-            if cid not in rated
-        ]
+        rows = judge_rating_rows(judge, [found[i] for i in ids], judge_result_json(result), None)
+        new = [rating for rating in rows if rating.completion_id not in rated]
         Rating.objects.bulk_create(new)
     return JudgedPush(ratings=new, kept=len(rated))
