@@ -303,6 +303,11 @@ def test_completions_from_an_outside_generator_are_stored_once(api_as, shapes_so
     # A retry changes nothing; the same sample with another text is refused, all or none.
     again = curator.post("/api/completions", {"completions": rows})
     assert [c["created"] for c in again.json()["completions"]] == [False, False]
+    ids = [c["id"] for c in first.json()["completions"]]
+    assert ids == [c["id"] for c in again.json()["completions"]]
+    assert sorted(ids) == sorted(
+        Completion.objects.filter(checkpoint=outside).values_list("id", flat=True)
+    )
     changed = [{**rows[0], "sample_index": 5}, {**rows[1], "text": "B"}]
     errors = _fields(curator.post("/api/completions", {"completions": changed}))
     assert list(errors) == ["body.completions.1.text"]
