@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import Count, QuerySet
 
-from datasets_app.models import Prompt, Source
+from datasets_app.models import DatasetVersion, Prompt, Source
 
 
 def prompt_conversation(prompt: Prompt) -> dict[str, Any]:
@@ -41,6 +41,11 @@ def prompt_list(*, source_id: int | None = None, split: str = "", query: str = "
     if query:
         prompts = prompts.filter(question__icontains=query)
     return prompts
+
+
+def version_list() -> QuerySet:
+    """Dataset versions as the Datasets page and the API list them: by name, newest first."""
+    return DatasetVersion.objects.select_related("created_by").order_by("name", "-version")
 
 
 def source_list() -> QuerySet:

@@ -6,8 +6,6 @@ meeting on one job, end to end on 127.0.0.1 with gloo."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -20,6 +18,7 @@ from django.db import connection
 from datasets_app.models import DatasetRow, DatasetVersion
 from tests import factories
 from tests.conftest import free_port
+from tests.processes import settings_in_subprocess
 from training.core import runs
 from training.core.runs import ACCELERATE_CONFIGS, ZERO_STAGES, Machines, launch_command
 from training.models import Checkpoint, TrainingJob
@@ -191,19 +190,6 @@ def test_every_zero_stage_has_its_config_file():
 # --- worker settings -------------------------------------------------------------------------
 
 
-def _settings(env: dict[str, str], expr: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", f"import config.settings as s; print({expr})"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def test_worker_settings_come_from_the_environment(tmp_path):
     names = "s.TRAIN_NUM_MACHINES, s.TRAIN_MACHINE_RANK, s.TRAIN_MAIN_ADDRESS, s.TRAIN_MAIN_PORT"
     unset = {
@@ -213,7 +199,7 @@ def test_worker_settings_come_from_the_environment(tmp_path):
         "TRAIN_MAIN_ADDRESS": "",
         "TRAIN_MAIN_PORT": "",
     }
-    assert _settings(unset, names) == "1 0  29500"
+    assert settings_in_subprocess(unset, names) == "1 0  29500"
     two = {
         **unset,
         "TRAIN_NUM_MACHINES": "2",
@@ -221,7 +207,7 @@ def test_worker_settings_come_from_the_environment(tmp_path):
         "TRAIN_MAIN_ADDRESS": "node0",
         "TRAIN_MAIN_PORT": "29600",
     }
-    assert _settings(two, names) == "2 1 node0 29600"
+    assert settings_in_subprocess(two, names) == "2 1 node0 29600"
 
 
 # --- the job: rank 0's worker and train_follow -----------------------------------------------

@@ -14,6 +14,7 @@ import yaml
 from django.core.exceptions import ImproperlyConfigured
 
 from config import settings as project_settings
+from tests.processes import settings_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,19 +48,6 @@ TRAINERS = {
 }
 
 
-def _settings_in_subprocess(env: dict[str, str], expr: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", f"import config.settings as s; print({expr})"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def test_env_helpers_fail_loudly(monkeypatch):
     monkeypatch.setenv("X_FLAG", "maybe")
     with pytest.raises(ImproperlyConfigured, match="X_FLAG"):
@@ -73,14 +61,14 @@ def test_env_helpers_fail_loudly(monkeypatch):
 
 def test_defaults_need_no_server_and_generate_a_secret(tmp_path):
     env = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "", "REDIS_URL": "", "SECRET_KEY": ""}
-    out = _settings_in_subprocess(
+    out = settings_in_subprocess(
         env, "s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, len(s.SECRET_KEY)"
     )
     assert out == "django.db.backends.sqlite3 filesystem:// 67"
     key_file = tmp_path / "secret_key"
     assert key_file.exists() and oct(key_file.stat().st_mode)[-3:] == "600"
     # The same key on the next start: sessions survive a restart.
-    again = _settings_in_subprocess(env, "s.SECRET_KEY")
+    again = settings_in_subprocess(env, "s.SECRET_KEY")
     assert again == key_file.read_text()
 
 
@@ -90,7 +78,7 @@ def test_database_and_redis_urls_are_honoured(tmp_path):
         "DATABASE_URL": "postgres://u:p@db.example:5433/studio",
         "REDIS_URL": "redis://cache:6379/2",
     }
-    out = _settings_in_subprocess(
+    out = settings_in_subprocess(
         env, "s.DATABASES['default']['HOST'], s.DATABASES['default']['PORT'], s.CELERY_BROKER_URL"
     )
     assert out == "db.example 5433 redis://cache:6379/2"

@@ -182,7 +182,6 @@ def test_a_failing_chunk_fails_the_job_and_the_other_chunks_stop(
     generation.generation_shard(job_id=job.pk)
     _, second, third = job.chunks.order_by("index")
     Checkpoint.objects.filter(pk=checkpoint.pk).update(model_path="/nowhere/at/all")
-    generation._BACKENDS.clear()
     chunks.chunk_run(second.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED and "checkpoint tiny" in job.error

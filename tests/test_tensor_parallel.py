@@ -88,7 +88,7 @@ def fake_vllm(monkeypatch):
     monkeypatch.setattr(generation_core, "vllm_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     # A worker keeps one engine per process (generation service); start each test without.
-    monkeypatch.setattr(generation, "_BACKENDS", {}, raising=False)
+    monkeypatch.setattr(generation, "_VLLM_ENGINES", {})
     return FakeLLM
 
 

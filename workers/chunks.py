@@ -32,6 +32,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from workers.jobs import (
+    MIN_WRITE_INTERVAL_S,
     JobCancelled,
     JobFailed,
     job_claim,
@@ -44,7 +45,6 @@ from workers.jobs import (
 from workers.models import Job, JobChunk
 
 CHUNK_TASK = "workers.tasks.chunks.run_chunk"
-MIN_WRITE_INTERVAL_S = 1.0
 
 # kind -> (run the chunk body, merge the chunks' metrics into the job's); filled by the
 # services of the sharded kinds (`chunk_kind`), read by the chunk task.
@@ -64,13 +64,13 @@ def chunk_kind(
     _BODIES[kind] = (body, merge_metrics)
 
 
-def chunks_plan(job: Job, items: list[int], *, size: int | None = None) -> list[JobChunk]:
-    """The job's chunks, created on first call; later calls return the same ones, so that a
-    redelivered or resumed job keeps its split."""
+def chunks_plan(job: Job, items: list[int]) -> list[JobChunk]:
+    """The job's chunks of its `chunk_size` (frozen at launch), created on first call; later
+    calls return the same ones, so that a redelivered or resumed job keeps its split."""
     existing = list(job.chunks.order_by("index"))
     if existing:
         return existing
-    size = size or job.params.get("chunk_size") or settings.JOB_CHUNK_SIZE
+    size = job.params.get("chunk_size") or settings.JOB_CHUNK_SIZE
     rows = [
         JobChunk(job=job, index=n, items=part, total=len(part))
         for n, part in enumerate(
@@ -144,12 +144,9 @@ def chunk_run(chunk_id: int, *, beat: bool = False) -> None:
 
     `beat` sends heartbeats from a thread while the body runs (the worker's task does), so
     that loading a big model or a long batch never looks like a dead worker."""
-    chunk = JobChunk.objects.select_related("job").filter(pk=chunk_id).first()
-    if chunk is None:
-        return
-    body, _ = _BODIES[chunk.job.kind]
     with chunk_running(chunk_id) as run:
         if run is not None:
+            body, _ = _BODIES[run.job.kind]
             with chunk_heartbeats(chunk_id) if beat else nullcontext():
                 body(run)
 

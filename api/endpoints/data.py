@@ -64,7 +64,7 @@ def prompt_list(request, source: str = "", split: str = "", q: str = ""):
     found = selectors.prompt_list(source_id=None, split=split, query=q.strip())
     if source:
         found = found.filter(source__name=source)
-    return found.select_related("source").prefetch_related("more_images")
+    return found.prefetch_related("more_images")  # the selector joins the source
 
 
 @router.post("/completions", response={201: CompletionsOut}, auth=CURATORS, url_name="completions")

@@ -13,6 +13,7 @@ from api.errors import bad_request
 from api.formbody import form_from_body, form_schema
 from api.schemas import JobOut, VersionDetailOut, VersionOut
 from config.downloads import stored_file_response
+from datasets_app import selectors
 from datasets_app.forms import VersionForm
 from datasets_app.models import DatasetVersion
 from datasets_app.services import exports, versions
@@ -25,9 +26,8 @@ router = Router(tags=["dataset versions"])
 def version_list(request, name: str = "", kind: str = "", status: str = "", strategy: str = ""):
     """Dataset versions as the Datasets page lists them (by name, newest version first),
     filtered by exact name, kind, status or strategy."""
-    found = DatasetVersion.objects.select_related("created_by").order_by("name", "-version")
     filters = {"name": name, "kind": kind, "status": status, "strategy": strategy}
-    return found.filter(**{k: v for k, v in filters.items() if v})
+    return selectors.version_list().filter(**{k: v for k, v in filters.items() if v})
 
 
 VersionIn = form_schema(VersionForm, "VersionIn")

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST
 from annotation.models import JudgeConfig
 from common.charts import bars_svg, histogram_svg
 from config.access import curator_required
+from datasets_app import selectors
 from datasets_app.forms import VersionForm
 from datasets_app.models import DatasetVersion, Source
 from datasets_app.services import exports, versions
@@ -18,8 +19,7 @@ PREVIEW_ROWS = 5
 
 @curator_required
 def version_list(request):
-    rows = DatasetVersion.objects.select_related("created_by").order_by("name", "-version")
-    return render(request, "datasets_app/version_list.html", {"versions": rows})
+    return render(request, "datasets_app/version_list.html", {"versions": selectors.version_list()})
 
 
 @curator_required

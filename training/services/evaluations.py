@@ -37,7 +37,7 @@ from training.core.modeling import ModelLoadError, load_policy_cached
 from training.models import Checkpoint, EvaluationItem, EvaluationRun, TrainingJob
 from training.services.checkpoints import checkpoint_location
 from workers.chunks import ChunkRun, chunk_kind, job_fan_out, job_run_here
-from workers.jobs import JobCancelled, JobFailed, job_create, job_enqueue
+from workers.jobs import JobFailed, job_create, job_enqueue
 from workers.models import Job
 
 # Answers are short for the multiple-choice and yes/no prompts; reasoning prompts need room.
@@ -324,8 +324,7 @@ def _evaluation_chunk(run: ChunkRun) -> None:
         )
     except EvaluationError as exc:
         raise JobFailed(str(exc)) from None
-    if result.stopped:
-        raise JobCancelled
+    # A cancel raises JobCancelled from `progress` (ChunkRun.advance), out of evaluate.
     per_item = len(result.records) // max(len(subset), 1)
     positions = [i * per_item + j for i in run.items for j in range(per_item)]
     with transaction.atomic():  # a chunk delivered again replaces its own rows

@@ -185,23 +185,21 @@ def generation_shard(*, job_id: int) -> None:
     job_fan_out(job_id, _plan)
 
 
-# One backend per worker process and checkpoint: a worker that takes several chunks of a
-# job loads the model once.
-_BACKENDS: dict[tuple[Any, ...], tuple[str, Any]] = {}
+# The vLLM engine of this worker process, by (model, --tp): a worker that takes several
+# chunks of a job starts it once (transformers policies are cached by load_policy_cached).
+_VLLM_ENGINES: dict[tuple[str, int], VllmBackend] = {}
 
 
 def _backend(checkpoint: Checkpoint, spec: dict[str, Any]) -> tuple[str, Any]:
     model_path, adapter = checkpoint_paths(checkpoint)
     name = choose_backend_name(spec["backend"], has_adapter=adapter is not None)
-    tp = spec.get("tensor_parallel_size", 1)  # absent from jobs made before --tp
-    key = (name, str(model_path), str(adapter), tp)
-    if key not in _BACKENDS:
-        if name == "vllm":
-            _BACKENDS.clear()  # one engine holds the GPU's memory
-            _BACKENDS[key] = (name, VllmBackend(model_path, tensor_parallel_size=tp))
-        else:
-            return name, TransformersBackend(load_policy_cached(model_path, adapter_path=adapter))
-    return _BACKENDS[key]
+    if name != "vllm":
+        return name, TransformersBackend(load_policy_cached(model_path, adapter_path=adapter))
+    key = (str(model_path), spec.get("tensor_parallel_size", 1))  # absent before --tp
+    if key not in _VLLM_ENGINES:
+        _VLLM_ENGINES.clear()  # one engine holds the GPUs' memory
+        _VLLM_ENGINES[key] = VllmBackend(str(model_path), tensor_parallel_size=key[1])
+    return name, _VLLM_ENGINES[key]
 
 
 def _generation_chunk(run: ChunkRun) -> None:
@@ -233,7 +231,7 @@ def _generation_chunk(run: ChunkRun) -> None:
     )
     run.heartbeat()  # loading the model may have taken a while
     sampling = {**asdict(params), "backend": backend_name}
-    started, n_completions, n_tokens = time.monotonic(), 0, 0
+    n_completions, n_tokens = 0, 0
     try:
         batches = generate_batches(backend, _requests(remaining), params, token_budget=budget)
         for batch in batches:
@@ -257,11 +255,7 @@ def _generation_chunk(run: ChunkRun) -> None:
             n_completions += len(rows)
             n_tokens += sum(sum(s.token_counts) for s in batch)
             run.set_metrics(
-                backend=backend_name,
-                device=device,
-                completions=n_completions,
-                generated_tokens=n_tokens,
-                seconds=round(time.monotonic() - started, 3),
+                backend=backend_name, completions=n_completions, generated_tokens=n_tokens
             )
             run.advance(len(batch), force=True)
     except GenerationError as exc:

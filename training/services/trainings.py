@@ -287,13 +287,14 @@ class _Recorder:
 
     def __init__(self, job: Job, metrics_path: Path) -> None:
         self.job = job
-        self.progress = TrainingProgress.from_dict(job.metrics.get("training"))
         if metrics_path.is_file():
             # A later attempt: fold the whole log again. An earlier attempt's runner may have
             # written events after its worker died, which no one read; the fold keeps what
             # a resume trains again out (train_begin drops the points after its step).
             self.progress = TrainingProgress()
             protocol.fold(MetricsTail(metrics_path).read(), self.progress)
+        else:
+            self.progress = TrainingProgress.from_dict(job.metrics.get("training"))
         self._last_heartbeat = 0.0
 
     def events(self, events: list[dict[str, Any]]) -> None:
